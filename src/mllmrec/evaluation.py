@@ -1,0 +1,44 @@
+"""Turn any method's output on the persisted candidates into per-sample predictions and DVC metrics.
+
+Every method (baselines now, LLM policies later) produces a `ranked` list of item ids per sample; this module
+scores them with the pure functions in metrics.py, so all methods are measured by exactly the same code.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mllmrec.config import EvalParams
+from mllmrec.io import read_parquet
+from mllmrec.metrics import out_of_candidates, summarize, target_rank
+
+SPLIT_DIR = Path("data/split")
+
+
+def load_candidates(n_neg: int, split: str) -> pl.DataFrame:
+    cands = read_parquet(SPLIT_DIR / f"candidates_n{n_neg}.parquet", "split")
+    return cands.filter(pl.col("split") == split)
+
+
+def rank_by_scores(cands: pl.DataFrame, scores: np.ndarray) -> pl.DataFrame:
+    """Order each sample's candidates by descending score; ties keep the (already shuffled) candidate order."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    matrix = np.array(cands["candidates"].to_list(), dtype=object)
+    ranked = np.take_along_axis(matrix, order, axis=1)
+    return cands.select("sample_id", "user_id", "target", "candidates").with_columns(
+        ranked=pl.Series([list(r) for r in ranked], dtype=pl.List(pl.String)),
+        valid=pl.lit(True),
+    )
+
+
+def score_predictions(preds: pl.DataFrame, params: EvalParams) -> tuple[pl.DataFrame, dict]:
+    """Add target_rank and out_of_candidates per sample; return (predictions, summary metrics)."""
+    rows = list(zip(preds["ranked"].to_list(), preds["target"].to_list(), preds["candidates"].to_list()))
+    ranks = np.array([-1 if (r := target_rank(ranked, t)) is None else r for ranked, t, _ in rows])
+    outside = np.array([out_of_candidates(ranked, c) for ranked, _, c in rows])
+    preds = preds.with_columns(target_rank=pl.Series(ranks, dtype=pl.Int32),
+                               out_of_candidates=pl.Series(outside, dtype=pl.Int32))
+    summary = summarize(ranks, params.ks, params.bootstrap, params.seed, preds["valid"].to_numpy(),
+                        int(outside.sum()))
+    return preds, summary

@@ -1,0 +1,277 @@
+"""Readers for the supported dataset layouts -> normalized items + time-ordered interactions + an ingest report.
+
+Layouts (params `ingest.format`):
+- movielens_csv: ml-latest `ratings.csv` (userId,movieId,rating,timestamp) + `movies.csv` (movieId,title,genres)
+- movielens_dat: ml-1m `ratings.dat` (UserID::MovieID::Rating::Timestamp) + `movies.dat` (MovieID::Title::Genres)
+- mllmrec_tsv:   the MLLMRec-R1 authors' `train.tsv` / `test.tsv` (user<TAB>space-separated items, in time order)
+                 + `<dataset>_titles.csv` (item,title) + `images/<item>.<ext>`
+- microlens:     `*pairs*.csv` (user,item,timestamp) + `*title*.csv` (item,title) + `covers/<item>.jpg`
+
+Every dropped row or item is counted by reason in the report, with the first few file:line examples.
+"""
+
+import csv
+import io
+import unicodedata
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from mllmrec.errors import UserError
+
+# ids become file names and prompt tokens ([ITEM_<id>]): no path separators, no leading dot, no spaces
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+MAX_EXAMPLES = 5
+
+
+@dataclass
+class Report:
+    """Rows read, rows skipped by reason (with a few `file:line` examples), and kept-but-changed notes."""
+
+    read: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    notes: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=lambda: defaultdict(list))
+
+    def skip(self, reason: str, n: int, examples: list[str] = ()) -> None:
+        if n:
+            self.skipped[reason] += n
+            room = MAX_EXAMPLES - len(self.examples[reason])
+            self.examples[reason].extend(list(examples)[: max(room, 0)])
+
+
+@dataclass(frozen=True)
+class Layout:
+    interactions: tuple[str, ...]  # file names or glob patterns, read in this order
+    titles: str
+    image_dir: str
+
+
+DEFAULT_FILES = {
+    "movielens_csv": Layout(("ratings.csv",), "movies.csv", "posters"),
+    "movielens_dat": Layout(("ratings.dat",), "movies.dat", "images"),
+    "mllmrec_tsv": Layout(("train.tsv", "test.tsv"), "*_titles.csv", "images"),
+    "microlens": Layout(("*pairs*.csv",), "*title*.csv", "covers"),
+}
+
+
+def resolve(root: Path, pattern: str, what: str) -> Path:
+    """One file for a name or glob inside the dataset root; a clear error if zero or several match."""
+    matches = sorted(root.glob(pattern))
+    if not matches:
+        raise UserError(f"{root}: no {what} file matching '{pattern}' (set ingest.{what}_file)")
+    if len(matches) > 1:
+        raise UserError(f"{root}: several {what} files match '{pattern}': {[m.name for m in matches]}")
+    return matches[0]
+
+
+def read_lines(path: Path) -> pl.LazyFrame:
+    """Each physical line as one string, with its 1-based line number; fast and multi-threaded in polars."""
+    if not path.exists():
+        raise UserError(f"{path}: not found")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path}: file is empty")
+    # \x1f never occurs in these text files, so each line is one field; quote_char=None keeps quotes verbatim
+    return pl.scan_csv(
+        path, has_header=False, separator="\x1f", quote_char=None, new_columns=["raw"], infer_schema=False,
+        row_index_name="line", row_index_offset=1, encoding="utf8-lossy",
+    ).filter(pl.col("raw").str.strip_chars() != "")
+
+
+def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: Report) -> pl.DataFrame:
+    """Read user/item/timestamp from a delimited interactions file.
+
+    `columns` maps our name -> header name (file has a header) or field index (no header). Lines with the wrong
+    number of fields or a non-integer timestamp are counted as `malformed_line`, never silently parsed.
+    """
+    lines = read_lines(path)
+    has_header = isinstance(next(iter(columns.values())), str)
+    fields = pl.col("raw").str.strip_suffix("\r").str.split(sep)
+    if has_header:
+        header_row = lines.head(1).collect()
+        header = header_row["raw"][0].strip().split(sep)
+        missing = [c for c in columns.values() if c not in header]
+        if missing:
+            raise UserError(f"{path}:1: missing column(s) {missing}; header is {header}")
+        index = {ours: header.index(theirs) for ours, theirs in columns.items()}
+        width = len(header)
+        lines = lines.slice(1)
+    else:
+        index, width = dict(columns), None
+    parsed = lines.select(
+        "line", fields.alias("f")
+    ).select(
+        "line",
+        (pl.col("f").list.len() == width if width else pl.col("f").list.len() > max(index.values())).alias("ok"),
+        *[pl.col("f").list.get(i, null_on_oob=True).str.strip_chars().alias(name) for name, i in index.items()],
+    )
+    if "timestamp" in index:
+        ts = pl.col("timestamp").cast(pl.Int64, strict=False)
+        parsed = parsed.with_columns(ok=pl.col("ok") & ts.is_not_null(), timestamp=ts)
+    df = parsed.collect(engine="streaming")
+    bad = df.filter(~pl.col("ok"))
+    report.read["interaction_lines"] += df.height
+    report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
+    return df.filter("ok").drop("ok").with_columns(file=pl.lit(path.name))
+
+
+def read_tsv_sequences(path: Path, report: Report) -> pl.DataFrame:
+    """`user<TAB>item item item` in time order -> one row per item, timestamp = position in the line."""
+    df = read_lines(path).select(
+        "line", pl.col("raw").str.strip_suffix("\r").str.split("\t").alias("f")
+    ).collect()
+    ok = (df["f"].list.len() == 2) & (df["f"].list.get(1, null_on_oob=True).str.strip_chars() != "")
+    bad = df.filter(~ok)
+    report.read["interaction_lines"] += df.height
+    report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
+    return (
+        df.filter(ok)
+        .select(
+            "line",
+            pl.col("f").list.get(0).str.strip_chars().alias("user_id"),
+            pl.col("f").list.get(1).str.strip_chars().str.split(" ").alias("item_id"),
+        )
+        .explode("item_id")
+        .filter(pl.col("item_id") != "")  # double spaces are separators, not items
+        .with_columns(timestamp=pl.int_range(pl.len()).over("user_id", "line").cast(pl.Int64), file=pl.lit(path.name))
+    )
+
+
+def decode_text(path: Path, encoding: str) -> str:
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise UserError(f"{path}: file is empty")
+    try:
+        return raw.decode(encoding).removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}: bytes {raw[e.start:e.end]!r} are not valid {encoding}; set ingest.encoding "
+            f"(ml-1m's movies.dat is latin-1)"
+        ) from None
+
+
+def clean_title(title: str) -> str:
+    """NFC-normalize, drop control/zero-width characters, collapse whitespace; keeps non-Latin scripts intact."""
+    title = unicodedata.normalize("NFC", title)
+    title = "".join(ch for ch in title if unicodedata.category(ch) not in {"Cc", "Cf"} or ch in " \t")
+    return " ".join(title.split())
+
+
+def read_titles(path: Path, fmt: str, encoding: str, report: Report) -> pl.DataFrame:
+    """item_id + title from a small titles file (csv with header, or ml-1m `::` lines)."""
+    text = decode_text(path, encoding)
+    rows: list[tuple[str, str, int]] = []
+    malformed: list[str] = []
+    if fmt == "movielens_dat":
+        for n, line in enumerate(text.splitlines(), start=1):
+            parts = line.split("::")
+            if not line.strip():
+                continue
+            if len(parts) < 2:
+                malformed.append(f"{path.name}:{n}")
+                continue
+            rows.append((parts[0].strip(), parts[1], n))
+    else:
+        reader = csv.reader(io.StringIO(text))
+        header = [h.strip() for h in next(reader)]
+        id_col = next((c for c in ("movieId", "item", "item_id", "itemId") if c in header), None)
+        if id_col is None or "title" not in header:
+            raise UserError(f"{path}:1: expected an id column (movieId/item/item_id) and 'title'; header is {header}")
+        i_id, i_title = header.index(id_col), header.index("title")
+        for parts in reader:
+            if not parts or not "".join(parts).strip():
+                continue
+            if len(parts) != len(header):
+                malformed.append(f"{path.name}:{reader.line_num}")
+                continue
+            rows.append((parts[i_id].strip(), parts[i_title], reader.line_num))
+    report.read["title_lines"] += len(rows) + len(malformed)
+    report.skip("malformed_title_line", len(malformed), malformed)
+    df = pl.DataFrame(rows, schema={"item_id": pl.String, "title": pl.String, "line": pl.Int64}, orient="row")
+    changed = df.with_columns(clean=pl.col("title").map_elements(clean_title, return_dtype=pl.String))
+    n_changed = changed.filter(pl.col("clean") != pl.col("title")).height
+    report.notes["titles_normalized"] += n_changed  # kept, but counted: the text differs from the file
+    df = changed.select("item_id", pl.col("clean").alias("title"), "line")
+    empty = df.filter(pl.col("title") == "")
+    report.skip("empty_title", empty.height, [f"{path.name}:{n}" for n in empty["line"].head(MAX_EXAMPLES)])
+    return df.filter(pl.col("title") != "").with_columns(file=pl.lit(path.name))
+
+
+def read_dataset(root: Path, fmt: str, interactions_file: str | None, titles_file: str | None, encoding: str,
+                 report: Report) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Raw (interactions, titles) frames for one layout, before id checks and dedup."""
+    layout = DEFAULT_FILES[fmt]
+    if not root.is_dir():
+        raise UserError(f"{root}: dataset root is not a folder (params ingest.root)")
+    names = (interactions_file,) if interactions_file else layout.interactions
+    titles = read_titles(resolve(root, titles_file or layout.titles, "titles"), fmt, encoding, report)
+    frames = []
+    for name in names:
+        path = resolve(root, name, "interactions")
+        if fmt == "movielens_csv":
+            cols = {"user_id": "userId", "item_id": "movieId", "timestamp": "timestamp"}
+            frames.append(read_delimited(path, ",", cols, report))
+        elif fmt == "movielens_dat":
+            frames.append(read_delimited(path, "::", {"user_id": 0, "item_id": 1, "timestamp": 3}, report))
+        elif fmt == "microlens":
+            frames.append(read_delimited(path, ",", {"user_id": "user", "item_id": "item", "timestamp": "timestamp"},
+                                         report))
+        else:
+            frames.append(read_tsv_sequences(path, report))
+    if fmt == "mllmrec_tsv":
+        # positions restart per file: a user's test.tsv items come after their train.tsv items
+        frames = [f.with_columns(timestamp=pl.col("timestamp") + i * 10**12) for i, f in enumerate(frames)]
+    return pl.concat(frames, how="vertical_relaxed"), titles
+
+
+def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate ids, drop unknown items and duplicates (counted), order each user's interactions in time."""
+    def where(df: pl.DataFrame) -> list[str]:
+        return [f"{f}:{n}" for f, n in zip(df["file"].head(MAX_EXAMPLES), df["line"].head(MAX_EXAMPLES))]
+
+    bad_item = titles.filter(~pl.col("item_id").str.contains(ID_PATTERN))
+    report.skip("invalid_item_id_in_titles", bad_item.height, where(bad_item))
+    titles = titles.filter(pl.col("item_id").str.contains(ID_PATTERN))
+    dup_titles = titles.filter(pl.col("item_id").is_duplicated() & ~pl.col("item_id").is_first_distinct())
+    report.skip("duplicate_title_row", dup_titles.height, where(dup_titles))
+    titles = titles.unique("item_id", keep="first", maintain_order=True)
+
+    ok_ids = pl.col("user_id").str.contains(ID_PATTERN) & pl.col("item_id").str.contains(ID_PATTERN)
+    bad = inter.filter(~ok_ids)
+    report.skip("invalid_id", bad.height, where(bad))
+    inter = inter.filter(ok_ids)
+    unknown = inter.join(titles.select("item_id"), on="item_id", how="anti")
+    report.skip("unknown_item", unknown.height, where(unknown))
+    inter = inter.join(titles.select("item_id"), on="item_id", how="semi")
+    # stable sort: ties in time keep file order (the order the dataset authors wrote)
+    inter = inter.sort(["user_id", "timestamp"], maintain_order=True)
+    dup = inter.filter(pl.struct("user_id", "item_id").is_first_distinct().not_())
+    report.skip("duplicate_interaction", dup.height, where(dup))
+    inter = inter.filter(pl.struct("user_id", "item_id").is_first_distinct())
+    inter = inter.select("user_id", "item_id", "timestamp").with_columns(
+        position=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id")
+    )
+    used = titles.join(inter.select("item_id").unique(), on="item_id", how="semi")
+    report.notes["items_without_interactions"] += titles.height - used.height  # not skipped: still in the table
+    return inter, titles.select("item_id", "title")
+
+
+def ingest_report(report: Report, inter: pl.DataFrame, items: pl.DataFrame, image_counts: Counter) -> dict:
+    return {
+        "interactions": {"kept": inter.height, "users": inter["user_id"].n_unique()},
+        "items": {"kept": items.height, "with_image": int(items["image_ok"].sum())},
+        "read": dict(sorted(report.read.items())),
+        "skipped": dict(sorted(report.skipped.items())),
+        "notes": dict(sorted(report.notes.items())),
+        "images": dict(sorted(image_counts.items())),
+        "examples": {k: v for k, v in sorted(report.examples.items()) if v},
+    }
+
+
+def sort_ids(df: pl.DataFrame, col: str) -> pl.DataFrame:
+    """Numeric-looking ids sort numerically (1, 2, 10), others lexically after them: stable, readable order."""
+    return df.sort(pl.col(col).str.len_chars(), pl.col(col)) if df[col].str.contains(r"^\d+$").all() else df.sort(col)
+

@@ -1,0 +1,31 @@
+"""Atomic writers: a killed stage never leaves a half-written output behind."""
+
+import json
+import os
+from pathlib import Path
+
+import polars as pl
+
+from mllmrec.errors import UserError
+
+
+def write_parquet(df: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # no statistics timestamps in pyarrow/polars parquet: same frame -> same bytes
+    df.write_parquet(tmp, compression="zstd", statistics=True)
+    os.replace(tmp, path)
+
+
+def write_json(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_parquet(path: Path, stage: str) -> pl.DataFrame:
+    """Read an upstream artifact; a missing one names the stage that makes it."""
+    if not path.exists():
+        raise UserError(f"{path}: not found; run `dvc repro {stage}` first")
+    return pl.read_parquet(path)

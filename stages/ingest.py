@@ -1,0 +1,52 @@
+"""Ingest a dataset layout into normalized Parquet tables and a JSON report.
+
+    python stages/ingest.py            # reads params.yaml `ingest`, writes data/ingest/
+
+Outputs: items.parquet (item_id, title, image_path, image_sha256, image_format, image_ok, image_error),
+interactions.parquet (user_id, item_id, timestamp, position; time-ordered per user), report.json.
+"""
+
+from pathlib import Path
+
+import polars as pl
+
+from mllmrec.cli import run
+from mllmrec.config import IngestParams, load_section
+from mllmrec.images import attach_images
+from mllmrec.ingest import DEFAULT_FILES, Report, ingest_report, normalize, read_dataset, sort_ids
+from mllmrec.io import write_json, write_parquet
+
+OUT = Path("data/ingest")
+
+
+def main(out: Path = OUT) -> None:
+    params = load_section("ingest", IngestParams)
+    root = Path(params.root)
+
+    report = Report()
+    inter, titles = read_dataset(root, params.format, params.interactions_file, params.titles_file,
+                                 params.encoding, report)
+    inter, items = normalize(inter, titles, report)
+    items, image_counts = attach_images(sort_ids(items, "item_id"), root,
+                                        params.image_dir or DEFAULT_FILES[params.format].image_dir,
+                                        params.image_workers)
+    if params.require_image:
+        without = items.filter(~pl.col("image_ok"))
+        report.skip("item_without_usable_image", without.height, without["item_id"].head(5).to_list())
+        dropped = inter.join(without.select("item_id"), on="item_id", how="semi").height
+        report.skip("interaction_with_item_without_image", dropped)
+        items = items.filter("image_ok")
+        inter = inter.join(items.select("item_id"), on="item_id", how="semi").with_columns(
+            position=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id"))  # positions stay contiguous
+
+    write_parquet(items, out / "items.parquet")
+    write_parquet(inter, out / "interactions.parquet")
+    summary = ingest_report(report, inter, items, image_counts)
+    write_json(summary, out / "report.json")
+    print(f"ingest: {summary['interactions']['kept']} interactions, {summary['interactions']['users']} users, "
+          f"{summary['items']['kept']} items ({summary['items']['with_image']} with image); "
+          f"skipped {dict(report.skipped)}")
+
+
+if __name__ == "__main__":
+    run(main)

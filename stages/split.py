@@ -1,0 +1,52 @@
+"""Leave-one-out split with persisted, seeded candidate sets (one file per number of negatives).
+
+    python stages/split.py             # reads params.yaml `split`, writes data/split/
+
+Outputs: candidates_n<N>.parquet (sample_id, user_id, split, history, target, candidates, target_index, seed,
+num_negatives) for each N in split.num_negatives; train_sequences.parquet (each kept user's items before the valid
+target: what baselines train on); report.json.
+"""
+
+from pathlib import Path
+
+import polars as pl
+
+from mllmrec.cli import run
+from mllmrec.config import SplitParams, load_section
+from mllmrec.ingest import sort_ids
+from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.split import make_candidates, make_samples, user_sequences
+
+IN = Path("data/ingest")
+OUT = Path("data/split")
+
+
+def main(out: Path = OUT) -> None:
+    params = load_section("split", SplitParams)
+    inter = read_parquet(IN / "interactions.parquet", "ingest")
+
+    seqs = user_sequences(inter)
+    kept = seqs.filter(pl.col("n") >= params.min_inter)
+    samples = make_samples(kept, params.min_inter, params.train_windows, params.window_stride)
+    # the candidate pool: every item some kept user interacted with, in a fixed order
+    items = sort_ids(kept.select(pl.col("items").explode().unique().alias("item_id")), "item_id")["item_id"]
+
+    for n_neg in params.num_negatives:
+        cands = make_candidates(samples, kept, items.to_list(), n_neg, params.seed)
+        write_parquet(cands, out / f"candidates_n{n_neg}.parquet")
+    write_parquet(
+        kept.select("user_id", pl.col("items").list.head(pl.col("n") - 2)),  # valid + test targets held out
+        out / "train_sequences.parquet",
+    )
+    report = {
+        "users": {"kept": kept.height, "below_min_inter": seqs.height - kept.height},
+        "interactions_of_users_below_min_inter": int(seqs.filter(pl.col("n") < params.min_inter)["n"].sum()),
+        "samples": dict(samples.group_by("split").len().sort("split").iter_rows()),
+        "candidate_pool_items": items.len(),
+    }
+    write_json(report, out / "report.json")
+    print(f"split: {report}")
+
+
+if __name__ == "__main__":
+    run(main)
