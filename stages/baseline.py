@@ -4,7 +4,7 @@
     (reads params.yaml `eval` and `baselines.<method>`)
 
 Outputs: data/predictions/<method>.parquet (per sample: ranked candidates, target rank), metrics/<method>.json
-(HR@K / NDCG@K with 95 % CIs per candidate-set size), and for SASRec plots/sasrec_train.csv (loss, valid HR@10).
+(HR@K / NDCG@K with 95 % CIs per candidate-set size), and for SASRec plots/sasrec_train.csv (loss, valid NDCG@10).
 """
 
 from enum import Enum

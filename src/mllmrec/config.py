@@ -65,7 +65,7 @@ class SasrecParams(Section):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(200, ge=1)
-    patience: int = Field(20, ge=1)  # epochs without valid HR@10 gain before stopping
+    patience: int = Field(20, ge=1)  # epochs without valid NDCG@10 gain before stopping
     seed: int = 0
     threads: int = Field(2, ge=1)
 

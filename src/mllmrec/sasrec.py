@@ -1,9 +1,10 @@
 """SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the item sequence, next-item prediction.
 
 Architecture as in the paper and its reference port: scaled item embeddings + learned positions, pre-LN causal
-attention blocks with a point-wise feed-forward, padding masked, shared input/output item embeddings. Trained with
+attention blocks with a point-wise feed-forward, padding masked (also as attention keys, which the reference port
+misses), shared input/output item embeddings. Trained with
 full softmax cross-entropy over all items at every position (Klenitskiy & Vasilev 2023 show it beats the paper's
-one-negative BCE); early stopping on valid HR@10 over the persisted valid candidates.
+one-negative BCE); early stopping on valid NDCG@10 over the persisted valid candidates.
 """
 
 import copy
@@ -15,6 +16,7 @@ from rich.progress import Progress
 from torch import nn
 
 from mllmrec.config import SasrecParams
+from mllmrec.metrics import per_sample_scores
 
 
 class SASRec(nn.Module):
@@ -44,10 +46,15 @@ class SASRec(nn.Module):
         # positions count 1..L over real items, 0 on padding (so padding gets no position signal)
         positions = torch.cumsum(~pad, dim=1) * ~pad
         x = self.dropout(x + self.pos_emb(positions)) * ~pad.unsqueeze(-1)
-        causal = torch.triu(torch.ones(seqs.size(1), seqs.size(1), dtype=torch.bool, device=seqs.device), 1)
+        length = seqs.size(1)
+        causal = torch.triu(torch.ones(length, length, dtype=torch.bool, device=seqs.device), 1)
+        # no attending to the future nor to padding keys; a position may always see itself, so padding rows stay
+        # finite (they are zeroed after each block) and left padding cannot change a real item's state
+        blocked = (causal[None] | pad[:, None, :]) & ~torch.eye(length, dtype=torch.bool, device=seqs.device)[None]
+        blocked = blocked.repeat_interleave(self.attns[0].num_heads, dim=0)
         for attn_norm, attn, ffn_norm, ffn in zip(self.attn_norms, self.attns, self.ffn_norms, self.ffns):
             q = attn_norm(x)
-            x = q + attn(q, x, x, attn_mask=causal, need_weights=False)[0]
+            x = q + attn(q, x, x, attn_mask=blocked, need_weights=False)[0]
             x = ffn_norm(x)
             x = (x + ffn(x)) * ~pad.unsqueeze(-1)
         return self.last_norm(x)
@@ -79,9 +86,11 @@ def score_candidates(model: SASRec, histories: list[list[int]], candidates: list
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def hr_at_10(scores: np.ndarray, target_index: np.ndarray) -> float:
+def valid_ndcg_at_10(scores: np.ndarray, target_index: np.ndarray) -> float:
+    """NDCG@10 of the target (ties counted against it); unlike HR@10 it still moves when there are 10 candidates."""
     target = scores[np.arange(len(scores)), target_index]
-    return float(((scores > target[:, None]).sum(1) < 10).mean())
+    ranks = (scores >= target[:, None]).sum(1) - 1
+    return float(per_sample_scores(ranks, [10])["NDCG@10"].mean())
 
 
 def train(sequences: list[list[int]], n_items: int, p: SasrecParams, valid: tuple) -> tuple[SASRec, list[dict]]:
@@ -94,7 +103,7 @@ def train(sequences: list[list[int]], n_items: int, p: SasrecParams, valid: tupl
     # input = items[:-1], label = items[1:], both right-aligned: every position predicts the next item
     inputs = pad_left([s[:-1] for s in sequences], p.max_len)
     labels = pad_left([s[1:] for s in sequences], p.max_len)
-    best, best_hr, waited, log = copy.deepcopy(model.state_dict()), -1.0, 0, []
+    best, best_ndcg, waited, log = copy.deepcopy(model.state_dict()), -1.0, 0, []
     with Progress(transient=True) as bar:
         task = bar.add_task("sasrec epochs", total=p.epochs)
         for epoch in range(p.epochs):
@@ -111,11 +120,11 @@ def train(sequences: list[list[int]], n_items: int, p: SasrecParams, valid: tupl
                 loss.backward()
                 opt.step()
                 total += loss.item() * len(idx)
-            hr = hr_at_10(score_candidates(model, valid[0], valid[1]), valid[2])
-            log.append({"epoch": epoch, "loss": total / len(order), "valid_HR@10": hr})
-            bar.update(task, advance=1, description=f"sasrec loss {total / len(order):.3f} valid HR@10 {hr:.3f}")
-            if hr > best_hr:
-                best, best_hr, waited = copy.deepcopy(model.state_dict()), hr, 0
+            ndcg = valid_ndcg_at_10(score_candidates(model, valid[0], valid[1]), valid[2])
+            log.append({"epoch": epoch, "loss": total / len(order), "valid_NDCG@10": ndcg})
+            bar.update(task, advance=1, description=f"sasrec loss {total / len(order):.3f} valid NDCG@10 {ndcg:.3f}")
+            if ndcg > best_ndcg:
+                best, best_ndcg, waited = copy.deepcopy(model.state_dict()), ndcg, 0
             else:
                 waited += 1
                 if waited >= p.patience:

@@ -18,7 +18,7 @@ def user_sequences(inter: pl.DataFrame) -> pl.DataFrame:
         inter.sort("user_id", "position")
         .group_by("user_id", maintain_order=True)
         .agg(items=pl.col("item_id"))
-        .with_columns(n=pl.col("items").list.len())
+        .with_columns(n=pl.col("items").list.len().cast(pl.Int64))  # signed: n - 1 - offset may go below 0
     )
 
 
@@ -37,7 +37,7 @@ def make_samples(seqs: pl.DataFrame, min_inter: int, train_windows: int, stride:
                 "user_id",
                 pl.lit(split).alias("split"),
                 pl.col("items").list.slice(start, pos - start).alias("history"),
-                pl.col("items").list.get(pos).alias("target"),
+                pl.col("items").list.get(pos, null_on_oob=True).alias("target"),
             )
         )
     order = pl.col("split").replace_strict({"train": 0, "valid": 1, "test": 2}, return_dtype=pl.Int8)

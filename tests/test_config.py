@@ -1,0 +1,52 @@
+"""Params validation: a wrong type or unknown key fails before any work, naming the key."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mllmrec.config import BaselinesParams, EvalParams, IngestParams, SplitParams, load_section
+from mllmrec.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "params.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_project_params_validate():
+    for name, model in [("ingest", IngestParams), ("split", SplitParams), ("eval", EvalParams),
+                        ("baselines", BaselinesParams)]:
+        load_section(name, model, ROOT / "params.yaml")
+
+
+def test_wrong_type_names_the_key(tmp_path):
+    p = write(tmp_path, "split:\n  min_inter: ten\n")
+    with pytest.raises(UserError, match=r"split\.min_inter: .*integer.*'ten'"):
+        load_section("split", SplitParams, p)
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    p = write(tmp_path, "baselines:\n  sasrec:\n    hiden: 64\n")
+    with pytest.raises(UserError, match=r"baselines\.sasrec\.hiden: Extra inputs are not permitted"):
+        load_section("baselines", BaselinesParams, p)
+
+
+def test_missing_section_and_bad_yaml(tmp_path):
+    with pytest.raises(UserError, match="missing section 'eval'"):
+        load_section("eval", EvalParams, write(tmp_path, "split: {}\n"))
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_section("eval", EvalParams, write(tmp_path, "eval: [\n"))
+
+
+def test_stage_fails_before_work_with_one_line(tmp_path):
+    write(tmp_path, "ingest:\n  format: parquet\n  root: nowhere\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], cwd=tmp_path, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert "ingest.format" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "data").exists()  # nothing was written
