@@ -15,7 +15,9 @@ import polars as pl
 
 from mllmrec.cli import run
 from mllmrec.config import BaselinesParams, EvalParams, load_section
-from mllmrec.evaluation import SPLIT_DIR, load_candidates, rank_by_scores, score_predictions
+from mllmrec.evaluation import (
+    SPLIT_DIR, candidate_sizes, eval_candidates, load_candidates, rank_by_scores, score_predictions,
+)
 from mllmrec.io import read_parquet, write_json, write_parquet
 
 
@@ -23,13 +25,6 @@ class Method(str, Enum):
     random = "random"
     popularity = "popularity"
     sasrec = "sasrec"
-
-
-def candidate_sizes() -> list[int]:
-    sizes = sorted(int(p.stem.removeprefix("candidates_n")) for p in SPLIT_DIR.glob("candidates_n*.parquet"))
-    if not sizes:
-        read_parquet(SPLIT_DIR / "candidates_n9.parquet", "split")  # raises the "run split first" error
-    return sizes
 
 
 def main(method: Method) -> None:
@@ -76,7 +71,7 @@ def main(method: Method) -> None:
 
     metrics, frames = {}, []
     for n_neg in sizes:
-        cands = load_candidates(n_neg, eval_params.split)
+        cands = eval_candidates(n_neg, eval_params)
         preds, summary = score_predictions(rank_by_scores(cands, scorer(cands)), eval_params)
         metrics[f"n{n_neg}"] = summary
         frames.append(preds.with_columns(num_negatives=pl.lit(n_neg, dtype=pl.Int32)))

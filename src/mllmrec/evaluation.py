@@ -4,6 +4,7 @@ Every method (baselines now, LLM policies later) produces a `ranked` list of ite
 scores them with the pure functions in metrics.py, so all methods are measured by exactly the same code.
 """
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,28 @@ from mllmrec.metrics import out_of_candidates, summarize, target_rank
 SPLIT_DIR = Path("data/split")
 
 
-def load_candidates(n_neg: int, split: str) -> pl.DataFrame:
-    cands = read_parquet(SPLIT_DIR / f"candidates_n{n_neg}.parquet", "split")
-    return cands.filter(pl.col("split") == split)
+def load_candidates(n_neg: int, split: str, max_samples: int | None = None, seed: int = 0) -> pl.DataFrame:
+    """One split of a persisted candidate file; with max_samples, a seeded subset chosen by hashing sample ids, so
+    every method (baselines and LLMs) is scored on exactly the same samples whatever the row order."""
+    cands = read_parquet(SPLIT_DIR / f"candidates_n{n_neg}.parquet", "split").filter(pl.col("split") == split)
+    if max_samples is not None and cands.height > max_samples:
+        keys = [hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest() for sid in cands["sample_id"]]
+        cands = cands.with_columns(_key=pl.Series(keys)).sort("_key").head(max_samples).drop("_key")
+        cands = cands.sort(pl.col("sample_id").str.len_chars(), "sample_id")  # readable order, independent of hash
+    return cands
+
+
+def eval_candidates(n_neg: int, params: EvalParams) -> pl.DataFrame:
+    """The evaluation samples of one candidate-set size, as every method must see them."""
+    return load_candidates(n_neg, params.split, params.max_samples, params.seed)
+
+
+def candidate_sizes() -> list[int]:
+    """The candidate-set sizes the split stage wrote (split.num_negatives)."""
+    sizes = sorted(int(p.stem.removeprefix("candidates_n")) for p in SPLIT_DIR.glob("candidates_n*.parquet"))
+    if not sizes:
+        read_parquet(SPLIT_DIR / "candidates_n9.parquet", "split")  # raises the "run split first" error
+    return sizes
 
 
 def rank_by_scores(cands: pl.DataFrame, scores: np.ndarray) -> pl.DataFrame:

@@ -45,6 +45,7 @@ def attach_images(items: pl.DataFrame, root: Path, image_dir: str, workers: int)
     index = index_image_dir(folder)
     counts: Counter = Counter()
     jobs: dict[str, Path] = {}
+    outside: set[str] = set()
     for item_id in items["item_id"]:
         names = index.get(item_id)
         if names:
@@ -55,21 +56,23 @@ def attach_images(items: pl.DataFrame, root: Path, image_dir: str, workers: int)
             if root.resolve() in path.resolve().parents:
                 jobs[item_id] = path
             else:
-                counts["outside_root"] += 1
+                outside.add(item_id)
     with ThreadPoolExecutor(workers) as pool:  # PIL decode releases the GIL
         checked = dict(zip(jobs, track(pool.map(check_image, jobs.values()), total=len(jobs),
                                         description="checking images", transient=True)))
     rows = []
     for item_id in items["item_id"]:
         if item_id not in jobs:
-            rows.append((None, None, None, False, "missing"))
-            counts["missing"] += 1
+            # counted once, under one reason: the per-reason counts add up to the number of items
+            reason = "outside_root" if item_id in outside else "missing"
+            rows.append((None, None, None, False, reason))
+            counts[reason] += 1
             continue
         sha, fmt, error = checked[item_id]
         path = jobs[item_id]
         if error:
             counts["corrupt"] += 1
-        elif FORMAT_OF_EXT[path.suffix.lower()] != fmt:
+        elif FORMAT_OF_EXT[path.suffix.lower()] != ("JPEG" if fmt == "MPO" else fmt):  # MPO: multi-picture JPEG
             counts["extension_mismatch"] += 1  # decodes fine; the extension lies about the format
         else:
             counts["ok"] += 1

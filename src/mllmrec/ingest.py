@@ -91,6 +91,8 @@ def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: 
     fields = pl.col("raw").str.strip_suffix("\r").str.split(sep)
     if has_header:
         header_row = lines.head(1).collect()
+        if header_row.height == 0:  # only blank lines
+            raise UserError(f"{path}: file is empty")
         header = header_row["raw"][0].strip().split(sep)
         missing = [c for c in columns.values() if c not in header]
         if missing:
@@ -111,6 +113,8 @@ def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: 
         ts = pl.col("timestamp").cast(pl.Int64, strict=False)
         parsed = parsed.with_columns(ok=pl.col("ok") & ts.is_not_null(), timestamp=ts)
     df = parsed.collect(engine="streaming")
+    if df.height == 0:
+        raise UserError(f"{path}: no data lines" + (" after the header" if has_header else " (file is blank)"))
     bad = df.filter(~pl.col("ok"))
     report.read["interaction_lines"] += df.height
     report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
@@ -122,6 +126,8 @@ def read_tsv_sequences(path: Path, report: Report) -> pl.DataFrame:
     df = read_lines(path).select(
         "line", pl.col("raw").str.strip_suffix("\r").str.split("\t").alias("f")
     ).collect()
+    if df.height == 0:
+        raise UserError(f"{path}: no data lines (file is blank)")
     ok = (df["f"].list.len() == 2) & (df["f"].list.get(1, null_on_oob=True).str.strip_chars() != "")
     bad = df.filter(~ok)
     report.read["interaction_lines"] += df.height
@@ -135,7 +141,8 @@ def read_tsv_sequences(path: Path, report: Report) -> pl.DataFrame:
         )
         .explode("item_id")
         .filter(pl.col("item_id") != "")  # double spaces are separators, not items
-        .with_columns(timestamp=pl.int_range(pl.len()).over("user_id", "line").cast(pl.Int64), file=pl.lit(path.name))
+        # a user on several lines continues in file order (per line, positions would interleave the lines)
+        .with_columns(timestamp=pl.int_range(pl.len()).over("user_id").cast(pl.Int64), file=pl.lit(path.name))
     )
 
 
@@ -190,6 +197,9 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report) -> pl.DataF
             rows.append((parts[i_id].strip(), parts[i_title], reader.line_num))
     report.read["title_lines"] += len(rows) + len(malformed)
     report.skip("malformed_title_line", len(malformed), malformed)
+    if not rows:  # every interaction would be an unknown item: say why here, not downstream
+        raise UserError(f"{path}: no title rows" + (f" ({len(malformed)} malformed, e.g. {malformed[0]})"
+                                                    if malformed else ""))
     df = pl.DataFrame(rows, schema={"item_id": pl.String, "title": pl.String, "line": pl.Int64}, orient="row")
     changed = df.with_columns(clean=pl.col("title").map_elements(clean_title, return_dtype=pl.String))
     n_changed = changed.filter(pl.col("clean") != pl.col("title")).height
@@ -251,6 +261,9 @@ def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tupl
     dup = inter.filter(pl.struct("user_id", "item_id").is_first_distinct().not_())
     report.skip("duplicate_interaction", dup.height, where(dup))
     inter = inter.filter(pl.struct("user_id", "item_id").is_first_distinct())
+    if inter.height == 0:  # empty tables would only fail later, in a stage that cannot name the cause
+        first = {k: v[0] for k, v in report.examples.items() if v}
+        raise UserError(f"no interactions left after ingest: skipped {dict(report.skipped)}, e.g. {first}")
     inter = inter.select("user_id", "item_id", "timestamp").with_columns(
         position=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id")
     )

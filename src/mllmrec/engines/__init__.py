@@ -11,7 +11,7 @@ Each engine module is imported only when chosen: vllm is a GPU-only extra, and t
 from mllmrec.config import EngineSpec
 from mllmrec.engines.base import Engine, GenerationRequest, GenerationResult, SamplingParams
 
-__all__ = ["build_engine", "Engine", "GenerationRequest", "GenerationResult", "SamplingParams"]
+__all__ = ["Engine", "GenerationRequest", "GenerationResult", "SamplingParams", "build_engine"]
 
 
 def build_engine(spec: EngineSpec) -> Engine:

@@ -8,12 +8,15 @@ Extensions (part A, compatible; for part B and later stages):
   content is a plain str, the images go in front of the first user message's text. `with_image_parts()` does this.
 - `GenerationResult.retries`: how many extra attempts the request needed (openai engine; 0 elsewhere).
 - `split_think()` separates `<think>...</think>` from the answer; every engine fills `reasoning` with it.
+- `load_image(path, max_pixels)`: RGB + downscale to the pixel cap, the same in every engine.
 - Engines build from an `EngineSpec` (mllmrec.config) via `mllmrec.engines.build_engine(spec)`.
 """
 
 import re
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class Engine(Protocol):
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]: ...
 
 
-_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.S)
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)", re.DOTALL)
 
 
 def split_think(text: str) -> tuple[str, str]:
@@ -72,10 +75,10 @@ def split_think(text: str) -> tuple[str, str]:
 
 def with_image_parts(messages: tuple[dict, ...], n_images: int) -> list[dict]:
     """Messages in processor form (content = list of parts) with exactly `n_images` `{"type": "image"}` parts."""
-    out = [
-        {**m, "content": [{"type": "text", "text": m["content"]}] if isinstance(m["content"], str) else list(m["content"])}
-        for m in messages
-    ]
+    def parts(content) -> list[dict]:
+        return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
+
+    out = [{**m, "content": parts(m["content"])} for m in messages]
     placed = sum(p.get("type") == "image" for m in out for p in m["content"])
     if placed == 0 and n_images:
         first_user = next((m for m in out if m["role"] == "user"), None)
@@ -85,3 +88,14 @@ def with_image_parts(messages: tuple[dict, ...], n_images: int) -> list[dict]:
     elif placed != n_images:
         raise ValueError(f"messages reference {placed} images but the request carries {n_images}")
     return out
+
+
+def load_image(path: str, max_pixels: int) -> Image.Image:
+    """RGB image, downscaled (aspect kept) so width*height <= max_pixels: bounds visual tokens per image."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+    w, h = im.size
+    if w * h > max_pixels:
+        scale = (max_pixels / (w * h)) ** 0.5
+        im = im.resize((max(1, int(w * scale)), max(1, int(h * scale))), Image.BICUBIC)
+    return im

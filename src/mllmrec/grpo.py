@@ -1,0 +1,308 @@
+"""GRPO on the merged SFT model with a new LoRA (TRL GRPOTrainer), a reward-inflation monitor, auto-resume, merge.
+
+    from mllmrec.grpo import grpo_rows, train_grpo
+    rows = grpo_rows(samples, texts, tokenizer, prompt_params, enable_thinking)   # prompt strings + reward columns
+    info = train_grpo(rows, valid_cands, texts, tokenizer, params, prompt_params, enable_thinking, out_dir, ...)
+
+Prompts: `render_prompt` (the one renderer, chat template applied with `enable_thinking` explicit) as plain strings,
+exactly the text SFT trained on and evaluation scores. TRL tokenizes a string prompt with `tokenizer(text)`; we check
+that this adds no special token the template did not write (a BOS-adding tokenizer would otherwise see a double BOS
+only in GRPO) - tests/test_grpo.py shows the ids equal TRL's conversational path too.
+
+Monitor (MonitorCallback): TRL already logs reward, rewards/<component>/mean, frac_reward_zero_std (groups whose
+completions all got the same reward: no learning signal), kl and entropy every step; every `monitor.every` steps we
+add valid-split HR@K/NDCG@K by exact likelihood ranking (mllmrec.policy_eval, the evaluate stage's own scorer) on a
+fixed valid subset. Train reward rising while valid HR stays flat or falls is reward inflation. All of it goes into
+Trainer's log_history, which checkpoints carry, so a resumed run still writes the whole curve.
+"""
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mllmrec.config import GrpoParams, PromptParams
+from mllmrec.errors import UserError
+from mllmrec.prompts import ItemText, build_messages, render_prompt
+from mllmrec.rewards import trl_reward_funcs
+from mllmrec.sft import last_checkpoint, training_dtype
+
+# params that change how often we save/log/monitor, not what is learned: editing them keeps checkpoints resumable
+_NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor", "launch"}
+
+
+def grpo_rows(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, prompt_params: PromptParams,
+              enable_thinking: bool | None) -> list[dict]:
+    """One row per augment sample: the rendered prompt + the columns reward functions read (candidates, target)."""
+    rows = []
+    for s in samples.iter_rows(named=True):
+        cot = s["cot"] if s.get("has_cot") else None
+        rows.append({
+            "prompt": render_prompt(tokenizer, build_messages(s, texts, prompt_params, cot=cot), enable_thinking),
+            "sample_id": s["sample_id"], "candidates": list(s["candidates"]), "target": s["target"],
+            "has_cot": bool(s.get("has_cot") or False),
+        })
+    if rows:
+        p = rows[0]["prompt"]
+        if tokenizer(p)["input_ids"] != tokenizer(p, add_special_tokens=False)["input_ids"]:
+            raise UserError(f"{tokenizer.name_or_path}: the tokenizer adds special tokens (BOS?) to an already "
+                            "templated prompt; GRPO would see different tokens than SFT/evaluation. Set "
+                            "add_bos_token=false in its tokenizer_config.json (the chat template writes the BOS)")
+    return rows
+
+
+def seeded_subset(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
+    """A stable subset: sorted by sample_id first, so it does not depend on row order."""
+    df = df.sort("sample_id")
+    return df if n is None or n >= df.height else df.sample(n, seed=seed).sort("sample_id")
+
+
+def target_ranks(ranked: list[list[str]], targets: list[str]) -> np.ndarray:
+    return np.array([r.index(t) if t in r else -1 for r, t in zip(ranked, targets)])
+
+
+# ---- the monitor ----
+
+try:  # a TrainerCallback subclass; transformers is a hard dependency, the lazy import only saves start-up time
+    from transformers import TrainerCallback
+except ImportError:  # pragma: no cover
+    TrainerCallback = object
+
+
+class MonitorCallback(TrainerCallback):
+    """Valid HR@K next to the train reward, plus completion samples to a JSONL (see module docstring)."""
+
+    def __init__(self, valid: pl.DataFrame | None, texts, tokenizer, prompt_params, enable_thinking,
+                 params: GrpoParams, samples_path: Path):
+        self.valid, self.texts, self.tok = valid, texts, tokenizer
+        self.prompt, self.thinking, self.p = prompt_params, enable_thinking, params
+        self.samples_path = samples_path
+        self.trainer = None  # set after the trainer exists (completion samples come from its last batch)
+        self.eval_seconds = 0.0
+        self._started = False
+
+    def evaluate(self, model, state) -> None:
+        """Valid HR@K on this process's shard; shards are gathered and merged by sample_id on every rank."""
+        import torch
+        from accelerate import PartialState
+        from accelerate.utils import gather_object
+
+        from mllmrec.metrics import per_sample_scores
+        from mllmrec.policy_eval import likelihood_predictions
+
+        if self.valid is None or any(h.get("step") == state.global_step and "valid_HR@1" in h
+                                     for h in state.log_history):
+            return
+        t0 = time.time()
+        ps = PartialState()
+        n, world = self.valid.height, ps.num_processes
+        # every rank runs the same number of forwards (padded with repeats): ZeRO-3 gathers weights per forward
+        idx = list(range(n)) + [n - 1] * (-n % world)
+        mine = self.valid[idx[ps.process_index::world]]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            preds = likelihood_predictions(model, self.tok, mine, self.texts, self.prompt, self.thinking,
+                                           self.p.monitor.max_tokens)
+        model.train(was_training)
+        rows = gather_object(list(zip(preds["sample_id"], preds["target"], preds["ranked"])))
+        merged = {sid: (t, r) for sid, t, r in rows}  # duplicates from padding collapse here
+        sids = sorted(merged)
+        ranks = target_ranks([merged[s][1] for s in sids], [merged[s][0] for s in sids])
+        entry = {"step": state.global_step, "epoch": state.epoch}
+        entry.update({f"valid_{k}": float(v.mean()) for k, v in per_sample_scores(ranks, self.p.monitor.ks).items()})
+        self.eval_seconds += time.time() - t0
+        state.log_history.append(entry)  # saved with the next checkpoint: survives a kill + resume
+        if ps.is_main_process:
+            shown = {k: round(v, 3) for k, v in entry.items() if k.startswith("valid_HR")}
+            print(f"grpo: step {state.global_step} valid {shown} ({time.time() - t0:.1f} s)", flush=True)
+
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        if not self._started:  # the state is restored from a checkpoint only after on_train_begin: decide here
+            self._started = True
+            if state.global_step == 0 and self.p.monitor.every:
+                self.evaluate(model, state)  # the SFT starting point
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        every = self.p.monitor.every
+        if every and state.global_step % every == 0:
+            self.evaluate(model, state)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        if self.p.monitor.every:
+            self.evaluate(model, state)  # the final point (skipped if this step was just evaluated)
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        # completion samples of the last generation batch, with their rewards (main process; TRL gathered them)
+        if self.trainer is None or not state.is_world_process_zero or not self.p.monitor.completions:
+            return
+        tl = self.trainer._logs
+        prompts, completions = list(tl["prompt"]), list(tl["completion"])
+        rewards = {name: list(v) for name, v in tl["rewards"].items()}
+        adv = list(tl["advantages"])
+        pick = range(0, len(prompts), max(1, len(prompts) // self.p.monitor.completions))
+        self.samples_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.samples_path.open("a") as f:
+            for i in list(pick)[: self.p.monitor.completions]:
+                text = completions[i] if isinstance(completions[i], str) else json.dumps(completions[i])
+                f.write(json.dumps({
+                    "step": state.global_step, "prompt_tail": prompts[i][-200:], "completion": text,
+                    "rewards": {k: v[i] for k, v in rewards.items() if i < len(v)},
+                    "advantage": adv[i] if i < len(adv) else None,
+                }, ensure_ascii=False) + "\n")
+
+
+# ---- curves ----
+
+_CURVE_KEYS = {  # TRL log key -> plots/grpo_train.csv column
+    "epoch": "epoch", "reward": "reward", "reward_std": "reward_std", "rewards/format/mean": "reward_format",
+    "rewards/hit/mean": "reward_hit", "rewards/valid_miss/mean": "reward_valid_miss",
+    "frac_reward_zero_std": "frac_reward_zero_std", "kl": "kl", "entropy": "entropy",
+    "completions/mean_length": "completion_length", "loss": "loss", "learning_rate": "learning_rate",
+}
+
+
+def curve_rows(log_history: list[dict], ks: list[int]) -> list[dict]:
+    """One row per step: train metrics and (where evaluated) valid HR/NDCG; missing values are empty cells."""
+    cols = ["step", *_CURVE_KEYS.values()] + [f"valid_{m}@{k}" for m in ("HR", "NDCG") for k in ks]
+    by_step: dict[int, dict] = {}
+    for h in log_history:
+        if "step" not in h or "train_runtime" in h:  # skip the end-of-training summary
+            continue
+        row = by_step.setdefault(int(h["step"]), {c: "" for c in cols} | {"step": int(h["step"])})
+        for k, v in h.items():
+            col = _CURVE_KEYS.get(k, k if k.startswith("valid_") else None)
+            if col in row and v is not None and not (isinstance(v, float) and math.isnan(v)):
+                row[col] = round(v, 6) if isinstance(v, float) else v
+    return [by_step[s] for s in sorted(by_step)]
+
+
+# ---- training ----
+
+
+def fingerprint(rows: list[dict], model_path: str, params: GrpoParams) -> str:
+    """What a checkpoint was trained from: prompts + targets, the starting model's files, learning params."""
+    h = hashlib.sha256()
+    h.update(json.dumps(params.model_dump(exclude=_NOT_FINGERPRINTED), sort_keys=True).encode())
+    mp = Path(model_path)
+    if mp.is_dir():  # a retrained SFT model has a new info file / sizes; weights are too big to hash every run
+        for f in sorted(mp.iterdir()):
+            h.update(f"{f.name}:{f.stat().st_size}".encode())
+            if f.suffix == ".json":
+                h.update(f.read_bytes())
+    else:
+        h.update(model_path.encode())
+    for r in rows:
+        h.update(json.dumps([r["sample_id"], r["prompt"], r["candidates"], r["target"]]).encode())
+    return h.hexdigest()
+
+
+def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
+    """The checkpoint to resume from, or None after clearing checkpoints of a different run (main process only)."""
+    stamp = ckpt_dir / "run.json"
+    old = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
+    if old != fp:
+        if any(ckpt_dir.glob("checkpoint-*")):
+            print(f"grpo: {ckpt_dir} holds checkpoints of another run (data, model or params changed): starting over")
+        for p in ckpt_dir.glob("checkpoint-*"):
+            shutil.rmtree(p)
+        (ckpt_dir / "completions.jsonl").unlink(missing_ok=True)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
+        return None
+    return last_checkpoint(ckpt_dir)
+
+
+def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, ItemText], tokenizer,
+               params: GrpoParams, prompt_params: PromptParams, enable_thinking: bool | None, out_dir: Path) -> dict:
+    """Train (resuming if possible), merge the LoRA in the training dtype, save model + tokenizer to out_dir."""
+    import torch
+    from accelerate import PartialState
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    if not rows:
+        raise UserError("data/augment/grpo.parquet has no samples: nothing to train on")
+    state = PartialState()
+    world = state.num_processes
+    eff = params.batch_size * params.grad_accum * world
+    if eff % params.num_generations:  # params validate this for launch.num_processes; a manual launch may differ
+        raise UserError(f"grpo: effective batch {params.batch_size} × {params.grad_accum} × {world} processes = "
+                        f"{eff} completions is not divisible by num_generations = {params.num_generations}")
+    if params.use_vllm and not torch.cuda.is_available():
+        raise UserError("params.yaml: grpo.use_vllm needs a CUDA GPU and `pip install -e .[gpu]`; set it false on CPU")
+    dtype = training_dtype(params.dtype)
+    ckpt_dir = Path(params.checkpoint_dir)
+    fp = fingerprint(rows, params.model, params)
+    resume = prepare_checkpoints(ckpt_dir, fp) if state.is_main_process else None
+    state.wait_for_everyone()
+    resume = last_checkpoint(ckpt_dir) if not state.is_main_process else resume
+    resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    if resume and state.is_main_process:
+        print(f"grpo: resuming from {resume} (step {resumed_step})", flush=True)
+
+    model = AutoModelForCausalLM.from_pretrained(params.model, dtype=dtype)
+    # nothing inherited from generation_config.json: TRL builds its own from the args below; eos = the tokenizer's
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    bf16 = dtype == torch.bfloat16
+    args = GRPOConfig(
+        output_dir=str(ckpt_dir),
+        learning_rate=params.lr, num_train_epochs=params.epochs, max_steps=params.max_steps or -1,
+        per_device_train_batch_size=params.batch_size, gradient_accumulation_steps=params.grad_accum,
+        warmup_steps=params.warmup,
+        num_generations=params.num_generations, beta=params.beta, loss_type=params.loss_type,
+        scale_rewards=params.scale_rewards, epsilon=params.epsilon, num_iterations=params.num_iterations,
+        max_completion_length=params.max_completion_length, mask_truncated_completions=params.mask_truncated_completions,
+        temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=None,
+        repetition_penalty=params.repetition_penalty, generation_kwargs={},
+        use_vllm=params.use_vllm, vllm_mode="colocate",
+        vllm_gpu_memory_utilization=params.vllm_gpu_memory_utilization,
+        vllm_enable_sleep_mode=params.vllm_enable_sleep_mode, vllm_max_model_length=params.vllm_max_model_length,
+        remove_unused_columns=False,  # candidates/target reach the reward functions as keyword arguments
+        bf16=bf16, fp16=False,  # TRL's bf16 default would autocast on CPU too
+        gradient_checkpointing=params.gradient_checkpointing,
+        save_strategy="steps", save_steps=params.save_steps, save_total_limit=params.save_total_limit,
+        logging_steps=params.logging_steps, log_completions=False,
+        seed=params.seed, data_seed=params.seed, report_to="none",
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
+                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
+    r = params.reward
+    monitor = MonitorCallback(valid, texts, tokenizer, prompt_params, enable_thinking, params,
+                              ckpt_dir / "completions.jsonl")
+    trainer = GRPOTrainer(model=model, reward_funcs=trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss,
+                                                                     r.max_answers),
+                          args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                          peft_config=lora, callbacks=[monitor])
+    monitor.trainer = trainer
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_s = time.time() - t0
+
+    info = {"base_model": params.model, "dtype": str(dtype).removeprefix("torch."), "prompts": len(rows),
+            "world_size": world, "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
+            "train_seconds": round(train_s, 1), "monitor_seconds": round(monitor.eval_seconds, 1),
+            "use_vllm": params.use_vllm}
+    if trainer.is_world_process_zero():
+        merged = trainer.model.merge_and_unload()  # in the training dtype (the authors merged bf16 work in fp16)
+        assert next(merged.parameters()).dtype == dtype, "merged weights left the training dtype"
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "grpo_info.json").write_text(json.dumps(info, indent=2) + "\n")
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+    state.wait_for_everyone()
+    info["curve"] = curve_rows(trainer.state.log_history, params.monitor.ks)
+    return info

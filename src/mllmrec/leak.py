@@ -1,0 +1,162 @@
+"""Leak audit: does a CoT explicitly mention its own target item? Pure functions, tested on hand-written strings.
+
+    from mllmrec.leak import find_leaks, scrub
+    find_leaks("Step 4: Next they watch Toy Story.", "1", "Toy Story (1995)")   # -> ['title_core']
+    scrub(cot, "1", "Toy Story (1995)")  # -> (cot without the leaking sentences, sentences removed)
+
+A CoT that names the answer teaches the policy to copy it (reward inflation), so every refined CoT is checked for:
+  item_tag    `[ITEM_<id>]` / `ITEM_<id>` / `item <id>`
+  id          the bare id, for ids of >= 4 characters (shorter ones collide with ordinary numbers: "Step 1", "3-5")
+  title       the whole normalized title (case, accents, punctuation ignored), e.g. "toy story 1995"
+  title_core  the title without year, alternate titles in brackets and articles ("Matrix, The (1999)" -> "matrix");
+              a one-word core matches only in its original spelling and case ("Heat", not "the heat of the chase")
+  fuzzy       a word window whose difflib ratio to a core of >= 2 words (or >= 6 letters) is >= threshold
+Detection is per sentence, so scrubbing removes exactly the sentences that leak.
+"""
+
+import re
+import unicodedata
+from difflib import SequenceMatcher
+
+# leading/trailing articles of the languages MovieLens-like titles use ("Matrix, The", "Cité des enfants perdus, La")
+ARTICLES = {"the", "a", "an", "le", "la", "les", "l", "un", "une", "der", "die", "das", "el", "los", "las", "il",
+            "lo", "gli", "i", "o", "os", "det", "den", "het", "de"}  # fmt: skip
+MIN_BARE_ID = 4
+MAX_TITLE_WORDS = 30  # very long titles: only the first words take part in fuzzy matching (bounded cost)
+_SENTENCE = re.compile(r"(?<=[.!?。！？;])\s+")
+
+
+def normalize(s: str) -> str:
+    """Casefolded, accents stripped, punctuation -> spaces, whitespace collapsed.
+
+    >>> normalize("  Amélie (Fabuleux destin d'Amélie Poulain, Le) ")
+    'amelie fabuleux destin d amelie poulain le'
+    """
+    s = unicodedata.normalize("NFKD", s)
+    s = "".join(c for c in s if not unicodedata.combining(c)).casefold()
+    return " ".join(re.findall(r"\w+", s))
+
+
+def _strip_articles(words: list[str]) -> list[str]:
+    while len(words) > 1 and words[0] in ARTICLES:
+        words = words[1:]
+    while len(words) > 1 and words[-1] in ARTICLES:
+        words = words[:-1]
+    return words
+
+
+def title_variants(title: str) -> tuple[str, list[str]]:
+    """(normalized full title, normalized cores): without year / bracketed alternates / articles; alternates too.
+
+    >>> title_variants("Matrix, The (1999)")
+    ('matrix the 1999', ['matrix'])
+    >>> title_variants("City of Lost Children, The (Cité des enfants perdus, La) (1995)")[1]
+    ['city of lost children', 'cite des enfants perdus']
+    """
+    full = normalize(title)
+    alternates = re.findall(r"\(([^()]*)\)", title)
+    main = re.sub(r"\([^()]*\)", " ", title)
+    cores = []
+    for part in [main, *alternates]:
+        aka = re.sub(r"^\s*a\.?k\.?a\.?\s+", "", part, flags=re.IGNORECASE)  # "(a.k.a. Se7en)"
+        words = normalize(aka).split()
+        if not words or all(w.isdigit() for w in words):  # "(1995)" is a year, not a title
+            continue
+        core = " ".join(_strip_articles(words))
+        if core and core not in cores:
+            cores.append(core)
+    return full, cores
+
+
+def _contains(norm_text: str, phrase: str) -> bool:
+    # word-bounded for Latin scripts; CJK has no spaces, so any non-[0-9a-z] neighbour counts as a boundary
+    return re.search(rf"(?<![0-9a-z]){re.escape(phrase)}(?![0-9a-z])", norm_text) is not None
+
+
+def _fuzzy(norm_text: str, core: str, threshold: float) -> bool:
+    target = core.split()[:MAX_TITLE_WORDS]
+    words = norm_text.split()
+    n, joined = len(target), " ".join(target)
+    for size in {max(1, n - 1), n, n + 1}:
+        for i in range(max(1, len(words) - size + 1)):
+            window = " ".join(words[i : i + size])
+            if window and SequenceMatcher(None, window, joined).ratio() >= threshold:
+                return True
+    return False
+
+
+def sentence_leaks(sentence: str, item_id: str, title: str, fuzzy_threshold: float = 0.85) -> list[str]:
+    """Kinds of target mention in one sentence (empty list = clean).
+
+    >>> sentence_leaks("They will love [ITEM_1] next.", "1", "Toy Story (1995)")
+    ['item_tag']
+    >>> sentence_leaks("A playful animated adventure about toys.", "1", "Toy Story (1995)")
+    []
+    """
+    kinds = []
+    if re.search(rf"item[\s_\-#:]*{re.escape(item_id)}(?![\w])", sentence, re.IGNORECASE):
+        kinds.append("item_tag")
+    elif len(item_id) >= MIN_BARE_ID and re.search(rf"(?<![\w.]){re.escape(item_id)}(?![\w])", sentence):
+        kinds.append("id")
+    text = normalize(sentence)
+    full, cores = title_variants(title)
+    if full and _contains(text, full):
+        kinds.append("title")
+    matched_core = False
+    for core in cores:
+        if " " in core or not core.isascii():  # CJK titles have no spaces and no case
+            hit = _contains(text, core)
+        else:  # one word: original spelling and case, or a common word ("Heat", "Up", "Her") would flag prose
+            words = [w for w in re.findall(r"\w+", title) if normalize(w) == core]
+            hit = any(re.search(rf"(?<!\w){re.escape(w)}(?!\w)", sentence) for w in words)
+        if hit:
+            matched_core = True
+            kinds.append("title_core")
+            break
+    if not matched_core and "title" not in kinds:
+        for core in cores:
+            if (" " in core or len(core) >= 6) and _fuzzy(text, core, fuzzy_threshold):
+                kinds.append("fuzzy")
+                break
+    return kinds
+
+
+def sentences(text: str) -> list[str]:
+    return [s for s in _SENTENCE.split(text) if s.strip()]
+
+
+def find_leaks(cot: str, item_id: str, title: str, fuzzy_threshold: float = 0.85) -> list[str]:
+    """Sorted distinct leak kinds over all sentences of a CoT.
+
+    >>> find_leaks("Step 3: dark thrillers.\\nStep 4: Probably Se7en.", "47", "Seven (a.k.a. Se7en) (1995)")
+    ['title_core']
+    """
+    kinds = set()
+    for line in cot.splitlines():
+        for s in sentences(_body(line)):
+            kinds.update(sentence_leaks(s, item_id, title, fuzzy_threshold))
+    return sorted(kinds)
+
+
+def _body(line: str) -> str:
+    # the "Step k:" prefix is format, not content: its digit must not count as a mention of item k
+    return re.sub(r"^\s*step\s*\d+\s*:\s*", "", line, flags=re.IGNORECASE)
+
+
+def scrub(cot: str, item_id: str, title: str, fuzzy_threshold: float = 0.85) -> tuple[str, int]:
+    """Remove every leaking sentence; a line left empty stays as its bare prefix (the caller decides what that means).
+
+    >>> scrub("Step 1: Likes toys. Wants Toy Story again.\\nStep 2: Family films.", "1", "Toy Story (1995)")
+    ('Step 1: Likes toys.\\nStep 2: Family films.', 1)
+    """
+    out, removed = [], 0
+    for line in cot.splitlines():
+        prefix = line[: len(line) - len(_body(line))]
+        keep = []
+        for s in sentences(_body(line)):
+            if sentence_leaks(s, item_id, title, fuzzy_threshold):
+                removed += 1
+            else:
+                keep.append(s.strip())
+        out.append((prefix + " ".join(keep)).rstrip())
+    return "\n".join(out), removed

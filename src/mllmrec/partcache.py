@@ -1,0 +1,129 @@
+"""Content-addressed, resumable result cache shared by every generating stage (textualize, draft/refine/assess CoT).
+
+    from mllmrec import partcache
+    key = partcache.content_key("draft", model, revision, messages, gen_params)   # what determines the output
+    done = partcache.read_parts(cache_dir, SCHEMA, keys={key})                     # committed rows for those keys
+    partcache.write_part(cache_dir, rows, SCHEMA)                                  # one finished batch, atomically
+
+Layout (see src/mllmrec/textualize.py for the DVC side: the folder is a `persist: true` output): one small Parquet
+file per finished batch, `part-<hash of its keys>.parquet`, written temp + rename and never modified, so a kill
+loses at most the batch in flight and a rerun reads every part. Rows are keyed by `cache_key`; a key is the hash of
+everything that determines the result (model identity, prompt, inputs, generation params), so changing any of them
+misses the cache while going back to old settings hits it again.
+"""
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import polars as pl
+
+from mllmrec.errors import UserError
+from mllmrec.io import write_parquet
+
+
+def content_key(*parts) -> str:
+    """sha256 of the canonical JSON of `parts` (str, numbers, lists, dicts).
+
+    >>> content_key("a", 1, {"t": 0.0}) == content_key("a", 1, {"t": 0.0}) != content_key("a", 2, {"t": 0.0})
+    True
+    """
+    blob = json.dumps(list(parts), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def read_parts(cache_dir: Path, schema: dict, keys: set[str] | None = None) -> pl.DataFrame:
+    """All committed rows (optionally only `keys`), one per key; temp files of a killed write are ignored."""
+    frames = []
+    for p in sorted(cache_dir.glob("part-*.parquet")):
+        try:
+            df = pl.read_parquet(p)
+        except (OSError, pl.exceptions.PolarsError) as e:  # atomic writes: not a kill but disk/tampering
+            raise UserError(f"{p}: unreadable cache part ({e}); delete that file to recompute its rows") from None
+        frames.append(df.filter(pl.col("cache_key").is_in(list(keys))) if keys is not None else df)
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames, how="vertical_relaxed").unique("cache_key", keep="first", maintain_order=True)
+
+
+def write_part(cache_dir: Path, rows: list[dict], schema: dict) -> Path:
+    """Commit one finished batch: named by its keys, so the same batch always gives the same file name and bytes."""
+    df = pl.DataFrame(rows, schema=schema).sort("cache_key")
+    name = hashlib.sha256("".join(df["cache_key"]).encode()).hexdigest()[:20]
+    path = cache_dir / f"part-{name}.parquet"
+    write_parquet(df, path)
+    return path
+
+
+def clean_stale_temps(cache_dir: Path) -> int:
+    """Remove `*.tmp` left by a kill during a write: it must not end up inside the DVC output."""
+    stale = list(cache_dir.glob("*.tmp"))
+    for p in stale:
+        p.unlink()
+    return len(stale)
+
+
+def model_identity(spec) -> tuple[str, str]:
+    """(model, revision) a cache keys on, known WITHOUT loading the model (a fully cached run never loads it).
+
+    A pinned revision is used as is; a local folder without one gets a fingerprint of its small files and the
+    names + sizes of its weights (hashing GBs of weights on every run would cost more than it saves); the pixel
+    describer's revision is its algorithm version.
+    """
+    if spec.engine == "pixel_describer":  # not a model: the code is the "weights"
+        from mllmrec.engines import pixel_describer
+
+        return pixel_describer.MODEL_ID, pixel_describer.REVISION
+    return folder_identity(spec.model, spec.revision)
+
+
+def folder_identity(model: str, revision: str = "") -> tuple[str, str]:
+    folder = Path(model)
+    if revision or not folder.is_dir():
+        return model, revision
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        small = f.suffix in {".json", ".jinja", ".txt", ".model"} and f.stat().st_size < 50_000_000
+        h.update(f"{f.relative_to(folder).as_posix()}:{f.stat().st_size}:".encode())
+        h.update(f.read_bytes() if small else b"")
+    return model, "local-" + h.hexdigest()[:16]
+
+
+def run_batches(
+    todo: list[tuple[str, object]],
+    compute: Callable[[list[object]], list[dict | None]],
+    cache_dir: Path,
+    schema: dict,
+    batch_size: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[dict[str, dict], int]:
+    """Compute `todo` = [(cache_key, job)] in batches, committing each batch's rows as one part.
+
+    `compute(jobs)` returns one row dict per job (without `cache_key`), or None for a job that failed in a way that
+    must not be cached (endpoint down: the next run retries it). Returns ({key: row}, number of parts written).
+    """
+    out, parts = {}, 0
+    for s in range(0, len(todo), batch_size):
+        batch = todo[s : s + batch_size]
+        rows = []
+        for (k, _), row in zip(batch, compute([job for _, job in batch]), strict=True):
+            if row is not None:
+                out[k] = {**row, "cache_key": k}
+                rows.append(out[k])
+        if rows:
+            write_part(cache_dir, rows, schema)
+            parts += 1
+        if on_batch:
+            on_batch(len(batch))
+    return out, parts
+
+
+def keyed(rows: pl.DataFrame) -> dict[str, dict]:
+    """{cache_key: row dict} of a read_parts frame."""
+    return {r["cache_key"]: r for r in rows.iter_rows(named=True)}
+
+
+def unique_keys(keys: Iterable[str]) -> list[str]:
+    """Keys in first-seen order without repeats (identical requests are computed once)."""
+    return list(dict.fromkeys(keys))

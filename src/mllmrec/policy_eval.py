@@ -1,0 +1,60 @@
+"""Score an LLM policy on the persisted candidates, two ways, producing the same `ranked` lists the baselines do.
+
+- likelihood: every candidate's answer line `[ITEM_<id>] <title>` + end-of-turn is scored by its exact
+  log-likelihood given the prompt (mllmrec.likelihood, one packed forward per sample); candidates are ranked by it.
+- generative (the paper's protocol): greedy generation through the policy's engine; the ids the model writes are
+  parsed in order; ids outside the candidate set stay in place as misses and are counted; no id = invalid output.
+"""
+
+import polars as pl
+import torch
+from rich.progress import track
+
+from mllmrec.config import PromptParams
+from mllmrec.engines.base import GenerationRequest, SamplingParams
+from mllmrec.likelihood import score_candidates
+from mllmrec.prompts import ItemText, answer_line, build_messages, completion_template, parse_answer, render_prompt
+
+
+def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
+                           enable_thinking: bool | None, max_tokens: int) -> pl.DataFrame:
+    ranked, scores = [], []
+    for sample in track(cands.iter_rows(named=True), total=cands.height, description="likelihood ranking",
+                        transient=True):
+        messages = build_messages(sample, texts, prompt)
+        prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
+        completions = [prefix + answer_line(c, texts) + suffix for c in sample["candidates"]]
+        s = score_candidates(model, tokenizer, [render_prompt(tokenizer, messages, enable_thinking)], [completions],
+                             max_tokens)[0]
+        order = sorted(range(len(s)), key=lambda j: -s[j])  # stable: ties keep the shuffled candidate order
+        ranked.append([sample["candidates"][j] for j in order])
+        scores.append(s.tolist())
+    return cands.select("sample_id", "user_id", "target", "candidates").with_columns(
+        ranked=pl.Series(ranked, dtype=pl.List(pl.String)),
+        valid=pl.lit(True),
+        scores=pl.Series(scores, dtype=pl.List(pl.Float64)),
+    )
+
+
+def generative_predictions(engine, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
+                           sampling: SamplingParams, batch: int = 32) -> pl.DataFrame:
+    requests = [GenerationRequest(messages=tuple(build_messages(s, texts, prompt)), sampling=sampling)
+                for s in cands.iter_rows(named=True)]
+    results = []
+    for lo in track(range(0, len(requests), batch), description="generating", transient=True):
+        results += engine.generate(requests[lo:lo + batch])
+    ranked = [parse_answer(r.text) for r in results]
+    return cands.select("sample_id", "user_id", "target", "candidates").with_columns(
+        ranked=pl.Series(ranked, dtype=pl.List(pl.String)),
+        valid=pl.Series([bool(r) for r in ranked]),
+        text=pl.Series([r.text for r in results], dtype=pl.String),
+        error=pl.Series([r.error for r in results], dtype=pl.String),
+    )
+
+
+def load_policy(model_dir: str, revision: str, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, revision=revision or None)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, revision=revision or None, dtype=dtype)
+    return model.to(device).eval(), tokenizer

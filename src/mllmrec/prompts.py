@@ -1,0 +1,118 @@
+"""The one prompt renderer: SFT, GRPO and evaluation all build their prompts and answers here.
+
+    from mllmrec.prompts import load_item_texts, build_messages, render_prompt, render_completion, parse_answer
+    texts = load_item_texts(items_df, captions_df)
+    messages = build_messages(sample, texts, params, cot=None)          # chat messages (system + user)
+    prompt = render_prompt(tokenizer, messages, enable_thinking=False)   # chat template applied, as text
+    completion = render_completion(tokenizer, messages, answer_line(target, texts), enable_thinking=False)
+
+History and candidates are numbered lines `[ITEM_<id>] <title>`, optionally followed by the item's caption (the
+textualized image). A CoT, when a training sample carries one, sits in a `<think>` block marked "for reference only"
+inside the user turn. The answer is one line `[ITEM_<id>] <title>`. The chat template is applied by one function,
+with `enable_thinking` passed explicitly, so the same sample gives the same tokens in every stage.
+"""
+
+import re
+from dataclasses import dataclass
+
+import polars as pl
+
+from mllmrec.config import PromptParams
+from mllmrec.errors import UserError
+
+ITEM_TAG = re.compile(r"\[ITEM_([A-Za-z0-9][A-Za-z0-9_.\-]*)\]")
+
+
+@dataclass(frozen=True)
+class ItemText:
+    title: str
+    caption: str = ""  # "" when the item has no usable image or its caption failed
+
+
+def load_item_texts(items: pl.DataFrame, captions: pl.DataFrame | None) -> dict[str, ItemText]:
+    """item_id -> title (+ caption when there is one without error)."""
+    caps: dict[str, str] = {}
+    if captions is not None:
+        ok = captions.filter(pl.col("error").fill_null("") == "").filter(pl.col("caption").fill_null("") != "")
+        caps = dict(zip(ok["item_id"], ok["caption"]))
+    return {i: ItemText(t, " ".join(caps.get(i, "").split())) for i, t in zip(items["item_id"], items["title"])}
+
+
+def answer_line(item_id: str, texts: dict[str, ItemText]) -> str:
+    """The answer format: `[ITEM_<id>] <title>`.
+
+    >>> answer_line("50", {"50": ItemText("Usual Suspects, The (1995)")})
+    '[ITEM_50] Usual Suspects, The (1995)'
+    """
+    return f"[ITEM_{item_id}] {texts[item_id].title}"
+
+
+def item_line(n: int, item_id: str, texts: dict[str, ItemText], with_caption: bool) -> str:
+    if item_id not in texts:
+        raise UserError(f"item {item_id!r} is in a sample but not in data/ingest/items.parquet")
+    line = f"{n}. {answer_line(item_id, texts)}"
+    caption = texts[item_id].caption
+    return f"{line} | image: {caption}" if with_caption and caption else line
+
+
+def build_messages(sample: dict, texts: dict[str, ItemText], params: PromptParams, cot: str | None = None
+                   ) -> list[dict]:
+    """Chat messages for one sample (keys: history, candidates). `cot` only for training samples that carry one."""
+    captions = params.captions
+    history = [item_line(n, i, texts, captions in ("history", "all")) for n, i in enumerate(sample["history"], 1)]
+    cands = [item_line(n, i, texts, captions == "all") for n, i in enumerate(sample["candidates"], 1)]
+    parts = [
+        "The user interacted with these items, oldest first:",
+        *history,
+        "",
+        "Candidate items:",
+        *cands,
+        "",
+    ]
+    if cot:
+        parts += ["<think>", cot.strip(), "</think>", "(The reasoning above is for reference only.)", ""]
+    parts.append("Which candidate will the user interact with next? Answer with exactly one line: "
+                 "[ITEM_<id>] <title>, copied from the candidate list.")
+    return [{"role": "system", "content": params.system}, {"role": "user", "content": "\n".join(parts)}]
+
+
+def render_prompt(tokenizer, messages: list[dict], enable_thinking: bool | None) -> str:
+    """The chat template applied once, the same way for SFT, GRPO and evaluation (generation prompt included)."""
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise UserError(f"{tokenizer.name_or_path}: the tokenizer has no chat template; pick a chat/instruct model "
+                        "or add a template to its tokenizer_config.json")
+    kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+
+
+def completion_template(tokenizer, messages: list[dict], enable_thinking: bool | None) -> tuple[str, str]:
+    """(prefix, suffix) around the answer in the assistant turn, exactly as the template writes it after
+    `render_prompt`: completion = prefix + answer + suffix (for ChatML: "", "<|im_end|>\n"). Rendered once per
+    prompt, so scoring 100 candidates does not re-run the template 100 times."""
+    prompt = render_prompt(tokenizer, messages, enable_thinking)
+    kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    sentinel = "\x00ANSWER\x00"
+    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": sentinel}], tokenize=False,
+                                         add_generation_prompt=False, **kwargs)
+    if not full.startswith(prompt) or sentinel not in full:
+        # templates that rewrite earlier turns (e.g. drop past <think>) break prefix-ness: answer + EOS
+        return "", tokenizer.eos_token or ""
+    prefix, suffix = full[len(prompt):].split(sentinel, 1)
+    return prefix, suffix
+
+
+def render_completion(tokenizer, messages: list[dict], answer: str, enable_thinking: bool | None) -> str:
+    """The assistant turn for `answer` (answer + end-of-turn), the training target of SFT and the scored text."""
+    prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
+    return prefix + answer + suffix
+
+
+def parse_answer(text: str) -> list[str]:
+    """Item ids in the order the model wrote them, duplicates dropped (the first mention counts).
+
+    >>> parse_answer("[ITEM_5] Heat (1995)\\nor maybe [ITEM_7] Up, [ITEM_5]")
+    ['5', '7']
+    >>> parse_answer("I think Heat")
+    []
+    """
+    return list(dict.fromkeys(ITEM_TAG.findall(text)))

@@ -1,0 +1,191 @@
+"""Supervised fine-tuning of the policy: TRL SFTTrainer + PEFT LoRA, auto-resume, LoRA merged in the training dtype.
+
+    from mllmrec.sft import sft_examples, tokenize_examples, train_sft
+    examples = sft_examples(samples, texts, tokenizer, prompt_params, enable_thinking)  # prompt/completion strings
+    rows, skipped = tokenize_examples(examples, tokenizer, max_length)                  # input_ids + completion_mask
+    info = train_sft(rows, model_path, revision, tokenizer, params, out_dir)
+
+Prompts and answers come from the one renderer (mllmrec.prompts): the prompt is `render_prompt` (chat template,
+generation prompt), the completion is the assistant turn the template writes after it, cut right after the
+end-of-turn token. We tokenize both ourselves (no special tokens added, prompt and completion tokenized separately,
+exactly as a model sees them at inference) and hand TRL an already-tokenized dataset. TRL 1.16 would otherwise
+(a) tokenize plain strings with `tokenizer(text)`, which adds a BOS for some tokenizers that evaluation (and the
+template) does not, (b) tokenize prompt+completion as one string and cut at the common prefix, and (c) append
+`eos_token` to a completion that does not end with it: ChatML templates end the turn with "<|im_end|>\\n", so the
+model would learn to emit the end of turn twice. With `input_ids` present TRL skips templating, EOS and tokenization
+and only builds `labels` from `completion_mask` (when completion-only loss is on).
+"""
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import polars as pl
+
+from mllmrec.config import PromptParams, SftParams
+from mllmrec.errors import UserError
+from mllmrec.prompts import ItemText, answer_line, build_messages, render_completion, render_prompt
+
+# params that change how often we save/log, not what is learned: editing them keeps the checkpoints resumable
+_NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir"}
+
+
+def completion_text(tokenizer, messages: list[dict], answer: str, enable_thinking: bool | None) -> str:
+    """The assistant turn after the prompt, ending exactly once with the end-of-turn (= eos) token.
+
+    Whatever the template writes after the end-of-turn token (ChatML: a newline) is never generated at inference,
+    so it is cut. A template whose turn does not end with `eos_token` gets it appended once.
+    """
+    text = render_completion(tokenizer, messages, answer, enable_thinking)
+    eos = tokenizer.eos_token
+    if not eos:
+        raise UserError(f"{tokenizer.name_or_path}: tokenizer has no eos_token; SFT needs one to learn to stop")
+    cut = text.rfind(eos)
+    return text[: cut + len(eos)] if cut >= 0 else text + eos
+
+
+def sft_examples(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, prompt_params: PromptParams,
+                 enable_thinking: bool | None) -> list[dict]:
+    """One {sample_id, prompt, completion} per augment row; the CoT goes into the prompt only where has_cot."""
+    out = []
+    for row in samples.iter_rows(named=True):
+        cot = row["cot"] if row.get("has_cot") else None
+        messages = build_messages(row, texts, prompt_params, cot=cot)
+        out.append({
+            "sample_id": row["sample_id"],
+            "prompt": render_prompt(tokenizer, messages, enable_thinking),
+            "completion": completion_text(tokenizer, messages, answer_line(row["target"], texts), enable_thinking),
+        })
+    return out
+
+
+def tokenize_examples(examples: list[dict], tokenizer, max_length: int) -> tuple[list[dict], list[str]]:
+    """(rows with input_ids + completion_mask, sample_ids skipped for exceeding max_length)."""
+    rows, skipped = [], []
+    for ex in examples:
+        p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
+        c = tokenizer(ex["completion"], add_special_tokens=False)["input_ids"]
+        if len(p) + len(c) > max_length:  # truncating would cut the answer: skip and count instead
+            skipped.append(ex["sample_id"])
+            continue
+        rows.append({"input_ids": p + c, "completion_mask": [0] * len(p) + [1] * len(c)})
+    return rows, skipped
+
+
+def fingerprint(rows: list[dict], model: str, revision: str, params: SftParams) -> str:
+    """What a checkpoint was trained on: data tokens, base model, training params. Resume only on a match."""
+    h = hashlib.sha256()
+    h.update(json.dumps([model, revision, params.model_dump(exclude=_NOT_FINGERPRINTED)], sort_keys=True).encode())
+    for r in rows:
+        h.update(json.dumps([r["input_ids"], r["completion_mask"]]).encode())
+    return h.hexdigest()
+
+
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """Newest complete checkpoint: trainer_state.json is written last, so a kill mid-save leaves one without it."""
+    done = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
+            and (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
+    """The checkpoint to resume from, or None after clearing checkpoints of a different run (main process only)."""
+    stamp = ckpt_dir / "run.json"
+    old = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
+    if old != fp:
+        if ckpt_dir.exists() and any(ckpt_dir.glob("checkpoint-*")):
+            print(f"sft: {ckpt_dir} holds checkpoints of another run (data or params changed): starting over")
+        for p in ckpt_dir.glob("checkpoint-*"):
+            shutil.rmtree(p)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
+        return None
+    return last_checkpoint(ckpt_dir)
+
+
+def training_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    return getattr(torch, name)
+
+
+def loss_rows(log_history: list[dict]) -> list[dict]:
+    """Train-loss points from Trainer's log history (restored on resume, so a resumed run plots the whole curve)."""
+    return [{"step": h["step"], "epoch": round(h.get("epoch", 0.0), 4), "loss": h["loss"],
+             "learning_rate": h.get("learning_rate")} for h in log_history if "loss" in h]
+
+
+def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, params: SftParams, out_dir: Path,
+              notes: dict | None = None) -> dict:
+    """Train (resuming if possible), merge the LoRA, save model + tokenizer to out_dir. Returns run info.
+
+    `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info."""
+    import torch
+    from accelerate import PartialState
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    if not rows:
+        raise UserError("no SFT examples left (all longer than sft.max_length?)")
+    dtype = training_dtype(params.dtype)
+    ckpt_dir = Path(params.checkpoint_dir)
+    fp = fingerprint(rows, model_path, revision, params)
+    state = PartialState()  # multi-process launches (accelerate/torchrun): one process touches the checkpoint dir
+    resume = prepare_checkpoints(ckpt_dir, fp) if state.is_main_process else None
+    state.wait_for_everyone()
+    resume = last_checkpoint(ckpt_dir) if not state.is_main_process else resume
+    resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
+    if resume:
+        print(f"sft: resuming from {resume} (step {resumed_step})")
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision or None, dtype=dtype)
+    bf16 = dtype == torch.bfloat16
+    args = SFTConfig(
+        output_dir=str(ckpt_dir),
+        learning_rate=params.lr,
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps or -1,
+        per_device_train_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.grad_accum,
+        warmup_steps=params.warmup,
+        lr_scheduler_type=params.scheduler,
+        completion_only_loss=params.loss == "completion",
+        max_length=params.max_length,  # rows are already within it (tokenize_examples)
+        bf16=bf16, fp16=False,  # TRL's bf16=None would turn on bf16 autocast on CPU too
+        activation_checkpointing=params.gradient_checkpointing,  # TRL defaults it on; slow on CPU
+        save_strategy="steps", save_steps=params.save_steps, save_total_limit=params.save_total_limit,
+        logging_steps=params.logging_steps,
+        seed=params.seed, data_seed=params.seed,
+        report_to="none",
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+    lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
+                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         peft_config=lora)
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_s = time.time() - t0
+
+    info = {"base_model": model_path, "revision": revision, "dtype": str(dtype).removeprefix("torch."),
+            "examples": len(rows), "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
+            "train_seconds": round(train_s, 1), **(notes or {}), "loss": loss_rows(trainer.state.log_history)}
+    if trainer.is_world_process_zero():
+        # merge in the dtype we trained in (the authors merged bf16-trained weights in fp16)
+        merged = trainer.model.merge_and_unload()
+        assert next(merged.parameters()).dtype == dtype, "merged weights left the training dtype"
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)  # includes the chat template: evaluation and GRPO apply the same one
+        (tmp / "sft_info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "loss"}, indent=2))
+        shutil.rmtree(out_dir, ignore_errors=True)
+        tmp.rename(out_dir)
+    state.wait_for_everyone()
+    return info

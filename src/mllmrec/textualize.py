@@ -1,0 +1,177 @@
+"""Caption every item image once, through any engine, with a content-addressed, resumable, shareable cache.
+
+    from mllmrec.textualize import textualize
+    captions, report = textualize(items, root, prompt=..., sampling=SamplingParams(max_new_tokens=128),
+                                  model="pixel-describer", revision="pd-1", make_engine=lambda: engine,
+                                  cache_dir=Path("data/textualize/cache"), batch_size=16)
+
+Cache key = sha256(image sha256, model, revision, prompt, generation params). Identical images share one request;
+a rerun with nothing changed makes zero model calls (the engine is not even built); new items cost only their own
+calls; a new prompt, model, revision or sampling setting re-captions everything (old entries stay, so going back is
+free). Engine failures are recorded in the output but never cached, so the next run retries them.
+
+Cache layout and why (DVC semantics checked in dvc 3.67's source, dvc/stage/__init__.py and dvc/stage/cache.py):
+- `cache_dir/part-<hash of its keys>.parquet`: one small Parquet file per finished batch, written atomically
+  (temp + rename), never modified afterwards. A kill loses at most the batch in flight; a rerun reads every part.
+- In dvc.yaml the folder is an output with `persist: true`. DVC deletes a stage's ordinary outputs before it runs;
+  a persistent one survives, which is what makes both resume-after-kill and "+items -> only the new ones" work
+  under `dvc repro`. It stays `cache: true`, so `dvc push` uploads it (only new parts: DVC dedupes by content).
+- A persist output disables DVC's run-cache for this stage, so sharing goes through dvc.lock instead: a teammate
+  on the same commit runs `dvc pull` (or `dvc repro --pull`, which pulls a stage whose deps and params match its
+  lock entry instead of running it) and gets captions.parquet plus the whole cache without loading a model. If they
+  then change params or add items, the pulled cache still answers every known key. That per-item reuse is strictly
+  more than the run-cache (all-or-nothing per stage) would give.
+- Set MLLMREC_CACHE_ONLY=1 (stage option --cache-only) to fail instead of building the engine on a cache miss: the
+  guard for a teammate without a GPU.
+"""
+
+import hashlib
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import polars as pl
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from mllmrec import partcache
+from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
+from mllmrec.errors import UserError
+
+PART_SCHEMA = {
+    "cache_key": pl.String, "image_sha256": pl.String, "caption": pl.String, "model": pl.String,
+    "revision": pl.String, "prompt_hash": pl.String, "generation_params": pl.String,
+    "finish_reason": pl.String, "completion_tokens": pl.Int64,
+}  # fmt: skip
+OUT_COLUMNS = ["item_id", "image_sha256", "caption", "model", "revision", "prompt_hash", "generation_params",
+               "error", "cache_key"]  # fmt: skip
+
+
+def gen_params_json(sampling: SamplingParams) -> str:
+    """Canonical JSON of the sampling params: part of the key and recorded next to every caption."""
+    return json.dumps(asdict(sampling), sort_keys=True, separators=(",", ":"))
+
+
+def prompt_hash(prompt: str) -> str:
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
+
+
+def cache_key(image_sha256: str, model: str, revision: str, prompt: str, gen_params: str) -> str:
+    """Everything that determines a caption, hashed.
+
+    >>> k = cache_key("ab", "m", "r", "p", "{}")
+    >>> k == cache_key("ab", "m", "r", "p", "{}") and k != cache_key("ab", "m", "r2", "p", "{}")
+    True
+    """
+    return partcache.content_key("caption", image_sha256, model, revision, prompt, gen_params)
+
+
+def read_cache(cache_dir: Path, keys: set[str] | None = None) -> pl.DataFrame:
+    """Committed caption rows (optionally only `keys`), one per key."""
+    return partcache.read_parts(cache_dir, PART_SCHEMA, keys)
+
+
+def _reason(error: str) -> str:
+    return error.split(":", 1)[0].strip() or "error"
+
+
+def textualize(
+    items: pl.DataFrame,
+    root: Path,
+    *,
+    prompt: str,
+    sampling: SamplingParams,
+    model: str,
+    revision: str,
+    make_engine: Callable[[], Engine],
+    cache_dir: Path,
+    batch_size: int,
+    cache_only: bool = False,
+    progress: bool = True,
+) -> tuple[pl.DataFrame, dict]:
+    """Captions for `items` (item_id, image_path, image_sha256, image_ok, image_error) and a run report."""
+    t0 = time.perf_counter()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stale = partcache.clean_stale_temps(cache_dir)
+    gp, ph = gen_params_json(sampling), prompt_hash(prompt)
+    ok = items.filter(pl.col("image_ok"))
+    keys = {sha: cache_key(sha, model, revision, prompt, gp) for sha in ok["image_sha256"].unique().sort()}
+    cached = read_cache(cache_dir, set(keys.values()))
+    done: dict[str, str] = dict(zip(cached["cache_key"], cached["caption"]))
+
+    # one request per distinct missing image, in item order (deterministic batches -> deterministic part files)
+    todo: dict[str, tuple[str, str]] = {}  # cache_key -> (image sha256, absolute image path)
+    for sha, rel in ok.select("image_sha256", "image_path").iter_rows():
+        k = keys[sha]
+        if k not in done and k not in todo:
+            todo[k] = (sha, str((root / rel).resolve()))
+    hits = len(keys) - len(todo)
+    if todo and cache_only:
+        first = ok.filter(pl.col("image_sha256").is_in([s for s, k in keys.items() if k in todo]))["item_id"]
+        raise UserError(f"cache-only mode (MLLMREC_CACHE_ONLY): {len(todo)} image(s) have no cached caption for "
+                        f"model {model}@{revision or '-'} and this prompt, e.g. items {first.head(5).to_list()}; "
+                        f"run `dvc pull` first or unset MLLMREC_CACHE_ONLY to caption them")
+
+    engine, calls, failed = None, 0, {}  # failed: cache_key -> error (never cached: retried next run)
+
+    def caption(jobs: list[tuple[str, str, str]]) -> list[dict | None]:
+        nonlocal engine, calls
+        if engine is None:
+            engine = make_engine()  # only now: a fully cached run never loads a model
+        reqs = [GenerationRequest(messages=({"role": "user", "content": prompt},), images=(path,), sampling=sampling)
+                for _, _, path in jobs]  # fmt: skip
+        calls += len(reqs)
+        rows = []
+        for (k, sha, _), res in zip(jobs, engine.generate(reqs), strict=True):
+            if res.error:
+                failed[k] = f"engine: {res.error}"
+            rows.append(None if res.error else {
+                "image_sha256": sha, "caption": res.text.strip(), "model": model, "revision": revision,
+                "prompt_hash": ph, "generation_params": gp, "finish_reason": res.finish_reason,
+                "completion_tokens": res.completion_tokens,
+            })  # fmt: skip
+        return rows
+
+    bar = Progress(TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   disable=not progress or not todo, transient=True)  # fmt: skip
+    with bar:
+        task = bar.add_task("caption", total=len(todo))
+        new, parts = partcache.run_batches(
+            [(k, (k, sha, path)) for k, (sha, path) in todo.items()], caption, cache_dir, PART_SCHEMA, batch_size,
+            on_batch=lambda n: bar.advance(task, n),
+        )  # fmt: skip
+    done.update({k: row["caption"] for k, row in new.items()})
+
+    errors: Counter = Counter()
+    out_rows = []
+    for item_id, sha, ok_, img_err in items.select("item_id", "image_sha256", "image_ok", "image_error").iter_rows():
+        k = keys.get(sha) if ok_ else None
+        err = (img_err or "missing") if not ok_ else failed.get(k)
+        if err:
+            errors[_reason(err)] += 1
+        out_rows.append({"item_id": item_id, "image_sha256": sha, "caption": done.get(k) if k else None,
+                         "model": model, "revision": revision, "prompt_hash": ph, "generation_params": gp,
+                         "error": err, "cache_key": k})
+    captions = pl.DataFrame(out_rows, schema={c: pl.String for c in OUT_COLUMNS})
+    secs = time.perf_counter() - t0
+    report = {
+        "items": items.height,
+        "captioned": int(captions["caption"].is_not_null().sum()),
+        "unique_images": len(keys),
+        "cache_hits": hits,
+        "model_calls": calls,
+        "engine_built": engine is not None,
+        "parts_written": parts,
+        "stale_temp_files_removed": stale,
+        "errors": dict(sorted(errors.items())),
+        "error_examples": captions.filter(pl.col("error").is_not_null()).head(5).select("item_id", "error").rows(),
+        "model": model,
+        "revision": revision,
+        "prompt_hash": ph,
+        "generation_params": json.loads(gp),
+        "seconds": round(secs, 3),
+        "calls_per_second": round(calls / secs, 2) if calls else None,
+    }
+    return captions, report

@@ -1,0 +1,69 @@
+"""Confidence-aware assessment: keep a CoT only if its format is valid, it does not leak, and it singles out the target.
+
+    python stages/assess_cot.py       # reads params.yaml `assess_cot`
+
+Scores each CoT's prediction (Steps 2-4) against the sample's persisted candidates (title + caption) with
+all-MiniLM-L6-v2 embeddings; confidence = target softmax probability (or margin); keep = format ok & no leak &
+confidence >= threshold (& target ranked first). Outputs: data/cot/assessed.parquet (sample_id, cot, format_ok,
+leak flags, scores per candidate, target_rank, confidence, keep, ...), data/cot/assess_report.json,
+metrics/cot.json (drafted/refined/kept counts, leak rates, median confidence), plots/cot_confidence.csv (histogram).
+"""
+
+from pathlib import Path
+
+from mllmrec.assess import Embedder, assess, resolve_embedding_model
+from mllmrec.cli import run
+from mllmrec.config import AssessCotParams, load_section
+from mllmrec.cot import prediction_text
+from mllmrec.cotgen import item_texts
+from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.partcache import folder_identity
+
+OUT = Path("data/cot")
+
+
+def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path = Path("plots/cot_confidence.csv"),
+         ) -> None:  # fmt: skip
+    params = load_section("assess_cot", AssessCotParams)
+    refined = read_parquet(out / "refined.parquet", "refine_cot")
+    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
+    captions = read_parquet(Path("data/textualize/captions.parquet"), "textualize")
+    draft_report = read_parquet_json(out / "draft_report.json")
+    refine_report = read_parquet_json(out / "refine_report.json")
+
+    embedder_id = folder_identity(str(resolve_embedding_model(params.embedding_model)))
+    assessed, report = assess(
+        refined, item_texts(items, captions, None), params=params, embedder_id=embedder_id,
+        make_embedder=lambda: Embedder(params.embedding_model), prediction=prediction_text,
+    )  # fmt: skip
+    hist = report.pop("histogram")
+
+    write_parquet(assessed, out / "assessed.parquet")
+    write_json(report, out / "assess_report.json")
+    summary = {
+        "train_samples_drafted": draft_report["drafted"], "refined_format_ok": refine_report["refined_format_ok"],
+        "with_cot_after_audit": report["with_cot"], "kept": report["kept"], "kept_share": report["kept_share"],
+        "leak_rate_before": refine_report["leak_rate_before"], "leak_rate_after": refine_report["leak_rate_after"],
+        "median_confidence": report["median_confidence"], "target_top1_share": report["target_top1_share"],
+        "refine_failed": refine_report["failed"],
+    }  # fmt: skip
+    write_json(summary, metrics)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    plot.write_text("bin,count\n" + "".join(f"{h['bin']},{h['count']}\n" for h in hist))
+    print(f"assess_cot: kept {report['kept']}/{report['samples']} ({report['kept_share']}); median confidence "
+          f"{report['median_confidence']}; target ranked first for {report['target_top1_share']} of CoTs "
+          f"(chance {report['chance_top1']}); {report['embedding']['model_calls']} texts embedded")
+
+
+def read_parquet_json(path: Path) -> dict:
+    import json
+
+    if not path.exists():
+        from mllmrec.errors import UserError
+
+        raise UserError(f"{path}: not found; run `dvc repro` for the stage that writes it first")
+    return json.loads(path.read_text())
+
+
+if __name__ == "__main__":
+    run(main)

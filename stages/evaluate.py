@@ -1,0 +1,84 @@
+"""Evaluate an LLM policy on the persisted test candidates (the same samples as the baselines), two protocols.
+
+    python stages/evaluate.py zeroshot     # the base policy model (params models.policy), no training
+    python stages/evaluate.py sft          # models/sft     (sft stage)
+    python stages/evaluate.py grpo         # models/grpo    (grpo stage)
+
+Reads params `eval`, `evaluate`, `prompt`, `models.policy`. Outputs metrics/<policy>-likelihood.json and
+metrics/<policy>-generative.json (HR@K / NDCG@K with 95 % CIs, valid-output rate, out-of-candidate count per
+candidate-set size) and data/predictions/<policy>.parquet (per sample and protocol: ranked ids, generated text).
+"""
+
+import json
+from enum import Enum
+from pathlib import Path
+
+import polars as pl
+
+from mllmrec.cli import run
+from mllmrec.config import EvalParams, EvaluateParams, ModelsParams, PromptParams, load_section
+from mllmrec.engines import build_engine
+from mllmrec.engines.base import SamplingParams
+from mllmrec.engines.transformers_engine import pick_device_dtype
+from mllmrec.errors import UserError
+from mllmrec.evaluation import candidate_sizes, eval_candidates, score_predictions
+from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.policy_eval import generative_predictions, likelihood_predictions, load_policy
+from mllmrec.prompts import load_item_texts
+
+
+class Policy(str, Enum):
+    zeroshot = "zeroshot"
+    sft = "sft"
+    grpo = "grpo"
+
+
+TRAINED = {Policy.sft: "models/sft", Policy.grpo: "models/grpo"}
+
+
+def main(policy: Policy) -> None:
+    eval_params = load_section("eval", EvalParams)
+    params = load_section("evaluate", EvaluateParams)
+    prompt = load_section("prompt", PromptParams)
+    spec = load_section("models", ModelsParams).policy
+    if policy in TRAINED:
+        if not Path(TRAINED[policy]).exists():
+            raise UserError(f"{TRAINED[policy]}: not found; run `dvc repro {policy.value}` first")
+        spec = spec.model_copy(update={"model": TRAINED[policy], "revision": ""})
+
+    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
+    captions = (read_parquet(Path("data/textualize/captions.parquet"), "textualize")
+                if prompt.captions != "none" else None)
+    texts = load_item_texts(items, captions)
+    sizes = candidate_sizes()
+    sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=params.max_new_tokens, seed=0)
+    print(f"evaluate {policy.value}: {spec.model} enable_thinking={spec.enable_thinking} "
+          f"generation={json.dumps(sampling.__dict__)}")  # logged: nothing comes from generation_config.json
+
+    frames, metrics = [], {"likelihood": {}, "generative": {}}
+    model, tokenizer = load_policy(spec.model, spec.revision, *pick_device_dtype(spec))
+    for n_neg in sizes:
+        cands = eval_candidates(n_neg, eval_params)
+        preds, metrics["likelihood"][f"n{n_neg}"] = score_predictions(
+            likelihood_predictions(model, tokenizer, cands, texts, prompt, spec.enable_thinking, params.max_tokens),
+            eval_params)
+        frames.append(preds.with_columns(protocol=pl.lit("likelihood"), num_negatives=pl.lit(n_neg)))
+    del model  # free memory before the engine loads its own copy
+
+    engine = build_engine(spec)
+    for n_neg in sizes:
+        cands = eval_candidates(n_neg, eval_params)
+        preds, metrics["generative"][f"n{n_neg}"] = score_predictions(
+            generative_predictions(engine, cands, texts, prompt, sampling, spec.batch_size), eval_params)
+        frames.append(preds.with_columns(protocol=pl.lit("generative"), num_negatives=pl.lit(n_neg)))
+
+    write_parquet(pl.concat(frames, how="diagonal_relaxed"), Path(f"data/predictions/{policy.value}.parquet"))
+    for protocol, by_size in metrics.items():
+        write_json(by_size, Path(f"metrics/{policy.value}-{protocol}.json"))
+        for size, m in by_size.items():
+            print(f"{policy.value} {protocol} {size}: HR@1={m['HR@1']:.3f} HR@3={m.get('HR@3', float('nan')):.3f} "
+                  f"valid={m['valid_rate']:.2f} out_of_candidates={m['out_of_candidates']}")
+
+
+if __name__ == "__main__":
+    run(main)

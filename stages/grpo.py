@@ -1,0 +1,79 @@
+"""GRPO (the "R1"): TRL GRPOTrainer on the merged SFT model with a new LoRA, watched by a reward-inflation monitor.
+
+    python stages/grpo.py       # reads params.yaml `grpo`, `prompt`, `models.policy`; needs data/augment/grpo.parquet
+                                # and models/sft (`dvc repro sft`)
+
+`grpo.launch.num_processes: N > 1` re-execs this script under `accelerate launch` (DDP; DeepSpeed/FSDP with
+`grpo.launch.config_file`, see configs/accelerate/). Checkpoints go to `grpo.checkpoint_dir` (checkpoints/grpo:
+git-ignored, not a DVC output); a rerun after a kill resumes from the newest complete checkpoint of the same run.
+Outputs: models/grpo (merged weights in the training dtype + tokenizer + grpo_info.json), plots/grpo_train.csv
+(per step: reward and its components, kl, frac_reward_zero_std, ... and valid HR@K / NDCG@K where evaluated),
+data/grpo/completions.jsonl (a few sampled completions per step with their rewards).
+"""
+
+import csv
+import shutil
+from pathlib import Path
+
+from mllmrec.cli import run
+from mllmrec.config import GrpoParams, ModelsParams, PromptParams, load_section
+from mllmrec.errors import UserError
+from mllmrec.io import read_parquet
+from mllmrec.launch import maybe_relaunch
+from mllmrec.prompts import load_item_texts
+
+
+def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.csv"),
+         samples_out: Path = Path("data/grpo/completions.jsonl")) -> None:
+    params = load_section("grpo", GrpoParams)  # validates the effective batch before anything loads
+    maybe_relaunch(params.launch, "grpo")
+    prompt = load_section("prompt", PromptParams)
+    policy = load_section("models", ModelsParams).policy
+
+    samples = read_parquet(Path("data/augment/grpo.parquet"), "augment")
+    if not (Path(params.model) / "config.json").exists():
+        raise UserError(f"{params.model}: no model there (grpo.model); run `dvc repro sft` first")
+    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
+    captions = None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"),
+                                                                   "textualize")
+    texts = load_item_texts(items, captions)
+
+    from transformers import AutoTokenizer  # lazy: keeps `--help` fast
+
+    from mllmrec.grpo import grpo_rows, seeded_subset, train_grpo
+
+    tokenizer = AutoTokenizer.from_pretrained(params.model)
+    samples = seeded_subset(samples, params.max_samples, params.seed)
+    rows = grpo_rows(samples, texts, tokenizer, prompt, policy.enable_thinking)
+    valid = None
+    if params.monitor.every:
+        cands = read_parquet(Path(f"data/split/candidates_n{params.monitor.num_negatives}.parquet"), "split")
+        valid = seeded_subset(cands.filter(cands["split"] == "valid"), params.monitor.samples, params.monitor.seed)
+    print(f"grpo: {len(rows)} prompts ({sum(r['has_cot'] for r in rows)} with CoT) x {params.num_generations} "
+          f"generations, reward {params.reward.kind}, beta {params.beta}, loss {params.loss_type}, "
+          f"monitor {0 if valid is None else valid.height} valid samples every {params.monitor.every} steps")
+
+    info = train_grpo(rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, out)
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    with plot.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(info["curve"][0]) if info["curve"] else ["step"])
+        w.writeheader()
+        w.writerows(info["curve"])
+    jsonl = Path(params.checkpoint_dir) / "completions.jsonl"
+    samples_out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(jsonl, samples_out) if jsonl.exists() else samples_out.write_text("")
+    last = info["curve"][-1] if info["curve"] else {}
+    first_valid = next((r for r in info["curve"] if r.get("valid_HR@1") != ""), {})
+    last_valid = next((r for r in reversed(info["curve"]) if r.get("valid_HR@1") != ""), {})
+    print(f"grpo: {info['global_step']} steps (resumed at {info['resumed_from_step']}) on {info['world_size']} "
+          f"process(es) in {info['train_seconds']} s (monitor {info['monitor_seconds']} s), {info['dtype']}; "
+          f"last reward {last.get('reward')}, valid HR@1 {first_valid.get('valid_HR@1')} -> "
+          f"{last_valid.get('valid_HR@1')} -> {out}")
+
+
+if __name__ == "__main__":
+    run(main)

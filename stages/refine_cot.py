@@ -1,0 +1,48 @@
+"""Editor refinement + leak audit: each draft becomes exactly `Step 1:` ... `Step 4:`, through `models.editor`.
+
+    python stages/refine_cot.py       # reads params.yaml `refine_cot`, `models.editor`
+    # the paper's editor over an API: models.editor = {engine: openai, model: deepseek-reasoner,
+    #   base_url: https://api.deepseek.com/v1, api_key_env: DEEPSEEK_API_KEY}; the key stays in the environment
+
+The editor sees history titles + captions and the draft (never images; the target only if `show_target`).
+`<think>` traces are stripped; malformed output (empty / refusal / truncated / wrong format) is retried up to
+`max_attempts` with a new seed, then recorded as failed with its reason. Every edited CoT is then audited for
+mentions of its target (mllmrec.leak) and scrubbed or dropped (`leak_action`). Outputs: data/cot/refined.parquet,
+data/cot/refine_report.json (counts by reason, leak rate before/after), the cache `refine_cot.cache_dir`.
+"""
+
+from pathlib import Path
+
+from mllmrec import partcache
+from mllmrec.cli import run
+from mllmrec.config import ModelsParams, RefineCotParams, load_section
+from mllmrec.cotgen import item_texts, refine, to_sampling
+from mllmrec.engines import build_engine
+from mllmrec.io import read_parquet, write_json, write_parquet
+
+OUT = Path("data/cot")
+
+
+def main(out: Path = OUT) -> None:
+    params = load_section("refine_cot", RefineCotParams)
+    spec = load_section("models", ModelsParams).editor
+    drafts = read_parquet(out / "drafts.parquet", "draft_cot")
+    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
+    captions = read_parquet(Path("data/textualize/captions.parquet"), "textualize")
+
+    model, revision = partcache.model_identity(spec)
+    refined, report = refine(
+        drafts, item_texts(items, captions, None), params=params, sampling=to_sampling(params.sampling),
+        model=model, revision=revision, make_engine=lambda: build_engine(spec), cache_dir=Path(params.cache_dir),
+    )  # fmt: skip
+
+    write_parquet(refined, out / "refined.parquet")
+    write_json(report, out / "refine_report.json")
+    print(f"refine_cot: {report['refined_format_ok']}/{report['sent_to_editor']} drafts refined by {model}; "
+          f"failed {report['failed']}; leaks {report['leak_before']} -> {report['leak_after']} "
+          f"({report['leak_action']}); {report.get('model_calls', 0)} model calls, "
+          f"{report.get('cache_hits', 0)} cache hits")
+
+
+if __name__ == "__main__":
+    run(main)

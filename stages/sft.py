@@ -1,0 +1,59 @@
+"""Supervised fine-tuning of the policy (TRL SFTTrainer + LoRA), merged into a plain model folder.
+
+    python stages/sft.py        # reads params.yaml `sft`, `prompt`, `models.policy`; needs data/augment/sft.parquet
+
+Checkpoints go to `sft.checkpoint_dir` (checkpoints/sft: git-ignored, not a DVC output, so DVC never deletes them);
+a rerun after a kill resumes from the newest complete checkpoint of the same run (same data + params).
+Outputs: models/sft (merged weights in the training dtype + tokenizer with chat template + sft_info.json),
+plots/sft_loss.csv (train loss per logged step).
+"""
+
+import csv
+from pathlib import Path
+
+from mllmrec.cli import run
+from mllmrec.config import ModelsParams, PromptParams, SftParams, load_section
+from mllmrec.errors import UserError
+from mllmrec.io import read_parquet
+from mllmrec.prompts import load_item_texts
+from mllmrec.sft import sft_examples, tokenize_examples, train_sft
+
+
+def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")) -> None:
+    params = load_section("sft", SftParams)
+    prompt = load_section("prompt", PromptParams)
+    policy = load_section("models", ModelsParams).policy
+    if policy.engine == "openai":
+        raise UserError("params.yaml: models.policy uses the openai engine; SFT needs local weights (a folder/hub id)")
+
+    samples = read_parquet(Path("data/augment/sft.parquet"), "augment")
+    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
+    captions = None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"),
+                                                                   "textualize")
+    texts = load_item_texts(items, captions)
+
+    from transformers import AutoTokenizer  # lazy: keeps `--help` fast
+
+    tokenizer = AutoTokenizer.from_pretrained(policy.model, revision=policy.revision or None)
+    examples = sft_examples(samples, texts, tokenizer, prompt, policy.enable_thinking)
+    rows, skipped = tokenize_examples(examples, tokenizer, params.max_length)
+    lengths = sorted(len(r["input_ids"]) for r in rows)
+    print(f"sft: {len(rows)} examples ({int(samples['has_cot'].sum())} with CoT), {len(skipped)} skipped as longer "
+          f"than {params.max_length} tokens; tokens median {lengths[len(lengths) // 2] if lengths else 0}, "
+          f"max {lengths[-1] if lengths else 0}")
+
+    notes = {"with_cot": int(samples["has_cot"].sum()), "skipped_too_long": len(skipped),
+             "enable_thinking": policy.enable_thinking}
+    info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes)
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    with plot.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["step", "epoch", "loss", "learning_rate"])
+        w.writeheader()
+        w.writerows(info["loss"])
+    last = info["loss"][-1]["loss"] if info["loss"] else float("nan")
+    print(f"sft: {info['global_step']} steps (resumed at {info['resumed_from_step']}) in {info['train_seconds']} s, "
+          f"{info['dtype']}, last loss {last:.4f} -> {out}")
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,148 @@
+"""sft: renderer-identical tokens, one end of turn, TRL keeps our tokens; a killed run resumes; the merge reloads."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from mllmrec.augment import augment
+from mllmrec.config import AugmentParams, PromptParams, SftParams
+from mllmrec.prompts import build_messages, load_item_texts, render_prompt
+from mllmrec.sft import fingerprint, prepare_checkpoints, sft_examples, tokenize_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+TITLES = ["Heat (1995)", "Toy Story (1995)", "Jumanji (1995)", "Seven (1995)", "GoldenEye (1995)", "Up (2009)"]
+
+
+def items() -> pl.DataFrame:
+    return pl.DataFrame({"item_id": [str(i) for i in range(30)], "title": [TITLES[i % 6] for i in range(30)]})
+
+
+def samples(n_users: int = 12) -> pl.DataFrame:
+    rows = [{"sample_id": f"{u}:train:9", "user_id": str(u), "split": "train",
+             "history": [str((u + j) % 30) for j in range(9)], "target": str((u + 9) % 30),
+             "candidates": [str((u + 9) % 30), str((u + 15) % 30), str((u + 20) % 30)]} for u in range(n_users)]
+    cands = pl.DataFrame(rows)
+    cots = pl.DataFrame({"sample_id": cands["sample_id"], "cot": "Step 1: likes films.\nStep 4: a family comedy.",
+                         "keep": True})
+    return augment(cands, cots, AugmentParams(sft_cot_prob=0.25))[0]
+
+
+def test_prompt_tokens_equal_renderer_and_completion_ends_once(tiny_lm_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    s, texts, pp = samples(), load_item_texts(items(), None), PromptParams(captions="none")
+    examples = sft_examples(s, texts, tok, pp, enable_thinking=None)
+    rows, skipped = tokenize_examples(examples, tok, max_length=4096)
+    assert not skipped and len(rows) == s.height
+    for row, ex, r in zip(s.iter_rows(named=True), examples, rows):
+        prompt = render_prompt(tok, build_messages(row, texts, pp, cot=row["cot"] if row["has_cot"] else None), None)
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        n = r["completion_mask"].index(1)
+        assert r["input_ids"][:n] == p_ids and n == len(p_ids)
+        assert ("<think>" in prompt) == row["has_cot"]
+        completion = tok.decode(r["input_ids"][n:])
+        assert completion == f"[ITEM_{row['target']}] {texts[row['target']].title}<|im_end|>"
+        assert r["input_ids"].count(tok.eos_token_id) == prompt.count("<|im_end|>") + 1  # one end of the answer
+    assert tokenize_examples(examples, tok, max_length=50)[1] == s["sample_id"].to_list()  # counted, not cut
+
+
+def test_trl_keeps_our_tokens_and_masks_the_prompt(tiny_lm_dir, tmp_path):
+    """TRL gets a tokenized dataset: no second template, no extra EOS, labels only on the completion."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    rows, _ = tokenize_examples(sft_examples(samples(2), load_item_texts(items(), None), tok,
+                                             PromptParams(captions="none"), None), tok, 4096)
+    for loss in ("completion", "all"):
+        args = SFTConfig(output_dir=str(tmp_path), completion_only_loss=loss == "completion", report_to="none",
+                         bf16=False, activation_checkpointing=False, max_length=4096)
+        trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_lm_dir), args=args,
+                             train_dataset=Dataset.from_list(rows), processing_class=tok)
+        got = trainer.train_dataset[0]
+        assert got["input_ids"] == rows[0]["input_ids"]
+        expect = [t if m or loss == "all" else -100 for t, m in zip(rows[0]["input_ids"], rows[0]["completion_mask"])]
+        assert got["labels"] == expect
+
+
+def test_checkpoints_of_another_run_are_cleared(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    rows = [{"input_ids": [1, 2, 3], "completion_mask": [0, 1, 1]}]
+    p = SftParams(checkpoint_dir=str(ckpt))
+    fp = fingerprint(rows, "m", "", p)
+    assert prepare_checkpoints(ckpt, fp) is None
+    for step in (2, 4, 6):
+        (ckpt / f"checkpoint-{step}").mkdir()
+        if step < 6:  # checkpoint-6 was killed mid-save: no trainer_state.json
+            (ckpt / f"checkpoint-{step}/trainer_state.json").write_text("{}")
+    assert prepare_checkpoints(ckpt, fp) == ckpt / "checkpoint-4"
+    assert fingerprint(rows, "m", "", p.model_copy(update={"save_steps": 7})) == fp  # saving cadence: same run
+    fp2 = fingerprint(rows, "m", "", p.model_copy(update={"lr": 1e-3}))
+    assert fp2 != fp and prepare_checkpoints(ckpt, fp2) is None and not list(ckpt.glob("checkpoint-*"))
+
+
+def project(tmp: Path, model_dir: Path) -> Path:
+    """A minimal project folder the sft stage runs in: params.yaml + its three inputs."""
+    (tmp / "data/augment").mkdir(parents=True)
+    (tmp / "data/ingest").mkdir(parents=True)
+    samples(16).write_parquet(tmp / "data/augment/sft.parquet")
+    items().write_parquet(tmp / "data/ingest/items.parquet")
+    spec = {"engine": "transformers", "model": str(model_dir)}
+    params = {
+        "prompt": {"captions": "none"},
+        "models": {"captioner": spec, "drafter": spec, "editor": spec, "policy": spec},
+        "sft": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "lr": 0.01, "max_steps": 24, "batch_size": 2,
+                "grad_accum": 1, "save_steps": 4, "max_length": 1024},
+    }
+    (tmp / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp
+
+
+@pytest.mark.slow
+def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    proj = project(tmp_path, tiny_lm_dir)
+    cmd = [sys.executable, str(ROOT / "stages/sft.py")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a 130k-param model: threads only fight over 2 shared cores
+    first = subprocess.Popen(cmd, cwd=proj, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
+    deadline = time.time() + 120
+    while not list(proj.glob("checkpoints/sft/checkpoint-*/trainer_state.json")):
+        assert first.poll() is None, first.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGKILL)  # a real kill: no cleanup, no final save
+    first.wait()
+    assert not (proj / "models/sft").exists()
+    killed_at = max(int(p.name.split("-")[1]) for p in proj.glob("checkpoints/sft/checkpoint-*")
+                    if (p / "trainer_state.json").exists())
+    assert killed_at < 24
+
+    second = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    info = json.loads((proj / "models/sft/sft_info.json").read_text())
+    assert info["resumed_from_step"] >= killed_at >= 4 and info["global_step"] == 24
+    assert f"(step {info['resumed_from_step']})" in second.stdout
+    loss = pl.read_csv(proj / "plots/sft_loss.csv")
+    assert loss["step"].to_list() == list(range(1, 25))  # the curve spans the kill: state restored from checkpoint
+
+    merged = AutoModelForCausalLM.from_pretrained(proj / "models/sft")
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    assert merged.dtype == torch.float32 and not any("lora" in k for k in merged.state_dict())
+    changed = [k for k, v in base.state_dict().items() if not torch.equal(v, merged.state_dict()[k])]
+    assert any("q_proj" in k for k in changed) and any("down_proj" in k for k in changed)
+    assert not any("embed" in k for k in changed)  # LoRA touches only its target modules
+    tok = AutoTokenizer.from_pretrained(proj / "models/sft")
+    assert tok.chat_template and tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
