@@ -15,9 +15,7 @@ import polars as pl
 
 from mllmrec.cli import run
 from mllmrec.config import BaselinesParams, EvalParams, load_section
-from mllmrec.evaluation import (
-    SPLIT_DIR, candidate_sizes, eval_candidates, load_candidates, rank_by_scores, score_predictions,
-)
+from mllmrec.evaluation import SPLIT_DIR, candidate_sizes, load_candidates, rank_by_scores, score_predictions
 from mllmrec.io import read_parquet, write_json, write_parquet
 
 
@@ -71,7 +69,7 @@ def main(method: Method) -> None:
 
     metrics, frames = {}, []
     for n_neg in sizes:
-        cands = eval_candidates(n_neg, eval_params)
+        cands = load_candidates(n_neg, eval_params.split)
         preds, summary = score_predictions(rank_by_scores(cands, scorer(cands)), eval_params)
         metrics[f"n{n_neg}"] = summary
         frames.append(preds.with_columns(num_negatives=pl.lit(n_neg, dtype=pl.Int32)))

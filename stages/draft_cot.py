@@ -36,7 +36,7 @@ def main(out: Path = OUT) -> None:
     drafts, report = draft(
         samples, item_texts(items, captions, root), mode=params.mode, prompt=params.prompt,
         sampling=to_sampling(params.sampling), model=model, revision=revision, make_engine=lambda: build_engine(spec),
-        cache_dir=Path(params.cache_dir), batch_size=params.batch_size,
+        cache_dir=Path(params.cache_dir), batch_size=params.batch_size, max_caption_chars=params.max_caption_chars,
     )  # fmt: skip
     report["train_samples_available"] = cands.filter(pl.col("split") == "train").height
 

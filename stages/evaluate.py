@@ -21,7 +21,7 @@ from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
 from mllmrec.engines.transformers_engine import pick_device_dtype
 from mllmrec.errors import UserError
-from mllmrec.evaluation import candidate_sizes, eval_candidates, score_predictions
+from mllmrec.evaluation import candidate_sizes, load_candidates, score_predictions
 from mllmrec.io import read_parquet, write_json, write_parquet
 from mllmrec.policy_eval import generative_predictions, likelihood_predictions, load_policy
 from mllmrec.prompts import load_item_texts
@@ -51,6 +51,11 @@ def main(policy: Policy) -> None:
                 if prompt.captions != "none" else None)
     texts = load_item_texts(items, captions)
     sizes = candidate_sizes()
+    if params.num_negatives is not None:
+        missing = set(params.num_negatives) - set(sizes)
+        if missing:
+            raise UserError(f"params.yaml: evaluate.num_negatives {sorted(missing)} not in split.num_negatives {sizes}")
+        sizes = params.num_negatives
     sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=params.max_new_tokens, seed=0)
     print(f"evaluate {policy.value}: {spec.model} enable_thinking={spec.enable_thinking} "
           f"generation={json.dumps(sampling.__dict__)}")  # logged: nothing comes from generation_config.json
@@ -58,7 +63,7 @@ def main(policy: Policy) -> None:
     frames, metrics = [], {"likelihood": {}, "generative": {}}
     model, tokenizer = load_policy(spec.model, spec.revision, *pick_device_dtype(spec))
     for n_neg in sizes:
-        cands = eval_candidates(n_neg, eval_params)
+        cands = load_candidates(n_neg, eval_params.split, params.max_samples, eval_params.seed)
         preds, metrics["likelihood"][f"n{n_neg}"] = score_predictions(
             likelihood_predictions(model, tokenizer, cands, texts, prompt, spec.enable_thinking, params.max_tokens),
             eval_params)
@@ -67,7 +72,7 @@ def main(policy: Policy) -> None:
 
     engine = build_engine(spec)
     for n_neg in sizes:
-        cands = eval_candidates(n_neg, eval_params)
+        cands = load_candidates(n_neg, eval_params.split, params.max_samples, eval_params.seed)
         preds, metrics["generative"][f"n{n_neg}"] = score_predictions(
             generative_predictions(engine, cands, texts, prompt, sampling, spec.batch_size), eval_params)
         frames.append(preds.with_columns(protocol=pl.lit("generative"), num_negatives=pl.lit(n_neg)))

@@ -1,8 +1,11 @@
-"""Collect every method's metrics into one table (printed) and the DVC plot data for HR@K / NDCG@K by method.
+"""Collect every method's metrics into tables (printed) and DVC plot data for HR@K / NDCG@K by method.
 
-    python stages/report.py metrics/random.json metrics/popularity.json metrics/sasrec.json
+    python stages/report.py metrics/random.json metrics/sasrec.json ... \
+        --predictions data/predictions/random.parquet --predictions data/predictions/zeroshot.parquet ...
 
-Outputs: plots/hr_by_method.csv (run, method, candidates, HR@K..., NDCG@K...), printed table.
+Table 1 shows each metrics file as its stage wrote it. Table 2 (with --predictions) rescores every method on the
+samples they ALL have (LLM policies may be evaluated on a seeded subset), so its rows compare like with like.
+Outputs: plots/hr_by_method.csv (table 1) and plots/hr_same_samples.csv (table 2), one row per method x candidates.
 """
 
 import json
@@ -13,38 +16,82 @@ from rich.console import Console
 from rich.table import Table
 
 from mllmrec.cli import run
+from mllmrec.config import EvalParams, load_section
 from mllmrec.errors import UserError
+from mllmrec.metrics import summarize
 
 
-def main(metric_files: list[Path], out: Path = Path("plots/hr_by_method.csv")) -> None:
-    rows = []
-    for path in metric_files:
+def rows_of(method: str, size: str, m: dict) -> list[dict]:
+    ks = sorted(int(k.removeprefix("HR@")) for k in m if k.startswith("HR@") and "_" not in k)
+    return [{"method": method, "candidates": f"1+{size.removeprefix('n')}", "K": k, "n": m["n"],
+             "HR": m[f"HR@{k}"], "HR_lo": m[f"HR@{k}_lo"], "HR_hi": m[f"HR@{k}_hi"], "NDCG": m[f"NDCG@{k}"],
+             "valid_rate": m["valid_rate"]} for k in ks]
+
+
+def same_sample_rows(paths: list[Path], params: EvalParams) -> list[dict]:
+    frames = []
+    for path in paths:
         if not path.exists():
             raise UserError(f"{path}: not found; run `dvc repro` for the stage that writes it")
-        for size, m in json.loads(path.read_text()).items():
-            ks = sorted(int(k.removeprefix("HR@")) for k in m if k.startswith("HR@") and "_" not in k)
-            for k in ks:
-                rows.append({"method": path.stem, "candidates": f"1+{size.removeprefix('n')}", "K": k,
-                             "HR": m[f"HR@{k}"], "HR_lo": m[f"HR@{k}_lo"], "HR_hi": m[f"HR@{k}_hi"],
-                             "NDCG": m[f"NDCG@{k}"], "valid_rate": m["valid_rate"]})
-    table = pl.DataFrame(rows)
+        df = pl.read_parquet(path)
+        label = pl.lit(path.stem) if "protocol" not in df.columns else pl.format("{}-{}", pl.lit(path.stem),
+                                                                                   "protocol")
+        frames.append(df.select("sample_id", "num_negatives", "target_rank", "valid", "out_of_candidates",
+                                label.alias("method")))
+    preds = pl.concat(frames)
+    rows = []
+    for (n_neg,), group in preds.group_by("num_negatives", maintain_order=True):
+        methods = group["method"].unique(maintain_order=True)
+        if methods.len() < 2:
+            continue
+        shared = group.group_by("sample_id").agg(pl.col("method").n_unique()).filter(
+            pl.col("method") == methods.len())["sample_id"]
+        for method in methods:
+            p = group.filter((pl.col("method") == method) & pl.col("sample_id").is_in(shared.implode()))
+            m = summarize(p["target_rank"].to_numpy(), params.ks, params.bootstrap, params.seed,
+                          p["valid"].to_numpy(), int(p["out_of_candidates"].sum()))
+            rows += rows_of(method, f"n{n_neg}", m)
+    return rows
+
+
+def show(table: pl.DataFrame, title: str) -> None:
+    ks = sorted(table["K"].unique())
+    view = Table(title=title)
+    for col in ("candidates", "method", "n", *(f"HR@{k}" for k in ks), f"NDCG@{ks[-1]}", "valid"):
+        view.add_column(col)
+    for (cands, method), group in table.sort("candidates", maintain_order=True).group_by(
+            "candidates", "method", maintain_order=True):
+        by_k = {r["K"]: r for r in group.iter_rows(named=True)}
+        view.add_row(cands, method, str(by_k[ks[0]]["n"]),
+                     *(f"{by_k[k]['HR']:.3f} [{by_k[k]['HR_lo']:.2f},{by_k[k]['HR_hi']:.2f}]" for k in ks),
+                     f"{by_k[ks[-1]]['NDCG']:.3f}", f"{by_k[ks[-1]]['valid_rate']:.2f}")
+    Console(width=150).print(view)
+
+
+def write_plot(table: pl.DataFrame, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     # wide form, one row per (method, candidate set): DVC's bar plot shows every method side by side
     table.with_columns(run=pl.format("{} ({})", "method", "candidates")).pivot(
         "K", index=["run", "method", "candidates"], values=["HR", "NDCG"]
     ).rename(lambda c: c.replace("_", "@")).write_csv(out)
 
-    ks = sorted(table["K"].unique())
-    view = Table(title=f"{table['method'].n_unique()} methods, test split: HR@K [95 % bootstrap CI], NDCG@{ks[-1]}")
-    for col in ("candidates", "method", *(f"HR@{k}" for k in ks), f"NDCG@{ks[-1]}", "valid"):
-        view.add_column(col)
-    for (cands, method), group in table.sort("candidates", maintain_order=True).group_by(
-            "candidates", "method", maintain_order=True):
-        by_k = {r["K"]: r for r in group.iter_rows(named=True)}
-        view.add_row(cands, method, *(f"{by_k[k]['HR']:.3f} [{by_k[k]['HR_lo']:.2f},{by_k[k]['HR_hi']:.2f}]"
-                                      for k in ks),
-                     f"{by_k[ks[-1]]['NDCG']:.3f}", f"{by_k[ks[-1]]['valid_rate']:.2f}")
-    Console(width=140).print(view)
+
+def main(metric_files: list[Path], predictions: list[Path] | None = None, plots: Path = Path("plots")) -> None:
+    params = load_section("eval", EvalParams)
+    rows = []
+    for path in metric_files:
+        if not path.exists():
+            raise UserError(f"{path}: not found; run `dvc repro` for the stage that writes it")
+        for size, m in json.loads(path.read_text()).items():
+            rows += rows_of(path.stem, size, m)
+    table = pl.DataFrame(rows)
+    write_plot(table, plots / "hr_by_method.csv")
+    show(table, f"{params.split} split, each method on its own samples: HR@K [95 % bootstrap CI]")
+    if predictions:
+        same = pl.DataFrame(same_sample_rows(predictions, params))
+        if same.height:
+            write_plot(same, plots / "hr_same_samples.csv")
+            show(same, "the same samples for every method (the LLM policies' evaluation subset)")
 
 
 if __name__ == "__main__":

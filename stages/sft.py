@@ -15,12 +15,14 @@ from mllmrec.cli import run
 from mllmrec.config import ModelsParams, PromptParams, SftParams, load_section
 from mllmrec.errors import UserError
 from mllmrec.io import read_parquet
+from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
 from mllmrec.sft import sft_examples, tokenize_examples, train_sft
 
 
 def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")) -> None:
     params = load_section("sft", SftParams)
+    maybe_relaunch(params.launch, "sft")  # sft.launch.num_processes > 1: re-exec under accelerate launch
     prompt = load_section("prompt", PromptParams)
     policy = load_section("models", ModelsParams).policy
     if policy.engine == "openai":
@@ -45,6 +47,8 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
     notes = {"with_cot": int(samples["has_cot"].sum()), "skipped_too_long": len(skipped),
              "enable_thinking": policy.enable_thinking}
     info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes)
+    if not info["main_process"]:
+        return
     plot.parent.mkdir(parents=True, exist_ok=True)
     with plot.open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["step", "epoch", "loss", "learning_rate"])

@@ -114,13 +114,20 @@ def test_stage_names_assess_cot_when_cot_file_missing(tmp_path):
     (tmp_path / "data/split").mkdir(parents=True)
     candidates(3).write_parquet(tmp_path / "data/split/candidates_n9.parquet")
     (tmp_path / "params.yaml").write_text("augment:\n  cot_file: data/cot/assessed.parquet\n")
-    r = subprocess.run([sys.executable, str(ROOT / "stages/augment.py")], cwd=tmp_path, capture_output=True,
+    r = subprocess.run([sys.executable, str(ROOT / "stages/augment.py")], cwd=tmp_path, capture_output=True, check=False,
                        text=True)
     assert r.returncode == 2 and "dvc repro assess_cot" in r.stderr
     cots(candidates(3)).write_parquet(tmp_path / "assessed.parquet")
     (tmp_path / "params.yaml").write_text("augment:\n  cot_file: assessed.parquet\n  sft_cot_prob: 1.0\n")
-    r = subprocess.run([sys.executable, str(ROOT / "stages/augment.py")], cwd=tmp_path, capture_output=True,
+    r = subprocess.run([sys.executable, str(ROOT / "stages/augment.py")], cwd=tmp_path, capture_output=True, check=False,
                        text=True)
     assert r.returncode == 0, r.stderr
     sft = pl.read_parquet(tmp_path / "data/augment/sft.parquet")
     assert sft["has_cot"].to_list() == [True, False, True]  # every kept train CoT (keep_every=2 over all rows)
+
+
+def test_project_params_validate():
+    from mllmrec.config import load_section
+
+    p = load_section("augment", AugmentParams, ROOT / "params.yaml")
+    assert 0 <= p.grpo_cot_prob <= p.sft_cot_prob <= 1

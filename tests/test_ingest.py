@@ -268,6 +268,14 @@ def test_nothing_left_after_ingest_is_a_clear_error(tmp_path):
         ingest(root, "movielens_csv")
 
 
+def test_only_malformed_lines_is_a_clear_error(tmp_path):
+    root = write_movielens_csv(tmp_path / "d", images=False)
+    write_text(root / "ratings.csv", ["userId,movieId,rating,timestamp", "14,592", "15,150,4.0,soon"])
+    with pytest.raises(UserError, match=r"no interactions left after ingest: skipped \{'malformed_line': 2\}, "
+                                        r"e\.g\. \{'malformed_line': 'ratings\.csv:2'\}"):
+        ingest(root, "movielens_csv")
+
+
 @pytest.mark.parametrize(("fmt", "file", "header", "message"), [
     ("movielens_csv", "ratings.csv", "userId,movieId,rating",
      r"ratings\.csv:1: missing column\(s\) \['timestamp'\]; header is \['userId', 'movieId', 'rating'\]"),

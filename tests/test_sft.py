@@ -116,11 +116,11 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     proj = project(tmp_path, tiny_lm_dir)
     cmd = [sys.executable, str(ROOT / "stages/sft.py")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a 130k-param model: threads only fight over 2 shared cores
-    first = subprocess.Popen(cmd, cwd=proj, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
+    log = (tmp_path / "first.log").open("w")  # a file, not a pipe: a full pipe would block the child
+    first = subprocess.Popen(cmd, cwd=proj, env=env, stdout=log, stderr=log, start_new_session=True)
     deadline = time.time() + 120
     while not list(proj.glob("checkpoints/sft/checkpoint-*/trainer_state.json")):
-        assert first.poll() is None, first.stderr.read().decode()[-3000:]
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.time() < deadline, "no checkpoint within 120 s"
         time.sleep(0.05)
     os.killpg(first.pid, signal.SIGKILL)  # a real kill: no cleanup, no final save
@@ -130,7 +130,7 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
                     if (p / "trainer_state.json").exists())
     assert killed_at < 24
 
-    second = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert second.returncode == 0, second.stderr[-3000:]
     info = json.loads((proj / "models/sft/sft_info.json").read_text())
     assert info["resumed_from_step"] >= killed_at >= 4 and info["global_step"] == 24
@@ -146,3 +146,11 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     assert not any("embed" in k for k in changed)  # LoRA touches only its target modules
     tok = AutoTokenizer.from_pretrained(proj / "models/sft")
     assert tok.chat_template and tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+
+
+def test_project_params_validate():
+    from mllmrec.config import load_section
+
+    p = load_section("sft", SftParams, ROOT / "params.yaml")
+    assert p.checkpoint_dir.startswith("checkpoints/")  # git-ignored, never a DVC output
+    assert "/checkpoints/" in (ROOT / ".gitignore").read_text()

@@ -45,7 +45,6 @@ class EvalParams(Section):
     split: Literal["valid", "test"] = "test"
     bootstrap: int = Field(1000, ge=0)  # resamples for the 95 % CI; 0 disables
     seed: int = 0
-    max_samples: int | None = Field(None, ge=1)  # seeded subset of eval samples, the SAME one for every method
 
 
 class RandomParams(Section):
@@ -203,15 +202,15 @@ class PromptParams(Section):
 # ---- CoT supervision (issue 4): draft_cot -> refine_cot -> assess_cot ----
 
 DRAFT_PROMPT = (
-    "Here is a user's history, in time order: each item's title and a description of its image.\n\n{history}\n\n"
-    "Analyse it in four steps:\nStep 1: the multimodal attributes (visual style, genre, mood) shared by these items.\n"
-    "Step 2: the user's stable preferences.\nStep 3: what kinds of items the user could plausibly choose next.\n"
-    "Step 4: a one-sentence conclusion.\nThe next item is unknown: do not assume it and do not name any title."
+    "Analyse a user's history (oldest first; each line: title | description of its image).\n\n{history}\n\n"
+    "Answer in four short lines:\nStep 1: the visual and genre attributes these items share.\n"
+    "Step 2: the user's stable preferences.\nStep 3: kinds of items the user could plausibly choose next.\n"
+    "Step 4: a one-sentence conclusion.\nThe next item is unknown: do not assume it and do not name a title."
 )
 REFINE_PROMPT = (
-    "A user's history, in time order (title | image description):\n\n{history}\n{target}\n"
-    "A weaker model wrote this draft analysis:\n{draft}\n\n"
-    "Rewrite it as exactly four lines and nothing else:\n"
+    "A user's history (oldest first; title | image description):\n\n{history}\n{target}\n"
+    "Draft analysis by a weaker model:\n{draft}\n\n"
+    "Rewrite the draft as exactly four lines and nothing else:\n"
     "Step 1: the discriminative signals in the history (genres, themes, visual style).\n"
     "Step 2: the user's likely next intent.\nStep 3: 3-5 retrieval criteria for the next item, separated by ';'.\n"
     "Step 4: a one-sentence profile of the next item.\nNever name a specific title or item id."
@@ -227,6 +226,7 @@ class DraftCotParams(Section):
     mode: Literal["captions", "images"] = "captions"  # images: the drafter is a VLM and sees the history posters
     prompt: str = DRAFT_PROMPT  # {history}: numbered `[ITEM_<id>] <title> | <caption>` lines
     sampling: CaptionSampling = CaptionSampling(max_new_tokens=256)  # paper: 256 new tokens
+    max_caption_chars: int = Field(400, ge=0)  # each caption is cut to this in the prompt (prompt length = CPU time)
     batch_size: int = Field(8, ge=1)  # requests per engine call = rows per committed cache part
     cache_dir: str = "data/cot/cache/draft"
 
@@ -248,6 +248,7 @@ class RefineCotParams(Section):
     sampling: CaptionSampling = CaptionSampling(temperature=0.1, max_new_tokens=300)  # paper: 0.1, 300 tokens
     max_attempts: int = Field(3, ge=1)  # malformed output (empty/refusal/truncated/wrong format) is retried
     retry_temperature: float = Field(0.7, ge=0)  # retries sample at >= this, with seed + attempt (greedy repeats)
+    max_caption_chars: int = Field(400, ge=0)
     batch_size: int = Field(8, ge=1)
     cache_dir: str = "data/cot/cache/refine"
     leak_action: Literal["scrub", "drop"] = "scrub"  # scrub: delete leaking sentences; drop: no CoT for the sample
@@ -320,12 +321,17 @@ class SftParams(Section):
     logging_steps: int = Field(1, ge=1)
     checkpoint_dir: str = "checkpoints/sft"  # git-ignored and NOT a DVC output: DVC never deletes it
     seed: int = 0
+    # >1 process: accelerate launch (mllmrec.launch); LaunchParams is defined with the grpo section below
+    launch: "LaunchParams" = Field(default_factory=lambda: LaunchParams())
 
 
 class EvaluateParams(Section):
     """`evaluate` stage: LLM policies on the test candidates (generation params are explicit, always greedy)."""
 
     max_new_tokens: int = Field(32, ge=1)  # one answer line `[ITEM_<id>] <title>` fits easily
+    num_negatives: list[int] | None = None  # candidate-set sizes to score LLMs on; None = all that split wrote
+    max_samples: int | None = Field(None, ge=1)  # seeded subset (eval.seed) of test samples for LLM policies;
+    # the report also scores every baseline on exactly this subset, so rows stay comparable
     max_tokens: int = Field(8192, ge=16)  # tokens per packed likelihood forward (prompt + candidate answers)
 
 
@@ -417,3 +423,6 @@ class GrpoParams(Section):
                 f"{self.grad_accum} × {self.launch.num_processes} = {eff} completions is not divisible by "
                 f"num_generations = {self.num_generations} (each prompt's group must fit in one generation batch)")
         return self
+
+
+SftParams.model_rebuild()  # resolve its forward reference to LaunchParams (defined above, after SftParams)

@@ -102,7 +102,8 @@ def prediction_text(cot: str) -> str:
     return " ".join(b[n] for n in range(2, STEPS + 1) if b.get(n))
 
 
-def item_line(n: int, item_id: str, title: str | None, caption: str | None) -> tuple[str, dict]:
+def item_line(n: int, item_id: str, title: str | None, caption: str | None,
+              max_caption_chars: int = MAX_CAPTION_CHARS) -> tuple[str, dict]:
     """One numbered history line `n. [ITEM_<id>] <title> | <caption>` and what had to be worked around.
 
     >>> item_line(1, "1", "Toy Story (1995)", "")
@@ -116,7 +117,7 @@ def item_line(n: int, item_id: str, title: str | None, caption: str | None) -> t
         t, notes["missing_title"] = "(untitled)", 1
     line = f"{n}. [ITEM_{item_id}] {t}"
     if caption and caption.strip():
-        c, cut = clip(caption, MAX_CAPTION_CHARS)
+        c, cut = clip(caption, max_caption_chars)
         if cut:
             notes["long_caption"] = 1
         line += f" | {c}"

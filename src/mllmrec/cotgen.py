@@ -74,29 +74,29 @@ def _lookup(texts: dict, item_id: str, sample_id: str) -> dict:
                         "(rerun `dvc repro split` after ingest)") from None
 
 
-def history_block(sample_id: str, history: list[str], texts: dict, notes: Counter) -> str:
+def history_block(sample_id: str, history: list[str], texts: dict, notes: Counter, max_caption_chars: int) -> str:
     lines = []
     for n, i in enumerate(history, 1):
         t = _lookup(texts, i, sample_id)
-        line, why = item_line(n, i, t["title"], t["caption"])
+        line, why = item_line(n, i, t["title"], t["caption"], max_caption_chars)
         notes.update(why)
         lines.append(line)
     return "\n".join(lines)
 
 
-def draft_request(sample: dict, texts: dict, mode: str, prompt: str, sampling: SamplingParams,
-                  notes: Counter) -> tuple[GenerationRequest, list[str]]:
+def draft_request(sample: dict, texts: dict, mode: str, prompt: str, sampling: SamplingParams, notes: Counter,
+                  max_caption_chars: int = 400) -> tuple[GenerationRequest, list[str]]:
     """The drafter's request and the sha256s of its images (part of the cache key)."""
     sid = sample["sample_id"]
     if mode == "captions":
         return GenerationRequest(messages=({"role": "user", "content": prompt.format(
-            history=history_block(sid, sample["history"], texts, notes))},), sampling=sampling), []
+            history=history_block(sid, sample["history"], texts, notes, max_caption_chars))},), sampling=sampling), []
     # images: the poster goes right after its title line; an item without one falls back to its caption, else title
     head, _, tail = prompt.partition("{history}")
     parts, images, shas = [{"type": "text", "text": head}], [], []
     for n, i in enumerate(sample["history"], 1):
         t = _lookup(texts, i, sid)
-        line, why = item_line(n, i, t["title"], None if t["image"] else t["caption"])
+        line, why = item_line(n, i, t["title"], None if t["image"] else t["caption"], max_caption_chars)
         why.pop("missing_caption", None)
         notes.update(why)
         parts.append({"type": "text", "text": line + ("\n" if n < len(sample["history"]) else "")})
@@ -147,16 +147,17 @@ def _generate_cached(stage, reqs: dict[str, GenerationRequest], make_engine, eng
 
 
 def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, sampling: SamplingParams, model: str,
-          revision: str, make_engine: Callable[[], Engine], cache_dir: Path, batch_size: int
-          ) -> tuple[pl.DataFrame, dict]:  # fmt: skip
+          revision: str, make_engine: Callable[[], Engine], cache_dir: Path, batch_size: int,
+          max_caption_chars: int = 400) -> tuple[pl.DataFrame, dict]:  # fmt: skip
     """One draft per sample: (samples + draft, draft_error, finish_reason, cache_key; report)."""
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stats: Counter = Counter(stale_temp_files_removed=partcache.clean_stale_temps(cache_dir))
+    stats: Counter = Counter(dict.fromkeys(["model_calls", "cache_hits", "engine_retries", "parts_written"], 0))
+    stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
     notes: Counter = Counter()
     keys, reqs = [], {}
     for s in samples.iter_rows(named=True):
-        req, shas = draft_request(s, texts, mode, prompt, sampling, notes)
+        req, shas = draft_request(s, texts, mode, prompt, sampling, notes, max_caption_chars)
         k = request_key("draft", model, revision, req, shas)
         keys.append(k)
         reqs.setdefault(k, req)
@@ -179,15 +180,15 @@ def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, samplin
 
 
 def refine_request(sample: dict, texts: dict, prompt: str, show_target: bool, sampling: SamplingParams,
-                   notes: Counter) -> GenerationRequest:  # fmt: skip
+                   notes: Counter, max_caption_chars: int = 400) -> GenerationRequest:  # fmt: skip
     sid = sample["sample_id"]
     target = ""
     if show_target:  # the authors' behaviour; off by default (see RefineCotParams.show_target)
         t = _lookup(texts, sample["target"], sid)
         target = f"\nThe item the user actually chose next: [ITEM_{sample['target']}] {t['title']}. " \
                  "Use it to make the analysis accurate, but never name it.\n"
-    content = prompt.format(history=history_block(sid, sample["history"], texts, notes), draft=sample["draft"],
-                            target=target)
+    history = history_block(sid, sample["history"], texts, notes, max_caption_chars)
+    content = prompt.format(history=history, draft=sample["draft"], target=target)
     return GenerationRequest(messages=({"role": "user", "content": content},), sampling=sampling)
 
 
@@ -203,7 +204,8 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
     """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop)."""
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stats: Counter = Counter(stale_temp_files_removed=partcache.clean_stale_temps(cache_dir))
+    stats: Counter = Counter(dict.fromkeys(["model_calls", "cache_hits", "engine_retries", "parts_written"], 0))
+    stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
     notes: Counter = Counter()
     engine_box: list = []
     samples = {s["sample_id"]: s for s in drafts.iter_rows(named=True)}
@@ -220,7 +222,7 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
         keys, reqs = {}, {}
         for sid in pending:
             req = refine_request(samples[sid], texts, params.prompt, params.show_target, samp,
-                                 notes if attempt == 0 else Counter())  # fmt: skip
+                                 notes if attempt == 0 else Counter(), params.max_caption_chars)  # fmt: skip
             keys[sid] = request_key(f"refine:{attempt}", model, revision, req, [])
             reqs.setdefault(keys[sid], req)
         rows = _generate_cached("refine", reqs, make_engine, engine_box, cache_dir, params.batch_size, model,

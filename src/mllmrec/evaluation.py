@@ -28,11 +28,6 @@ def load_candidates(n_neg: int, split: str, max_samples: int | None = None, seed
     return cands
 
 
-def eval_candidates(n_neg: int, params: EvalParams) -> pl.DataFrame:
-    """The evaluation samples of one candidate-set size, as every method must see them."""
-    return load_candidates(n_neg, params.split, params.max_samples, params.seed)
-
-
 def candidate_sizes() -> list[int]:
     """The candidate-set sizes the split stage wrote (split.num_negatives)."""
     sizes = sorted(int(p.stem.removeprefix("candidates_n")) for p in SPLIT_DIR.glob("candidates_n*.parquet"))

@@ -110,7 +110,8 @@ class MonitorCallback(TrainerCallback):
             preds = likelihood_predictions(model, self.tok, mine, self.texts, self.prompt, self.thinking,
                                            self.p.monitor.max_tokens)
         model.train(was_training)
-        rows = gather_object(list(zip(preds["sample_id"], preds["target"], preds["ranked"])))
+        rows = gather_object(list(zip(preds["sample_id"].to_list(), preds["target"].to_list(),
+                                      preds["ranked"].to_list())))
         merged = {sid: (t, r) for sid, t, r in rows}  # duplicates from padding collapse here
         sids = sorted(merged)
         ranks = target_ranks([merged[s][1] for s in sids], [merged[s][0] for s in sids])
@@ -230,7 +231,8 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
 
     if not rows:
         raise UserError("data/augment/grpo.parquet has no samples: nothing to train on")
-    state = PartialState()
+    # cpu=True on CUDA-less boxes: otherwise accelerate treats CPU ranks as one process (no gloo group)
+    state = PartialState(cpu=not torch.cuda.is_available())
     world = state.num_processes
     eff = params.batch_size * params.grad_accum * world
     if eff % params.num_generations:  # params validate this for launch.num_processes; a manual launch may differ
@@ -261,7 +263,8 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
         warmup_steps=params.warmup,
         num_generations=params.num_generations, beta=params.beta, loss_type=params.loss_type,
         scale_rewards=params.scale_rewards, epsilon=params.epsilon, num_iterations=params.num_iterations,
-        max_completion_length=params.max_completion_length, mask_truncated_completions=params.mask_truncated_completions,
+        max_completion_length=params.max_completion_length,
+        mask_truncated_completions=params.mask_truncated_completions,
         temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=None,
         repetition_penalty=params.repetition_penalty, generation_kwargs={},
         use_vllm=params.use_vllm, vllm_mode="colocate",

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from mllmrec.errors import UserError
@@ -86,14 +87,17 @@ def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: 
     `columns` maps our name -> header name (file has a header) or field index (no header). Lines with the wrong
     number of fields or a non-integer timestamp are counted as `malformed_line`, never silently parsed.
     """
-    lines = read_lines(path)
+    lines = read_lines(path).collect(engine="streaming")
     has_header = isinstance(next(iter(columns.values())), str)
-    fields = pl.col("raw").str.strip_suffix("\r").str.split(sep)
+    # most files hold no whitespace at all (no \r, no padding): then every strip below is a no-op, skip them all.
+    # Non-ASCII lines take the stripping path too (Unicode has more spaces); a length test finds them fastest.
+    raw = lines["raw"]
+    padded = raw.str.contains(r"[\t-\r ]").any() or (raw.str.len_bytes() != raw.str.len_chars()).any()
+    fields = (pl.col("raw").str.strip_suffix("\r") if padded else pl.col("raw")).str.split(sep)
     if has_header:
-        header_row = lines.head(1).collect()
-        if header_row.height == 0:  # only blank lines
+        if lines.height == 0:  # only blank lines
             raise UserError(f"{path}: file is empty")
-        header = header_row["raw"][0].strip().split(sep)
+        header = lines["raw"][0].strip().split(sep)
         missing = [c for c in columns.values() if c not in header]
         if missing:
             raise UserError(f"{path}:1: missing column(s) {missing}; header is {header}")
@@ -102,12 +106,16 @@ def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: 
         lines = lines.slice(1)
     else:
         index, width = dict(columns), None
-    parsed = lines.select(
+    def field(i: int) -> pl.Expr:
+        got = pl.col("f").list.get(i, null_on_oob=True)
+        return got.str.strip_chars() if padded else got
+
+    parsed = lines.lazy().select(
         "line", fields.alias("f")
     ).select(
         "line",
         (pl.col("f").list.len() == width if width else pl.col("f").list.len() > max(index.values())).alias("ok"),
-        *[pl.col("f").list.get(i, null_on_oob=True).str.strip_chars().alias(name) for name, i in index.items()],
+        *[field(i).alias(name) for name, i in index.items()],
     )
     if "timestamp" in index:
         ts = pl.col("timestamp").cast(pl.Int64, strict=False)
@@ -118,7 +126,7 @@ def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: 
     bad = df.filter(~pl.col("ok"))
     report.read["interaction_lines"] += df.height
     report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
-    return df.filter("ok").drop("ok").with_columns(file=pl.lit(path.name))
+    return (df.filter("ok") if bad.height else df).drop("ok").with_columns(file=pl.lit(path.name))
 
 
 def read_tsv_sequences(path: Path, report: Report) -> pl.DataFrame:
@@ -249,26 +257,53 @@ def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tupl
     report.skip("duplicate_title_row", dup_titles.height, where(dup_titles))
     titles = titles.unique("item_id", keep="first", maintain_order=True)
 
-    ok_ids = pl.col("user_id").str.contains(ID_PATTERN) & pl.col("item_id").str.contains(ID_PATTERN)
-    bad = inter.filter(~ok_ids)
-    report.skip("invalid_id", bad.height, where(bad))
-    inter = inter.filter(ok_ids)
-    unknown = inter.join(titles.select("item_id"), on="item_id", how="anti")
-    report.skip("unknown_item", unknown.height, where(unknown))
-    inter = inter.join(titles.select("item_id"), on="item_id", how="semi")
-    # stable sort: ties in time keep file order (the order the dataset authors wrote)
-    inter = inter.sort(["user_id", "timestamp"], maintain_order=True)
-    dup = inter.filter(pl.struct("user_id", "item_id").is_first_distinct().not_())
-    report.skip("duplicate_interaction", dup.height, where(dup))
-    inter = inter.filter(pl.struct("user_id", "item_id").is_first_distinct())
-    if inter.height == 0:  # empty tables would only fail later, in a stage that cannot name the cause
-        first = {k: v[0] for k, v in report.examples.items() if v}
-        raise UserError(f"no interactions left after ingest: skipped {dict(report.skipped)}, e.g. {first}")
-    inter = inter.select("user_id", "item_id", "timestamp").with_columns(
-        position=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id")
-    )
-    used = titles.join(inter.select("item_id").unique(), on="item_id", how="semi")
-    report.notes["items_without_interactions"] += titles.height - used.height  # not skipped: still in the table
+    # 25 M rows hold only ~200 k distinct ids: check those, then sort and dedupe integer codes instead of strings.
+    # Users are coded in lexical order and items in titles order, so the result equals a string sort + dedupe.
+    users = inter["user_id"].unique().sort()
+    bad_users = users.filter(~users.str.contains(ID_PATTERN))
+    item_ids = titles["item_id"]
+    item_code = inter["item_id"].cast(pl.Enum(item_ids), strict=False).to_physical()  # null: not in titles
+    suspect = item_code.is_null()
+    if bad_users.len():
+        suspect |= inter["user_id"].is_in(bad_users.implode())
+    if suspect.any():  # few rows: the regex decides between an invalid id and an unknown item (frame order)
+        odd = inter.filter(suspect)
+        ok_ids = pl.col("user_id").str.contains(ID_PATTERN) & pl.col("item_id").str.contains(ID_PATTERN)
+        bad, unknown = odd.filter(~ok_ids), odd.filter(ok_ids)
+        report.skip("invalid_id", bad.height, where(bad))
+        report.skip("unknown_item", unknown.height, where(unknown))
+        inter, item_code = inter.filter(~suspect), item_code.filter(~suspect)
+    user_code = inter["user_id"].cast(pl.Enum(users)).to_physical().to_numpy()
+    item_code = item_code.to_numpy()
+    ts = inter["timestamp"].to_numpy()
+
+    # stable sort by (user, time): ties in time keep file order (the order the dataset authors wrote)
+    order = np.empty(0, dtype=np.int64)
+    if len(ts):
+        span = int(ts.max()) - int(ts.min()) + 1
+        if len(users) * span < 2**63:  # one int64 key: much faster than a two-column sort
+            order = np.argsort(user_code.astype(np.int64) * span + (ts - ts.min()), kind="stable")
+        else:
+            order = np.lexsort((ts, user_code))  # lexsort is stable too
+    user_code, item_code, ts = user_code[order], item_code[order], ts[order]
+    pair = pl.Series(user_code.astype(np.int64) * len(item_ids) + item_code)
+    first = np.ones(len(pair), dtype=bool)
+    if pair.n_unique() < len(pair):  # the earliest (user, item) interaction wins
+        first = pair.is_first_distinct().to_numpy()
+        dup = inter[order[~first]]
+        report.skip("duplicate_interaction", dup.height, where(dup))
+    user_code, item_code, ts = user_code[first], item_code[first], ts[first]
+    if len(ts) == 0:  # empty tables would only fail later, in a stage that cannot name the cause
+        first_examples = {k: v[0] for k, v in report.examples.items() if v}
+        raise UserError(f"no interactions left after ingest: skipped {dict(report.skipped)}, e.g. {first_examples}")
+    counts = np.bincount(user_code, minlength=len(users))
+    position = np.arange(len(ts)) - np.repeat(np.cumsum(counts) - counts, counts)
+    inter = pl.DataFrame({
+        "user_id": users.gather(user_code), "item_id": item_ids.gather(item_code), "timestamp": ts,
+        "position": position.astype(np.int32),
+    })
+    used = int(np.count_nonzero(np.bincount(item_code, minlength=len(item_ids))))
+    report.notes["items_without_interactions"] += titles.height - used  # not skipped: still in the table
     return inter, titles.select("item_id", "title")
 
 

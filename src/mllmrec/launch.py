@@ -31,7 +31,8 @@ def launch_command(launch: LaunchParams, argv: list[str]) -> list[str]:
     cmd = [accelerate, "launch", "--num_processes", str(launch.num_processes), "--num_machines", "1"]
     if launch.config_file:
         if not os.path.exists(launch.config_file):
-            raise UserError(f"params.yaml: launch.config_file {launch.config_file!r} not found (see configs/accelerate)")
+            raise UserError(f"params.yaml: launch.config_file {launch.config_file!r} not found "
+                            "(see configs/accelerate/)")
         cmd += ["--config_file", launch.config_file]
     else:
         cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]  # plain DDP; dtype from params
@@ -53,4 +54,4 @@ def maybe_relaunch(launch: LaunchParams, stage: str) -> None:
                         f"{torch.cuda.device_count()} GPU(s) are visible")
     cmd = launch_command(launch, list(sys.argv))  # accelerate runs the script with this interpreter
     print(f"{stage}: {launch.num_processes} processes: {' '.join(cmd)}", flush=True)
-    sys.exit(subprocess.run(cmd, env=env).returncode)
+    sys.exit(subprocess.run(cmd, env=env, check=False).returncode)

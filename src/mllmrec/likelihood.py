@@ -10,6 +10,8 @@ numbers as scoring `prompt + completion` separately (tested against that brute f
 encoded once instead of once per candidate. Only the logits that are needed are projected onto the vocabulary.
 """
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -61,7 +63,7 @@ def score_packed(model, prompt_ids: list[int], comp_ids: list[list[int]]) -> np.
     row_of = {p: r for r, p in enumerate(keep.tolist())}
     logits = out.logits[0, [row_of[p] for p in predictors]].float()
     token_logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
-    sums = torch.tensor([token_logp[a:b].sum().item() for a, b in zip(starts, starts[1:])])
+    sums = torch.tensor([token_logp[a:b].sum().item() for a, b in itertools.pairwise(starts)])
     return sums.numpy()
 
 

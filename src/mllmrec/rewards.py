@@ -77,7 +77,7 @@ def parse(completion, candidates, max_answers: int = 1) -> Parsed:
         if any(i not in allowed for i in ids):
             return Parsed([], False, "not_a_candidate")
         return Parsed(ids, True, "")
-    except Exception:  # a reward that raises kills a multi-hour run: any surprise is a format error
+    except Exception:  # noqa: BLE001 - a reward that raises kills a multi-hour run: any surprise is a format error
         return Parsed([], False, "error")
 
 

@@ -136,7 +136,8 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     dtype = training_dtype(params.dtype)
     ckpt_dir = Path(params.checkpoint_dir)
     fp = fingerprint(rows, model_path, revision, params)
-    state = PartialState()  # multi-process launches (accelerate/torchrun): one process touches the checkpoint dir
+    # multi-process launches (accelerate/torchrun): one process touches the checkpoint dir; cpu: gloo ranks on CPU
+    state = PartialState(cpu=not torch.cuda.is_available())
     resume = prepare_checkpoints(ckpt_dir, fp) if state.is_main_process else None
     state.wait_for_everyone()
     resume = last_checkpoint(ckpt_dir) if not state.is_main_process else resume
@@ -176,7 +177,8 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     info = {"base_model": model_path, "revision": revision, "dtype": str(dtype).removeprefix("torch."),
             "examples": len(rows), "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
             "train_seconds": round(train_s, 1), **(notes or {}), "loss": loss_rows(trainer.state.log_history)}
-    if trainer.is_world_process_zero():
+    info["main_process"] = trainer.is_world_process_zero()  # only it writes outputs (multi-process launches)
+    if info["main_process"]:
         # merge in the dtype we trained in (the authors merged bf16-trained weights in fp16)
         merged = trainer.model.merge_and_unload()
         assert next(merged.parameters()).dtype == dtype, "merged weights left the training dtype"
@@ -184,7 +186,8 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
         shutil.rmtree(tmp, ignore_errors=True)
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)  # includes the chat template: evaluation and GRPO apply the same one
-        (tmp / "sft_info.json").write_text(json.dumps({k: v for k, v in info.items() if k != "loss"}, indent=2))
+        skip = {"loss", "main_process"}
+        (tmp / "sft_info.json").write_text(json.dumps({k: v for k, v in info.items() if k not in skip}, indent=2))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     state.wait_for_everyone()

