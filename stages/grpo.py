@@ -12,7 +12,6 @@ data/grpo/completions.jsonl (a few sampled completions per step with their rewar
 """
 
 import csv
-import shutil
 from pathlib import Path
 
 from mllmrec.cli import run
@@ -65,7 +64,7 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
         w.writerows(info["curve"])
     jsonl = Path(params.checkpoint_dir) / "completions.jsonl"
     samples_out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(jsonl, samples_out) if jsonl.exists() else samples_out.write_text("")
+    samples_out.write_text(jsonl.read_text() if jsonl.exists() else "")
     last = info["curve"][-1] if info["curve"] else {}
     first_valid = next((r for r in info["curve"] if r.get("valid_HR@1") != ""), {})
     last_valid = next((r for r in reversed(info["curve"]) if r.get("valid_HR@1") != ""), {})

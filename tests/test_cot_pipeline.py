@@ -162,7 +162,8 @@ def test_confidence_ranks_the_described_target_first(embedder):
 
 def test_assess_keep_rule_scores_and_cache(tmp_path, embedder):
     samples = make_samples(3)  # targets: 5 (Alien), 6 (Amélie; Toy Story is a candidate), 7
-    cots = [good_cot("dark eerie alien horror in space, green light"), good_cot("cartoon toys, a cowboy and a space ranger"), None]
+    cots = [good_cot("dark eerie alien horror in space, green light"),
+            good_cot("cartoon toys, a cowboy and a space ranger"), None]
     refined = samples.with_columns(
         pl.Series("cot", cots, pl.String), pl.Series("format_ok", [True, True, False]),
         pl.Series("leak_after", [False, False, False]))  # fmt: skip

@@ -137,6 +137,8 @@ def test_grpo_trains_logs_valid_hr_and_resumes_after_sigkill(tmp_path, warmed, t
     assert all(c["reward"] != "" and c["frac_reward_zero_std"] != "" and c["kl"] != "" for c in curve[1:])
     lines = (root / "data/grpo/completions.jsonl").read_text().splitlines()
     assert lines and {"step", "completion", "rewards", "advantage"} <= set(json.loads(lines[0]))
+    steps = [json.loads(line)["step"] for line in lines]
+    assert steps == sorted(steps) and set(steps) == {1, 2, 3, 4}  # redone steps are not logged twice
 
 
 @pytest.mark.slow

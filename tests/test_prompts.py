@@ -70,8 +70,9 @@ def test_completion_is_the_templates_assistant_turn(tiny_lm_dir):
     completion = render_completion(tok, messages, "[ITEM_3] Amélie (2001)", False)
     full = tok.apply_chat_template(messages + [{"role": "assistant", "content": "[ITEM_3] Amélie (2001)"}],
                                    tokenize=False, enable_thinking=False)
-    assert prompt + completion == full
-    assert completion_template(tok, messages, False)[1].startswith("<|im_end|>")
+    assert full.startswith(prompt + completion)
+    assert completion.endswith("Amélie (2001)<|im_end|>")  # ends exactly once with the end-of-turn token
+    assert full[len(prompt + completion):].strip() == ""  # only the template's trailing newline is left out
 
 
 def test_missing_chat_template_is_a_clear_error(tiny_lm_dir):

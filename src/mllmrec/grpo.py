@@ -158,6 +158,14 @@ class MonitorCallback(TrainerCallback):
                 }, ensure_ascii=False) + "\n")
 
 
+def truncate_samples(path: Path, step: int) -> None:
+    """Drop completion samples logged after `step` (the checkpoint a resumed run restarts from): redone steps
+    would otherwise appear twice."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
 # ---- curves ----
 
 _CURVE_KEYS = {  # TRL log key -> plots/grpo_train.csv column
@@ -249,6 +257,7 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
     resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
     if resume and state.is_main_process:
         print(f"grpo: resuming from {resume} (step {resumed_step})", flush=True)
+        truncate_samples(ckpt_dir / "completions.jsonl", resumed_step)
 
     model = AutoModelForCausalLM.from_pretrained(params.model, dtype=dtype)
     # nothing inherited from generation_config.json: TRL builds its own from the args below; eos = the tokenizer's

@@ -86,23 +86,28 @@ def render_prompt(tokenizer, messages: list[dict], enable_thinking: bool | None)
 
 
 def completion_template(tokenizer, messages: list[dict], enable_thinking: bool | None) -> tuple[str, str]:
-    """(prefix, suffix) around the answer in the assistant turn, exactly as the template writes it after
-    `render_prompt`: completion = prefix + answer + suffix (for ChatML: "", "<|im_end|>\n"). Rendered once per
-    prompt, so scoring 100 candidates does not re-run the template 100 times."""
+    """(prefix, suffix) around the answer in the assistant turn, as the template writes it after `render_prompt`,
+    ending exactly once with the end-of-turn (= eos) token: completion = prefix + answer + suffix (ChatML: "",
+    "<|im_end|>"). What a template writes after that token (ChatML: a newline) is never generated, so it is neither
+    trained (SFT) nor scored (likelihood ranking). Rendered once per prompt, not once per candidate."""
+    eos = tokenizer.eos_token
+    if not eos:
+        raise UserError(f"{tokenizer.name_or_path}: the tokenizer has no eos_token; answers need an end")
     prompt = render_prompt(tokenizer, messages, enable_thinking)
     kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
     sentinel = "\x00ANSWER\x00"
     full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": sentinel}], tokenize=False,
                                          add_generation_prompt=False, **kwargs)
     if not full.startswith(prompt) or sentinel not in full:
-        # templates that rewrite earlier turns (e.g. drop past <think>) break prefix-ness: answer + EOS
-        return "", tokenizer.eos_token or ""
+        # templates that rewrite earlier turns (e.g. drop past <think>) break prefix-ness: answer + eos
+        return "", eos
     prefix, suffix = full[len(prompt):].split(sentinel, 1)
-    return prefix, suffix
+    cut = suffix.find(eos)
+    return prefix, suffix[: cut + len(eos)] if cut >= 0 else suffix + eos
 
 
 def render_completion(tokenizer, messages: list[dict], answer: str, enable_thinking: bool | None) -> str:
-    """The assistant turn for `answer` (answer + end-of-turn), the training target of SFT and the scored text."""
+    """The assistant turn for `answer` (answer + end-of-turn): SFT's target and the likelihood ranker's scored text."""
     prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
     return prefix + answer + suffix
 

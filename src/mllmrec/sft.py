@@ -32,20 +32,6 @@ from mllmrec.prompts import ItemText, answer_line, build_messages, render_comple
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir"}
 
 
-def completion_text(tokenizer, messages: list[dict], answer: str, enable_thinking: bool | None) -> str:
-    """The assistant turn after the prompt, ending exactly once with the end-of-turn (= eos) token.
-
-    Whatever the template writes after the end-of-turn token (ChatML: a newline) is never generated at inference,
-    so it is cut. A template whose turn does not end with `eos_token` gets it appended once.
-    """
-    text = render_completion(tokenizer, messages, answer, enable_thinking)
-    eos = tokenizer.eos_token
-    if not eos:
-        raise UserError(f"{tokenizer.name_or_path}: tokenizer has no eos_token; SFT needs one to learn to stop")
-    cut = text.rfind(eos)
-    return text[: cut + len(eos)] if cut >= 0 else text + eos
-
-
 def sft_examples(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, prompt_params: PromptParams,
                  enable_thinking: bool | None) -> list[dict]:
     """One {sample_id, prompt, completion} per augment row; the CoT goes into the prompt only where has_cot."""
@@ -56,7 +42,7 @@ def sft_examples(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, p
         out.append({
             "sample_id": row["sample_id"],
             "prompt": render_prompt(tokenizer, messages, enable_thinking),
-            "completion": completion_text(tokenizer, messages, answer_line(row["target"], texts), enable_thinking),
+            "completion": render_completion(tokenizer, messages, answer_line(row["target"], texts), enable_thinking),
         })
     return out
 
