@@ -28,8 +28,8 @@ def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path =
     refined = read_parquet(out / "refined.parquet", "refine_cot")
     items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
     captions = read_parquet(Path("data/textualize/captions.parquet"), "textualize")
-    draft_report = read_parquet_json(out / "draft_report.json")
-    refine_report = read_parquet_json(out / "refine_report.json")
+    draft_report = read_report(out / "draft_report.json")
+    refine_report = read_report(out / "refine_report.json")
 
     embedder_id = folder_identity(str(resolve_embedding_model(params.embedding_model)))
     assessed, report = assess(
@@ -55,7 +55,7 @@ def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path =
           f"(chance {report['chance_top1']}); {report['embedding']['model_calls']} texts embedded")
 
 
-def read_parquet_json(path: Path) -> dict:
+def read_report(path: Path) -> dict:
     import json
 
     if not path.exists():

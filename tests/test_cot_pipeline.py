@@ -209,3 +209,19 @@ def test_images_mode_with_tiny_vlm_falls_back_and_counts(tmp_path, tiny_vlm_dir)
                    revision="v", make_engine=lambda: build_engine(spec), cache_dir=tmp_path / "c", batch_size=4)
     assert rep["errors"] == {} and rep["drafted"] + rep["errors"].get("empty", 0) == 3, rep
     assert rep["input_notes"] == {"image_fallback_caption": 6}
+
+
+def test_interrupted_draft_resumes_losing_at_most_the_batch_in_flight(tmp_path):
+    samples = make_samples(7)
+
+    class Dies(ScriptedEngine):
+        def generate(self, requests):
+            if self.calls >= 3:  # the second batch (batch_size=3) is in flight when the process dies
+                raise KeyboardInterrupt
+            return super().generate(requests)
+
+    with pytest.raises(KeyboardInterrupt):
+        _draft(samples, Dies(lambda p, s: "a draft"), tmp_path / "c")
+    resumed = ScriptedEngine(lambda p, s: "a draft")
+    d, rep = _draft(samples, resumed, tmp_path / "c")
+    assert rep["cache_hits"] == 3 and resumed.calls == 4 and d["draft"].null_count() == 0

@@ -41,6 +41,8 @@ def test_doctests(mod):
         ("Step 1: a\nStep 2: b\nStep 2: b\nStep 3: c\nStep 4: d", "stop", "wrong_format"),  # duplicate
         ("Step 1: a\nStep 2:\nStep 3: c\nStep 4: d", "stop", "wrong_format"),  # empty step
         ("Step 1: a\nStep 2: b\nStep 3: c\nStep 4: d\nStep 5: e", "stop", "wrong_format"),  # five lines
+        ("Step 1: <signals>\nStep 2: <intent>\nStep 3: <c>; <c>\nStep 4: <profile>", "stop", "wrong_format"),
+        ("The user's history is a mix of genres. " * 20, "length", "wrong_format"),  # no Step at all
     ],
 )
 def test_parse_steps(text, finish, reason):

@@ -213,7 +213,8 @@ REFINE_PROMPT = (
     "Rewrite the draft as exactly four lines and nothing else:\n"
     "Step 1: the discriminative signals in the history (genres, themes, visual style).\n"
     "Step 2: the user's likely next intent.\nStep 3: 3-5 retrieval criteria for the next item, separated by ';'.\n"
-    "Step 4: a one-sentence profile of the next item.\nNever name a specific title or item id."
+    "Step 4: a one-sentence profile of the next item.\nNever name a specific title or item id. Reply in this format:\n"
+    "Step 1: <signals>\nStep 2: <intent>\nStep 3: <criterion>; <criterion>; <criterion>\nStep 4: <profile>"
 )
 
 

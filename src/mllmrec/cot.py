@@ -13,8 +13,9 @@ from mllmrec.engines.base import split_think
 STEPS = 4
 MAX_TITLE_CHARS = 200  # a very long title is cut in prompts (counted): one item must not crowd out the others
 MAX_CAPTION_CHARS = 400
-FAIL_REASONS = ("empty", "refusal", "truncated", "wrong_format")
+FAIL_REASONS = ("empty", "refusal", "truncated", "wrong_format", "echo")
 _STEP = re.compile(r"^[\s>#*_\-]*step\s*([0-9]+)\s*[*_]*\s*[:.)\-–—]\s*[*_]*\s*(.*)$", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"(?:<[^<>]*>[\s;,.]*)+")
 _REFUSAL = re.compile(
     r"\b(i\s*(?:'m| am)\s*sorry|i\s*(?:can(?:'|no)t|cannot|won't|will not|am unable|'m unable)|as an ai\b|"
     r"i\s*(?:do not|don't)\s*feel comfortable)",
@@ -65,10 +66,8 @@ def parse_steps(text: str, finish_reason: str = "stop") -> tuple[str | None, str
             steps[current].append(line)
         elif current == STEPS and not line.strip():
             closed = True  # blank line after Step 4: the rest is chatter
-    if not steps:
-        if _REFUSAL.search(answer):
-            return None, "refusal"
-        return None, "truncated" if finish_reason == "length" else "wrong_format"
+    if not steps:  # no Step line in the whole answer: not the format, even if it also ran out of tokens
+        return None, "refusal" if _REFUSAL.search(answer) else "wrong_format"
     last_cut = finish_reason == "length" and not closed  # generation stopped inside the last step
     if order != list(range(1, STEPS + 1)):
         if finish_reason == "length" and order == list(range(1, len(order) + 1)):
@@ -77,9 +76,29 @@ def parse_steps(text: str, finish_reason: str = "stop") -> tuple[str | None, str
     if last_cut:
         return None, "truncated"
     bodies = [" ".join(" ".join(steps[n]).replace("**", "").split()) for n in range(1, STEPS + 1)]
-    if not all(bodies):
+    if not all(bodies) or any(_PLACEHOLDER.fullmatch(b) for b in bodies):  # "<intent>" copied from the prompt
         return None, "wrong_format"
     return "\n".join(f"Step {n}: {b}" for n, b in enumerate(bodies, 1)), "ok"
+
+
+def is_echo(cot: str, prompt: str, threshold: float = 0.9) -> bool:
+    r"""True if most steps (>= 3 of 4) are near-copies of lines of the prompt: small models parrot the instructions.
+
+    >>> p = "Step 1: the discriminative signals.\nStep 2: the likely next intent.\nStep 3: criteria.\nStep 4: profile."
+    >>> is_echo("Step 1: The discriminative signals\nStep 2: The likely next intent.\nStep 3: criteria\nStep 4: x", p)
+    True
+    >>> is_echo("Step 1: war films\nStep 2: more war\nStep 3: ww2; tanks\nStep 4: A war epic.", p)
+    False
+    """
+    from difflib import SequenceMatcher
+
+    def norm(t: str) -> str:
+        return " ".join(re.findall(r"\w+", t.casefold()))
+
+    lines = [norm(_STEP.sub(r"\2", ln)) for ln in prompt.splitlines() if ln.strip()]
+    copied = sum(any(SequenceMatcher(None, norm(b), ln).ratio() >= threshold for ln in lines)
+                 for b in step_bodies(cot).values())  # fmt: skip
+    return copied >= STEPS - 1
 
 
 def step_bodies(cot: str) -> dict[int, str]:

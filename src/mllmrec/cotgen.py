@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from mllmrec import partcache
-from mllmrec.cot import item_line, parse_steps
+from mllmrec.cot import is_echo, item_line, parse_steps
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
 from mllmrec.leak import find_leaks, scrub
@@ -234,6 +234,8 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
                 st["fail_reason"], st["raw"] = "engine_error", r["error"]
                 continue
             cot, reason = parse_steps(r["text"], r["finish_reason"])
+            if cot is not None and is_echo(cot, reqs[keys[sid]].messages[-1]["content"]):
+                cot, reason = None, "echo"  # the instructions parroted back: format without content
             st["attempt_reasons"].append(reason)
             st["raw"] = r["text"]
             if cot is not None:
