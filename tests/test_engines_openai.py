@@ -5,18 +5,15 @@
 
 import json
 import logging
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from serve_util import transformers_serve
 
 from mllmrec.config import EngineSpec
 from mllmrec.engines import GenerationRequest, SamplingParams, build_engine
@@ -204,38 +201,13 @@ def test_images_sent_as_data_urls(fault_server, tmp_path, monkeypatch):
     assert res[1].finish_reason == "error" and "no.jpg" in res[1].error
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_real_transformers_serve(tiny_llama_dir: Path, monkeypatch):
     """A real OpenAI-compatible server process (`transformers serve`) on a tiny local llama-type model."""
-    port = _free_port()
-    exe = Path(sys.executable).parent / "transformers"
     log_path = tiny_llama_dir.parent / "serve.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen(
-            [str(exe), "serve", str(tiny_llama_dir), "--port", str(port), "--host", "127.0.0.1", "--device", "cpu"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.fail(f"transformers serve did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.5)
+    with transformers_serve(tiny_llama_dir, log_path=log_path) as url:
         monkeypatch.setenv("MLLMREC_TEST_KEY", SECRET)  # a local server ignores the key; it must still not leak
-        eng = build_engine(
-            _spec(f"http://127.0.0.1:{port}/v1", model=str(tiny_llama_dir), timeout_s=60, concurrency=2)
-        )
+        eng = build_engine(_spec(url, model=str(tiny_llama_dir), timeout_s=60, concurrency=2))
         reqs = [_req(f"Describe poster number {i} in bright colours.") for i in range(4)]
         res = eng.generate(reqs)
         assert len(res) == 4
@@ -243,10 +215,4 @@ def test_real_transformers_serve(tiny_llama_dir: Path, monkeypatch):
         assert all(r.text for r in res) and all(r.completion_tokens > 0 for r in res)
         # greedy: the same request gives the same answer
         assert eng.generate(reqs[:1])[0].text == res[0].text
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
     assert SECRET not in log_path.read_text()
