@@ -45,7 +45,7 @@ def test_missing_section_and_bad_yaml(tmp_path):
 
 def test_stage_fails_before_work_with_one_line(tmp_path):
     write(tmp_path, "ingest:\n  format: parquet\n  root: nowhere\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], cwd=tmp_path, capture_output=True,
+    proc = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], cwd=tmp_path, capture_output=True, check=False,
                           text=True)
     assert proc.returncode == 2
     assert "ingest.format" in proc.stderr and "Traceback" not in proc.stderr

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from mllmrec.metrics import (
-    bootstrap_ci, hit_at_k, ndcg_at_k, out_of_candidates, per_sample_scores, summarize, target_rank,
+    bootstrap_ci,
+    hit_at_k,
+    ndcg_at_k,
+    out_of_candidates,
+    per_sample_scores,
+    summarize,
+    target_rank,
 )
 
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def sh(cmd: str, cwd: Path, stdout_only: bool = False) -> str:
-    proc = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, shell=True, cwd=cwd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"{cmd}\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
 

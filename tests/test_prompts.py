@@ -8,7 +8,12 @@ from mllmrec.config import EngineSpec, PromptParams
 from mllmrec.engines.base import GenerationRequest
 from mllmrec.errors import UserError
 from mllmrec.prompts import (
-    ItemText, answer_line, build_messages, completion_template, load_item_texts, parse_answer, render_completion,
+    ItemText,
+    answer_line,
+    build_messages,
+    load_item_texts,
+    parse_answer,
+    render_completion,
     render_prompt,
 )
 

@@ -26,7 +26,7 @@ def test_leave_one_out_targets_and_windows():
     s = {r["sample_id"]: r for r in make_samples(seqs, min_inter=10, train_windows=1, stride=1).iter_rows(named=True)}
     assert s["u1:test:11"]["target"] == "i11" and s["u1:test:11"]["history"] == [f"i{j}" for j in range(2, 11)]
     assert s["u1:valid:10"]["target"] == "i10" and s["u1:valid:10"]["history"] == [f"i{j}" for j in range(1, 10)]
-    assert s["u1:train:9"]["target"] == "i9" and s["u1:train:9"]["history"] == [f"i{j}" for j in range(0, 9)]
+    assert s["u1:train:9"]["target"] == "i9" and s["u1:train:9"]["history"] == [f"i{j}" for j in range(9)]
     # a short user keeps shorter histories (never padded with other users' items)
     assert s["u2:train:3"]["history"] == ["i20", "i21", "i22"]
 

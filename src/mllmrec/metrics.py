@@ -73,7 +73,7 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int, seed: int, alpha: float =
 def summarize(ranks: np.ndarray, ks: list[int], n_resamples: int, seed: int, valid: np.ndarray | None = None,
               n_out_of_candidates: int = 0) -> dict:
     """Mean HR@K / NDCG@K with 95 % bootstrap CIs, valid-output rate and out-of-candidate count."""
-    result: dict = {"n": int(len(ranks))}
+    result: dict = {"n": len(ranks)}
     for name, values in per_sample_scores(ranks, ks).items():
         lo, hi = bootstrap_ci(values, n_resamples, seed)
         result[name] = float(values.mean()) if len(values) else math.nan
