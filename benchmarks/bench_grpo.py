@@ -2,6 +2,11 @@
 
     .venv/bin/python benchmarks/bench_grpo.py                      # SmolLM2-135M (`dvc repro models`), real prompts
     .venv/bin/python benchmarks/bench_grpo.py --steps 6 --num-generations 8 --max-completion-length 64
+    .venv/bin/python benchmarks/bench_grpo.py --dtypes float32,bfloat16   # side by side, prints the speed-up
+
+Each dtype in --dtypes is run in turn in this one process (same prompts, same machine state); with two or more, the
+last line gives each one's step-time ratio to the first. bf16 on CPU is what `dtype: auto` picks where the CPU
+computes it natively (AVX512-BF16 / AMX), with the model loaded in bf16 and Trainer's bf16 autocast, as in the stage.
 
 Prompts are the real ones (data/split train samples through the one renderer, captions per params `prompt`), the
 reward is the paper's, LoRA r 16 all-linear as in the stage; no valid monitor (that is measured by its own timer in
@@ -29,8 +34,20 @@ def main() -> None:
     ap.add_argument("--prompts-per-step", type=int, default=2)
     ap.add_argument("--max-completion-length", type=int, default=24)
     ap.add_argument("--captions", default="history", choices=["none", "history", "all"])
+    ap.add_argument("--max-caption-words", type=int, default=None, help="prompt.max_caption_words (demo: 12)")
+    ap.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16")
     args = ap.parse_args()
+    results = [bench(args, dtype) for dtype in args.dtypes.split(",")]
+    for r in results:
+        print(json.dumps(r, indent=2))
+    if len(results) > 1:
+        base = results[0]
+        print("step time vs " + base["dtype"] + ": " + ", ".join(
+            f"{r['dtype']} {base['step_seconds_median'] / r['step_seconds_median']:.2f}x faster" for r in results[1:]))
 
+
+def bench(args, dtype_name: str) -> dict:
+    """One timed GRPO run in `dtype_name`: median seconds per optimizer step and token rates."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TrainerCallback
@@ -48,10 +65,12 @@ def main() -> None:
     n = args.prompts_per_step * (args.steps + 1)
     samples = (pl.read_parquet("data/split/candidates_n9.parquet").filter(pl.col("split") == "train")
                .sort("sample_id").head(n).with_columns(cot=pl.lit(None, pl.String), has_cot=pl.lit(False)))
-    rows = grpo_rows(samples, texts, tok, PromptParams(captions=args.captions), None)
+    rows = grpo_rows(samples, texts, tok, PromptParams(captions=args.captions,
+                                                      max_caption_words=args.max_caption_words), None)
     prompt_tokens = [len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows]
 
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32)
+    dtype = getattr(torch, dtype_name)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype)
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     per_step = args.prompts_per_step * args.num_generations
 
@@ -75,7 +94,7 @@ def main() -> None:
         per_device_train_batch_size=per_step,
         gradient_accumulation_steps=1, num_generations=args.num_generations, beta=0.1,
         max_completion_length=args.max_completion_length, temperature=0.9, top_p=0.9, top_k=0, min_p=None,
-        repetition_penalty=1.0, generation_kwargs={}, remove_unused_columns=False, bf16=False, fp16=False,
+        repetition_penalty=1.0, generation_kwargs={}, remove_unused_columns=False, bf16=dtype == torch.bfloat16, fp16=False,
         gradient_checkpointing=False, save_strategy="no", logging_steps=1, report_to="none", use_cpu=True, seed=0,
         disable_tqdm=True,
     )
@@ -88,8 +107,8 @@ def main() -> None:
     steps, lengths = timer.steps[1:], timer.lengths[1:]  # step 1 = warm-up
     step_s = statistics.median(steps)
     gen_tokens = statistics.mean(lengths) * per_step
-    print(json.dumps({
-        "model": args.model, "torch_threads": torch.get_num_threads(), "steps_timed": len(steps),
+    return {
+        "model": args.model, "dtype": dtype_name, "torch_threads": torch.get_num_threads(), "steps_timed": len(steps),
         "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
         "completions_per_step": per_step, "max_completion_length": args.max_completion_length,
         "prompt_tokens_mean": round(statistics.mean(prompt_tokens), 1),
@@ -98,7 +117,7 @@ def main() -> None:
         "generated_tokens_per_s": round(gen_tokens / step_s, 1),
         "processed_tokens_per_s": round(
             per_step * (statistics.mean(prompt_tokens) + statistics.mean(lengths)) / step_s, 1),
-    }, indent=2))
+    }
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 
 Table 1 shows each metrics file as its stage wrote it. Table 2 (with --predictions) rescores every method on the
 samples they ALL have (LLM policies may be evaluated on a seeded subset), so its rows compare like with like.
-Outputs: plots/hr_by_method.csv (table 1) and plots/hr_same_samples.csv (table 2), one row per method x candidates.
+Outputs: plots/hr_by_method.csv (table 1) and plots/hr_same_samples.csv (table 2), one row per method x candidates;
+metrics/report.md, both tables as Markdown (what the README's first command prints at the end).
 """
 
 import json
@@ -18,6 +19,7 @@ from rich.table import Table
 from mllmrec.cli import run
 from mllmrec.config import EvalParams, load_section
 from mllmrec.errors import UserError
+from mllmrec.io import write_text
 from mllmrec.metrics import summarize
 
 
@@ -54,18 +56,29 @@ def same_sample_rows(paths: list[Path], params: EvalParams) -> list[dict]:
     return rows
 
 
-def show(table: pl.DataFrame, title: str) -> None:
+def cells(table: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the printed table: one row per (candidate set, method), HR@K [95 % CI] for every K."""
     ks = sorted(table["K"].unique())
-    view = Table(title=title)
-    for col in ("candidates", "method", "n", *(f"HR@{k}" for k in ks), f"NDCG@{ks[-1]}", "valid"):
-        view.add_column(col)
+    header = ["candidates", "method", "n", *(f"HR@{k}" for k in ks), f"NDCG@{ks[-1]}", "valid"]
+    rows = []
     for (cands, method), group in table.sort("candidates", maintain_order=True).group_by(
             "candidates", "method", maintain_order=True):
         by_k = {r["K"]: r for r in group.iter_rows(named=True)}
-        view.add_row(cands, method, str(by_k[ks[0]]["n"]),
+        rows.append([cands, method, str(by_k[ks[0]]["n"]),
                      *(f"{by_k[k]['HR']:.3f} [{by_k[k]['HR_lo']:.2f},{by_k[k]['HR_hi']:.2f}]" for k in ks),
-                     f"{by_k[ks[-1]]['NDCG']:.3f}", f"{by_k[ks[-1]]['valid_rate']:.2f}")
+                     f"{by_k[ks[-1]]['NDCG']:.3f}", f"{by_k[ks[-1]]['valid_rate']:.2f}"])
+    return header, rows
+
+
+def show(table: pl.DataFrame, title: str) -> str:
+    """Print the table and return it as Markdown (for metrics/report.md)."""
+    header, rows = cells(table)
+    view = Table(*header, title=title)
+    for row in rows:
+        view.add_row(*row)
     Console(width=150).print(view)
+    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
 
 
 def write_plot(table: pl.DataFrame, out: Path) -> None:
@@ -76,7 +89,8 @@ def write_plot(table: pl.DataFrame, out: Path) -> None:
     ).rename(lambda c: c.replace("_", "@")).write_csv(out)
 
 
-def main(metric_files: list[Path], predictions: list[Path] | None = None, plots: Path = Path("plots")) -> None:
+def main(metric_files: list[Path], predictions: list[Path] | None = None, plots: Path = Path("plots"),
+         report: Path = Path("metrics/report.md")) -> None:
     params = load_section("eval", EvalParams)
     rows = []
     for path in metric_files:
@@ -86,12 +100,13 @@ def main(metric_files: list[Path], predictions: list[Path] | None = None, plots:
             rows += rows_of(path.stem, size, m)
     table = pl.DataFrame(rows)
     write_plot(table, plots / "hr_by_method.csv")
-    show(table, f"{params.split} split, each method on its own samples: HR@K [95 % bootstrap CI]")
+    md = [show(table, f"{params.split} split, each method on its own samples: HR@K [95 % bootstrap CI]")]
     if predictions:
         same = pl.DataFrame(same_sample_rows(predictions, params))
         if same.height:
             write_plot(same, plots / "hr_same_samples.csv")
-            show(same, "the same samples for every method (the LLM policies' evaluation subset)")
+            md.append(show(same, "the same samples for every method (the LLM policies' evaluation subset)"))
+    write_text("\n".join(md), report)
 
 
 if __name__ == "__main__":

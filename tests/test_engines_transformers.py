@@ -13,6 +13,7 @@ from PIL import Image
 from mllmrec.config import EngineSpec
 from mllmrec.engines import GenerationRequest, SamplingParams, build_engine
 from mllmrec.engines.base import split_think, with_image_parts
+from mllmrec.engines.transformers_engine import resolve_dtype
 
 GREEDY = SamplingParams(max_new_tokens=10)
 
@@ -44,9 +45,13 @@ def images(tmp_path_factory):
     return paths, str(d / "corrupt.jpg")
 
 
-def test_cpu_fp32_auto(lm):
-    assert lm.device.type == "cpu" and lm.dtype == torch.float32 and next(lm.model.parameters()).dtype == torch.float32
-    assert lm.tokenizer.padding_side == "left"
+def test_cpu_auto_dtype(lm):
+    # auto = bf16 only where this CPU computes it natively (emulated bf16 is slower than fp32)
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert lm.device.type == "cpu" and lm.dtype == (torch.bfloat16 if native else torch.float32)
+    assert next(lm.model.parameters()).dtype == lm.dtype and lm.tokenizer.padding_side == "left"
+    cpu = torch.device("cpu")
+    assert resolve_dtype("float32", cpu) == torch.float32 and resolve_dtype("bfloat16", cpu) == torch.bfloat16
 
 
 def test_text_batched_equals_one_by_one(lm):

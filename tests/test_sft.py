@@ -15,7 +15,7 @@ import yaml
 from mllmrec.augment import augment
 from mllmrec.config import AugmentParams, PromptParams, SftParams
 from mllmrec.prompts import build_messages, load_item_texts, render_prompt
-from mllmrec.sft import fingerprint, prepare_checkpoints, sft_examples, tokenize_examples
+from mllmrec.sft import fingerprint, prepare_checkpoints, sft_examples, tokenize_examples, training_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["Heat (1995)", "Toy Story (1995)", "Jumanji (1995)", "Seven (1995)", "GoldenEye (1995)", "Up (2009)"]
@@ -139,8 +139,9 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     assert loss["step"].to_list() == list(range(1, 25))  # the curve spans the kill: state restored from checkpoint
 
     merged = AutoModelForCausalLM.from_pretrained(proj / "models/sft")
-    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
-    assert merged.dtype == torch.float32 and not any("lora" in k for k in merged.state_dict())
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=merged.dtype)  # compare in the saved dtype
+    assert str(merged.dtype) == f"torch.{info['dtype']}" == str(training_dtype("auto"))  # saved in the training dtype
+    assert not any("lora" in k for k in merged.state_dict())
     changed = [k for k, v in base.state_dict().items() if not torch.equal(v, merged.state_dict()[k])]
     assert any("q_proj" in k for k in changed) and any("down_proj" in k for k in changed)
     assert not any("embed" in k for k in changed)  # LoRA touches only its target modules

@@ -112,7 +112,8 @@ class EngineSpec(Section):
     model: str = Field(description="hub id, local folder, or the model name an OpenAI-compatible server expects")
     revision: str = ""  # hub revision (commit/tag) pinned for reproducibility; "" for local folders / APIs
     batch_size: int = Field(8, ge=1)  # requests per generate() forward (transformers); vllm schedules the list itself
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    # auto: bf16 where the hardware computes it natively (CUDA; CPU with AVX512-BF16/AMX), else fp32
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     enable_thinking: bool | None = None  # passed to the chat template when set (Qwen3-style templates)
     # images: downscale above max_pixels (keeps aspect); Qwen-VL spends one visual token per 28x28 px
@@ -197,6 +198,7 @@ class PromptParams(Section):
     system: str = ("You are a recommender system. From a user's history and a list of candidate items, you pick the "
                    "single candidate the user is most likely to interact with next.")
     captions: Literal["none", "history", "all"] = "history"  # where each item's image caption is shown
+    max_caption_words: int | None = Field(None, ge=1)  # each caption cut to its first N words; null = whole caption
 
 
 # ---- CoT supervision (issue 4): draft_cot -> refine_cot -> assess_cot ----
@@ -315,7 +317,7 @@ class SftParams(Section):
     warmup: float = Field(0.0, ge=0)  # < 1: ratio of the total steps; >= 1: steps
     scheduler: str = "linear"  # transformers lr_scheduler_type
     max_length: int = Field(2048, ge=16)  # longer samples are skipped (counted), never silently truncated
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where native (CUDA; CPU with AVX512-BF16/AMX), else fp32
     gradient_checkpointing: bool = False  # saves memory on big models; slower
     save_steps: int = Field(50, ge=1)  # checkpoint every N optimizer steps (resume point after a kill)
     save_total_limit: int = Field(2, ge=1)
@@ -399,7 +401,7 @@ class GrpoParams(Section):
     grad_accum: int = Field(8, ge=1)  # paper: 8
     warmup: float = Field(0.0, ge=0)  # < 1: ratio of the total steps; >= 1: steps
     max_samples: int | None = Field(None, ge=1)  # seeded subset of data/augment/grpo.parquet (demo); None = all
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where native (CUDA; CPU with AVX512-BF16/AMX), else fp32
     gradient_checkpointing: bool = False
     # vLLM colocate (GPU boxes, `pip install -e .[gpu]`): generation in the training process, weights synced per step
     use_vllm: bool = False

@@ -17,11 +17,15 @@ def write_parquet(df: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_json(obj: object, path: Path) -> None:
+def write_text(text: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(obj: object, path: Path) -> None:
+    write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", path)
 
 
 def read_parquet(path: Path, stage: str) -> pl.DataFrame:

@@ -47,20 +47,26 @@ def answer_line(item_id: str, texts: dict[str, ItemText]) -> str:
     return f"[ITEM_{item_id}] {texts[item_id].title}"
 
 
-def item_line(n: int, item_id: str, texts: dict[str, ItemText], with_caption: bool) -> str:
+def item_line(n: int, item_id: str, texts: dict[str, ItemText], with_caption: bool, max_words: int | None = None
+              ) -> str:
+    """`n. [ITEM_<id>] <title> | image: <caption>`, the caption cut to its first `max_words` words.
+
+    >>> item_line(2, "7", {"7": ItemText("Up (2009)", "A red house lifted by balloons")}, True, 3)
+    '2. [ITEM_7] Up (2009) | image: A red house'
+    """
     if item_id not in texts:
         raise UserError(f"item {item_id!r} is in a sample but not in data/ingest/items.parquet")
     line = f"{n}. {answer_line(item_id, texts)}"
-    caption = texts[item_id].caption
+    caption = " ".join(texts[item_id].caption.split()[:max_words])  # prompt length is the cost of every stage
     return f"{line} | image: {caption}" if with_caption and caption else line
 
 
 def build_messages(sample: dict, texts: dict[str, ItemText], params: PromptParams, cot: str | None = None
                    ) -> list[dict]:
     """Chat messages for one sample (keys: history, candidates). `cot` only for training samples that carry one."""
-    captions = params.captions
-    history = [item_line(n, i, texts, captions in ("history", "all")) for n, i in enumerate(sample["history"], 1)]
-    cands = [item_line(n, i, texts, captions == "all") for n, i in enumerate(sample["candidates"], 1)]
+    captions, words = params.captions, params.max_caption_words
+    history = [item_line(n, i, texts, captions in ("history", "all"), words) for n, i in enumerate(sample["history"], 1)]
+    cands = [item_line(n, i, texts, captions == "all", words) for n, i in enumerate(sample["candidates"], 1)]
     parts = [
         "The user interacted with these items, oldest first:",
         *history,

@@ -94,9 +94,9 @@ def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
 def training_dtype(name: str):
     import torch
 
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, name)
+    from mllmrec.engines.transformers_engine import resolve_dtype
+
+    return resolve_dtype(name, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def loss_rows(log_history: list[dict]) -> list[dict]:
@@ -150,6 +150,7 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
         logging_steps=params.logging_steps,
         seed=params.seed, data_seed=params.seed,
         report_to="none",
+        use_cpu=not torch.cuda.is_available(),  # also lets bf16 train on CPUs that compute it natively
         dataloader_pin_memory=torch.cuda.is_available(),
     )
     lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,

@@ -33,12 +33,19 @@ def pick_device_dtype(spec: EngineSpec) -> tuple[torch.device, torch.dtype]:
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"models: device 'cuda' requested for {spec.model} but no CUDA device is visible")
     device = torch.device("cuda" if cuda else "cpu")
-    if spec.dtype == "auto":
-        # bf16 halves memory and is native on recent GPUs; CPU bf16 matmuls are slow and less exact
-        dtype = torch.bfloat16 if cuda else torch.float32
+    return device, resolve_dtype(spec.dtype, device)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` = bf16 where the hardware computes it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX: about 2x
+    faster than fp32 there), else fp32 (emulated bf16 is slower than fp32). Any other name is taken as given."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
     else:
-        dtype = getattr(torch, spec.dtype)
-    return device, dtype
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.bfloat16 if native else torch.float32
 
 
 def _flatten_text(messages) -> list[dict]:
