@@ -4,6 +4,10 @@
     python stages/evaluate.py sft          # models/sft     (sft stage)
     python stages/evaluate.py grpo         # models/grpo    (grpo stage)
 
+`evaluate.launch.num_processes: N > 1` re-execs under `accelerate launch`: each process (one GPU each; gloo ranks on
+CPU) scores every N-th sample with the transformers engine, and the shards are merged back in candidate order before
+metrics, so the outputs are those of one process. vLLM is one process that uses the GPU itself: keep N = 1 with it.
+
 Reads params `eval`, `evaluate`, `prompt`, `models.policy`. Outputs metrics/<policy>-likelihood.json and
 metrics/<policy>-generative.json (HR@K / NDCG@K with 95 % CIs, valid-output rate, out-of-candidate count per
 candidate-set size) and data/predictions/<policy>.parquet (per sample and protocol: ranked ids, generated text).
@@ -14,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 
 import polars as pl
+import torch
 
 from mllmrec.cli import run
 from mllmrec.config import EvalParams, EvaluateParams, ModelsParams, PromptParams, load_section
@@ -23,7 +28,8 @@ from mllmrec.engines.transformers_engine import pick_device_dtype
 from mllmrec.errors import UserError
 from mllmrec.evaluation import candidate_sizes, load_candidates, score_predictions
 from mllmrec.io import read_parquet, write_json, write_parquet
-from mllmrec.policy_eval import generative_predictions, likelihood_predictions, load_policy
+from mllmrec.launch import maybe_relaunch
+from mllmrec.policy_eval import generative_predictions, likelihood_predictions, load_policy, merge_shards, shard
 from mllmrec.prompts import load_item_texts
 
 
@@ -41,6 +47,10 @@ def main(policy: Policy) -> None:
     params = load_section("evaluate", EvaluateParams)
     prompt = load_section("prompt", PromptParams)
     spec = load_section("models", ModelsParams).policy
+    if params.launch.num_processes > 1 and spec.engine != "transformers":
+        raise UserError(f"params.yaml: evaluate.launch.num_processes > 1 shards the transformers engine; "
+                        f"models.policy.engine is {spec.engine!r}: set evaluate.launch.num_processes: 1")
+    maybe_relaunch(params.launch, "evaluate")
     if policy in TRAINED:
         if not Path(TRAINED[policy]).exists():
             raise UserError(f"{TRAINED[policy]}: not found; run `dvc repro {policy.value}` first")
@@ -60,23 +70,29 @@ def main(policy: Policy) -> None:
     print(f"evaluate {policy.value}: {spec.model} enable_thinking={spec.enable_thinking} "
           f"generation={json.dumps(sampling.__dict__)}")  # logged: nothing comes from generation_config.json
 
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # one process unless launched by accelerate
+    rank, world = state.process_index, state.num_processes
     frames, metrics = [], {"likelihood": {}, "generative": {}}
     model, tokenizer = load_policy(spec.model, spec.revision, *pick_device_dtype(spec))
     for n_neg in sizes:
         cands = load_candidates(n_neg, eval_params.split, params.max_samples, eval_params.seed)
-        preds, metrics["likelihood"][f"n{n_neg}"] = score_predictions(
-            likelihood_predictions(model, tokenizer, cands, texts, prompt, spec.enable_thinking, params.max_tokens),
-            eval_params)
+        mine = likelihood_predictions(model, tokenizer, shard(cands, rank, world), texts, prompt,
+                                      spec.enable_thinking, params.max_tokens)
+        preds, metrics["likelihood"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world), eval_params)
         frames.append(preds.with_columns(protocol=pl.lit("likelihood"), num_negatives=pl.lit(n_neg)))
     del model  # free memory before the engine loads its own copy
 
     engine = build_engine(spec)
     for n_neg in sizes:
         cands = load_candidates(n_neg, eval_params.split, params.max_samples, eval_params.seed)
-        preds, metrics["generative"][f"n{n_neg}"] = score_predictions(
-            generative_predictions(engine, cands, texts, prompt, sampling, spec.batch_size), eval_params)
+        mine = generative_predictions(engine, shard(cands, rank, world), texts, prompt, sampling, spec.batch_size)
+        preds, metrics["generative"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world), eval_params)
         frames.append(preds.with_columns(protocol=pl.lit("generative"), num_negatives=pl.lit(n_neg)))
 
+    if not state.is_main_process:  # every rank holds the merged results; one writes them
+        return
     write_parquet(pl.concat(frames, how="diagonal_relaxed"), Path(f"data/predictions/{policy.value}.parquet"))
     for protocol, by_size in metrics.items():
         write_json(by_size, Path(f"metrics/{policy.value}-{protocol}.json"))

@@ -336,6 +336,8 @@ class EvaluateParams(Section):
     max_samples: int | None = Field(None, ge=1)  # seeded subset (eval.seed) of test samples for LLM policies;
     # the report also scores every baseline on exactly this subset, so rows stay comparable
     max_tokens: int = Field(8192, ge=16)  # tokens per packed likelihood forward (prompt + candidate answers)
+    # >1 process: samples sharded across ranks (one GPU each; gloo on CPU), merged in candidate-file order
+    launch: "LaunchParams" = Field(default_factory=lambda: LaunchParams())
 
 
 # ---- grpo (issue 6): GRPO on the merged SFT model with a new LoRA, reward-inflation monitor ----

@@ -4,6 +4,10 @@
   log-likelihood given the prompt (mllmrec.likelihood, one packed forward per sample); candidates are ranked by it.
 - generative (the paper's protocol): greedy generation through the policy's engine; the ids the model writes are
   parsed in order; ids outside the candidate set stay in place as misses and are counted; no id = invalid output.
+
+With several processes (`evaluate.launch.num_processes`), each scores `shard(cands, rank, world)` and
+`merge_shards` gathers the shards back into the candidate file's order on every rank: the merged predictions are
+the same rows in the same order as one process would write (per-sample work does not depend on the other samples).
 """
 
 import polars as pl
@@ -50,6 +54,22 @@ def generative_predictions(engine, cands: pl.DataFrame, texts: dict[str, ItemTex
         text=pl.Series([r.text for r in results], dtype=pl.String),
         error=pl.Series([r.error for r in results], dtype=pl.String),
     )
+
+
+def shard(cands: pl.DataFrame, rank: int, world: int) -> pl.DataFrame:
+    """This process's samples: rows rank, rank + world, rank + 2·world, ... (balanced to within one sample)."""
+    return cands.gather_every(world, offset=rank) if world > 1 else cands
+
+
+def merge_shards(preds: pl.DataFrame, cands: pl.DataFrame, world: int) -> pl.DataFrame:
+    """Every rank's predictions, in the order of `cands` (the whole candidate file subset), on every rank."""
+    if world == 1:
+        return preds
+    from accelerate.utils import gather_object
+
+    merged = pl.concat(gather_object([preds]), how="diagonal_relaxed")
+    order = cands.select("sample_id").with_row_index("_pos")
+    return merged.join(order, on="sample_id").sort("_pos").drop("_pos")
 
 
 def load_policy(model_dir: str, revision: str, device: torch.device, dtype: torch.dtype):
