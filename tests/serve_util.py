@@ -63,6 +63,24 @@ def transformers_serve(model_dir: Path, log_path: Path | None = None, start_time
             proc.kill()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A test server's request handler: no access log, and a client that already left is not an error."""
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, status: int, body: bytes, headers=()):
+        try:
+            self.send_response(status)
+            for k, v in headers:
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client timed out and left
+
+
 class FaultProxy:
     """Forwards POSTs to `upstream` (a /v1 base url), injecting the faults `schedule(n)` picks for request n."""
 
@@ -75,21 +93,7 @@ class FaultProxy:
         self.lock = threading.Lock()
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, status: int, body: bytes, headers=()):
-                try:
-                    self.send_response(status)
-                    for k, v in headers:
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and left
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with proxy.lock:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from serve_util import transformers_serve
+from serve_util import QuietHandler, transformers_serve
 
 from mllmrec.config import EngineSpec
 from mllmrec.engines import GenerationRequest, SamplingParams, build_engine
@@ -37,21 +37,7 @@ class FaultServer:
         self.lock = threading.Lock()
         srv = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, status, body: bytes, headers=()):
-                try:
-                    self.send_response(status)
-                    for k, v in headers:
-                        self.send_header(k, v)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout test)
-
+        class Handler(QuietHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 srv.auth_seen.add(self.headers.get("Authorization", ""))

@@ -38,6 +38,15 @@ def test_lines_captions_and_cot_block():
     assert "<think>\nStep 1: likes crime\nStep 2: ...\n</think>\n(The reasoning above is for reference only.)" in with_cot
 
 
+def test_caption_word_budget():
+    cut = user_text(PromptParams(captions="all", max_caption_words=2))
+    assert "1. [ITEM_1] Heat (1995) | image: dark blue,\n" in cut  # the first 2 words, titles never cut
+    assert "| image: green and\n" in cut and "| image: warm\n" in cut  # shorter captions stay whole
+    assert "dark blue, city lights" in user_text(PromptParams(captions="all", max_caption_words=None))
+    with pytest.raises(ValueError):
+        PromptParams(max_caption_words=0)
+
+
 def test_unknown_item_is_a_clear_error():
     with pytest.raises(UserError, match="item '9' is in a sample but not in data/ingest/items.parquet"):
         build_messages({"history": ["9"], "candidates": ["1"]}, TEXTS, PromptParams())
