@@ -317,7 +317,7 @@ class SftParams(Section):
     warmup: float = Field(0.0, ge=0)  # < 1: ratio of the total steps; >= 1: steps
     scheduler: str = "linear"  # transformers lr_scheduler_type
     max_length: int = Field(2048, ge=16)  # longer samples are skipped (counted), never silently truncated
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where native (CUDA; CPU with AVX512-BF16/AMX), else fp32
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPUs)
     gradient_checkpointing: bool = False  # saves memory on big models; slower
     save_steps: int = Field(50, ge=1)  # checkpoint every N optimizer steps (resume point after a kill)
     save_total_limit: int = Field(2, ge=1)
@@ -403,7 +403,7 @@ class GrpoParams(Section):
     grad_accum: int = Field(8, ge=1)  # paper: 8
     warmup: float = Field(0.0, ge=0)  # < 1: ratio of the total steps; >= 1: steps
     max_samples: int | None = Field(None, ge=1)  # seeded subset of data/augment/grpo.parquet (demo); None = all
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where native (CUDA; CPU with AVX512-BF16/AMX), else fp32
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPUs)
     gradient_checkpointing: bool = False
     # vLLM colocate (GPU boxes, `pip install -e .[gpu]`): generation in the training process, weights synced per step
     use_vllm: bool = False

@@ -65,7 +65,8 @@ def build_messages(sample: dict, texts: dict[str, ItemText], params: PromptParam
                    ) -> list[dict]:
     """Chat messages for one sample (keys: history, candidates). `cot` only for training samples that carry one."""
     captions, words = params.captions, params.max_caption_words
-    history = [item_line(n, i, texts, captions in ("history", "all"), words) for n, i in enumerate(sample["history"], 1)]
+    history = [item_line(n, i, texts, captions in ("history", "all"), words)
+               for n, i in enumerate(sample["history"], 1)]
     cands = [item_line(n, i, texts, captions == "all", words) for n, i in enumerate(sample["candidates"], 1)]
     parts = [
         "The user interacted with these items, oldest first:",
