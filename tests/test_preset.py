@@ -47,6 +47,11 @@ def test_preset_validates_with_the_paper_values(preset, tmp_path):
     assert m.captioner.engine == "vllm" and m.captioner.model == "Qwen/Qwen3-VL-8B-Instruct"
     assert m.policy.model == "Qwen/Qwen3-4B"
     assert m.editor.engine == "openai" and m.editor.api_key_env == "DEEPSEEK_API_KEY"  # a name, never the key
+    # every cut the CPU demo makes is undone: whole captions, all users, both candidate sets, full training
+    assert merged["prompt"]["max_caption_words"] is None and merged["evaluate"]["max_samples"] is None
+    assert merged["evaluate"]["num_negatives"] == [9, 99] and merged["sft"]["max_steps"] is None
+    assert merged["draft_cot"]["max_samples"] is None and merged["augment"]["max_samples"] is None
+    assert g.max_samples is None and m.policy.dtype == "auto"
 
 
 def test_bad_preset_fails_before_writing(tmp_path):
