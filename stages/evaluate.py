@@ -75,9 +75,10 @@ def main(policy: Policy) -> None:
     state = PartialState(cpu=not torch.cuda.is_available())  # one process unless launched by accelerate
     rank, world = state.process_index, state.num_processes
     frames, metrics = [], {"likelihood": {}, "generative": {}}
+    # each candidate set read once; both protocols score the same samples
+    subsets = {n: load_candidates(n, eval_params.split, params.max_samples, eval_params.seed) for n in sizes}
     model, tokenizer = load_policy(spec.model, spec.revision, *pick_device_dtype(spec))
-    for n_neg in sizes:
-        cands = load_candidates(n_neg, eval_params.split, params.max_samples, eval_params.seed)
+    for n_neg, cands in subsets.items():
         mine = likelihood_predictions(model, tokenizer, shard(cands, rank, world), texts, prompt,
                                       spec.enable_thinking, params.max_tokens)
         preds, metrics["likelihood"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world), eval_params)
@@ -85,8 +86,7 @@ def main(policy: Policy) -> None:
     del model  # free memory before the engine loads its own copy
 
     engine = build_engine(spec)
-    for n_neg in sizes:
-        cands = load_candidates(n_neg, eval_params.split, params.max_samples, eval_params.seed)
+    for n_neg, cands in subsets.items():
         mine = generative_predictions(engine, shard(cands, rank, world), texts, prompt, sampling, spec.batch_size)
         preds, metrics["generative"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world), eval_params)
         frames.append(preds.with_columns(protocol=pl.lit("generative"), num_negatives=pl.lit(n_neg)))
