@@ -7,23 +7,23 @@
 `grpo.launch.config_file`, see configs/accelerate/). Checkpoints go to `grpo.checkpoint_dir` (checkpoints/grpo:
 git-ignored, not a DVC output); a rerun after a kill resumes from the newest complete checkpoint of the same run.
 Outputs: models/grpo (merged weights in the training dtype + tokenizer + grpo_info.json), plots/grpo_train.csv
-(per step: reward and its components, kl, frac_reward_zero_std, ... and valid HR@K / NDCG@K where evaluated),
-data/grpo/completions.jsonl (a few sampled completions per step with their rewards).
+(per step: reward and its components, kl, frac_reward_zero_std, ...), plots/grpo_valid.csv (valid HR@K / NDCG@K at
+the monitored steps), data/grpo/completions.jsonl (a few sampled completions per step with their rewards).
 """
 
-import csv
 from pathlib import Path
 
 from mllmrec.cli import run
 from mllmrec.config import GrpoParams, ModelsParams, PromptParams, load_section
 from mllmrec.errors import UserError
-from mllmrec.io import read_parquet
+from mllmrec.io import read_parquet, write_csv
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
 
 
 def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.csv"),
-         samples_out: Path = Path("data/grpo/completions.jsonl")) -> None:
+         valid_plot: Path = Path("plots/grpo_valid.csv"), samples_out: Path = Path("data/grpo/completions.jsonl")
+         ) -> None:
     params = load_section("grpo", GrpoParams)  # validates the effective batch before anything loads
     maybe_relaunch(params.launch, "grpo")
     prompt = load_section("prompt", PromptParams)
@@ -39,15 +39,16 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
-    from mllmrec.grpo import grpo_rows, seeded_subset, train_grpo
+    from mllmrec.grpo import grpo_rows, train_grpo
+    from mllmrec.monitor import seeded_subset, valid_subset
+    from mllmrec.sft import check_budget
 
     tokenizer = AutoTokenizer.from_pretrained(params.model)
     samples = seeded_subset(samples, params.max_samples, params.seed)
     rows = grpo_rows(samples, texts, tokenizer, prompt, policy.enable_thinking)
-    valid = None
-    if params.monitor.every:
-        cands = read_parquet(Path(f"data/split/candidates_n{params.monitor.num_negatives}.parquet"), "split")
-        valid = seeded_subset(cands.filter(cands["split"] == "valid"), params.monitor.samples, params.monitor.seed)
+    check_budget("grpo", params.max_steps, params.batch_size * params.grad_accum * params.launch.num_processes
+                 // params.num_generations, params.epochs, len(rows), "prompts")
+    valid = valid_subset(Path("data/split"), params.monitor)
     print(f"grpo: {len(rows)} prompts ({sum(r['has_cot'] for r in rows)} with CoT) x {params.num_generations} "
           f"generations, reward {params.reward.kind}, beta {params.beta}, loss {params.loss_type}, "
           f"monitor {0 if valid is None else valid.height} valid samples every {params.monitor.every} steps")
@@ -57,17 +58,13 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
 
     if not PartialState().is_main_process:
         return
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    with plot.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(info["curve"][0]) if info["curve"] else ["step"])
-        w.writeheader()
-        w.writerows(info["curve"])
+    write_csv(info["curve"], plot)
+    write_csv(info["valid_curve"], valid_plot)
     jsonl = Path(params.checkpoint_dir) / "completions.jsonl"
     samples_out.parent.mkdir(parents=True, exist_ok=True)
     samples_out.write_text(jsonl.read_text() if jsonl.exists() else "")
     last = info["curve"][-1] if info["curve"] else {}
-    first_valid = next((r for r in info["curve"] if r.get("valid_HR@1") != ""), {})
-    last_valid = next((r for r in reversed(info["curve"]) if r.get("valid_HR@1") != ""), {})
+    first_valid, last_valid = (info["valid_curve"][0], info["valid_curve"][-1]) if info["valid_curve"] else ({}, {})
     print(f"grpo: {info['global_step']} steps (resumed at {info['resumed_from_step']}) on {info['world_size']} "
           f"process(es) in {info['train_seconds']} s (monitor {info['monitor_seconds']} s), {info['dtype']}; "
           f"last reward {last.get('reward')}, valid HR@1 {first_valid.get('valid_HR@1')} -> "

@@ -1,26 +1,40 @@
-"""Collect every method's metrics into tables (printed) and DVC plot data for HR@K / NDCG@K by method.
+"""Collect every method's metrics into tables, paired comparisons, a headline metrics file and DVC plot data.
 
     python stages/report.py metrics/random.json metrics/sasrec.json ... \
         --predictions data/predictions/random.parquet --predictions data/predictions/zeroshot.parquet ...
 
-Table 1 shows each metrics file as its stage wrote it. Table 2 (with --predictions) rescores every method on the
-samples they ALL have (LLM policies may be evaluated on a seeded subset), so its rows compare like with like.
-Outputs: plots/hr_by_method.csv (table 1) and plots/hr_same_samples.csv (table 2), one row per method x candidates;
-metrics/report.md, both tables as Markdown (what the README's first command prints at the end).
+Table 1 shows each metrics file as its stage wrote it. Table 2 rescores every method on the samples the LLM policies
+were evaluated on (they may run on a seeded subset; every policy must have the same samples and every baseline must
+cover them), so its rows compare like with like. Table 3 compares, on those samples, each policy-protocol with
+each baseline and with the training stage before it (sft vs zeroshot, grpo vs sft): paired differences, bootstrap
+CIs and p-values (src/mllmrec/significance.py). A method is a predictions file's stem (`random`) or, for a policy,
+stem-protocol (`sft-generative`).
+
+Outputs: metrics/report.md (the tables as Markdown, what the README's first command prints at the end),
+metrics/comparisons.json (table 3), metrics/headline.json (HR@1, HR@5, NDCG@10 per method on the same samples: the
+few numbers `dvc exp show` shows), and plots/report/ for the top-level plots of dvc.yaml, per candidate size n<N>:
+own_samples_n<N>.csv (table 1), same_samples_n<N>.csv (table 2), one row per method, and
+hr_at_k_same_samples_n<N>.csv (table 2's HR@K against K, one column per method).
 """
 
 import json
 from pathlib import Path
+from typing import Annotated
 
 import polars as pl
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from mllmrec.cli import run
 from mllmrec.config import EvalParams, load_section
 from mllmrec.errors import UserError
-from mllmrec.io import write_text
-from mllmrec.metrics import summarize
+from mllmrec.io import write_json, write_text
+from mllmrec.metrics import per_sample_scores, summarize
+from mllmrec.significance import compare
+
+HEADLINE = ["HR@1", "HR@5", "NDCG@10"]  # the metrics of headline.json and of the paired comparisons
+PREVIOUS = {"sft": "zeroshot", "grpo": "sft"}  # each policy's training stage -> the one it starts from
 
 
 def rows_of(method: str, size: str, m: dict) -> list[dict]:
@@ -30,34 +44,85 @@ def rows_of(method: str, size: str, m: dict) -> list[dict]:
              "valid_rate": m["valid_rate"]} for k in ks]
 
 
-def same_sample_rows(paths: list[Path], params: EvalParams) -> list[dict]:
+def load_predictions(paths: list[Path]) -> pl.DataFrame:
+    """All predictions, one row per (method, sample); `llm` marks the policies (their files have a protocol)."""
     frames = []
     for path in paths:
         if not path.exists():
             raise UserError(f"{path}: not found; run `dvc repro` for the stage that writes it")
         df = pl.read_parquet(path)
-        label = pl.lit(path.stem) if "protocol" not in df.columns else pl.format("{}-{}", pl.lit(path.stem),
-                                                                                   "protocol")
+        llm = "protocol" in df.columns
+        label = pl.format("{}-{}", pl.lit(path.stem), "protocol") if llm else pl.lit(path.stem)
         frames.append(df.select("sample_id", "num_negatives", "target_rank", "valid", "out_of_candidates",
-                                label.alias("method")))
-    preds = pl.concat(frames)
+                                label.alias("method"), pl.lit(llm).alias("llm")))
+    return pl.concat(frames).sort("num_negatives", maintain_order=True)
+
+
+def same_samples(group: pl.DataFrame, size: str) -> pl.DataFrame:
+    """One candidate size restricted to the LLM policies' samples (every method's samples when no policy ran on
+    it). Refuses policies evaluated on different samples and baselines missing some of them."""
+    reference = group.filter("llm") if group["llm"].any() else group
+    sets = {m: set(g["sample_id"]) for (m,), g in reference.group_by("method", maintain_order=True)}
+    (first, ids), *others = sets.items()
+    for method, other in others:
+        if other != ids:
+            raise UserError(f"{size}: {first} ({len(ids)} samples) and {method} ({len(other)} samples) were "
+                            f"evaluated on different samples, e.g. {sorted(ids ^ other)[:3]}; rerun them with the "
+                            "same `eval` and `evaluate.max_samples` params")
+    for (method,), g in group.group_by("method", maintain_order=True):
+        if missing := ids - set(g["sample_id"]):
+            raise UserError(f"{size}: {method} has no prediction for {len(missing)} of the {len(ids)} samples "
+                            f"{first} was evaluated on, e.g. {sorted(missing)[:3]}")
+    return group.filter(pl.col("sample_id").is_in(pl.Series(list(ids)).implode()))
+
+
+def same_sample_rows(same: pl.DataFrame, params: EvalParams) -> list[dict]:
     rows = []
-    for (n_neg,), group in preds.group_by("num_negatives", maintain_order=True):
-        methods = group["method"].unique(maintain_order=True)
-        if methods.len() < 2:
-            continue
-        shared = group.group_by("sample_id").agg(pl.col("method").n_unique()).filter(
-            pl.col("method") == methods.len())["sample_id"]
-        for method in methods:
-            p = group.filter((pl.col("method") == method) & pl.col("sample_id").is_in(shared.implode()))
-            m = summarize(p["target_rank"].to_numpy(), params.ks, params.bootstrap, params.seed,
-                          p["valid"].to_numpy(), int(p["out_of_candidates"].sum()))
-            rows += rows_of(method, f"n{n_neg}", m)
+    for (n_neg, method), p in same.group_by("num_negatives", "method", maintain_order=True):
+        m = summarize(p["target_rank"].to_numpy(), params.ks, params.bootstrap, params.seed,
+                      p["valid"].to_numpy(), int(p["out_of_candidates"].sum()))
+        rows += rows_of(method, f"n{n_neg}", m)
     return rows
 
 
+def headline(same: pl.DataFrame) -> dict:
+    """{n9: {n, method: {HR@1, HR@5, NDCG@10}}}, rounded: a handful of readable `dvc exp show` columns."""
+    out: dict = {}
+    for (n_neg, method), p in same.group_by("num_negatives", "method", maintain_order=True):
+        scores = per_sample_scores(p["target_rank"].to_numpy(), [1, 5, 10])
+        size = out.setdefault(f"n{n_neg}", {"n": p.height})
+        size[method] = {name: round(float(scores[name].mean()), 4) for name in HEADLINE}
+    return out
+
+
+def pairs(same: pl.DataFrame) -> list[tuple[str, str]]:
+    """(policy, other) to compare: each policy-protocol against its previous training stage, then each baseline."""
+    methods = same.select("method", "llm").unique(maintain_order=True)
+    baselines = methods.filter(~pl.col("llm"))["method"].to_list()
+    present = set(methods["method"])
+    out = []
+    for policy in methods.filter("llm")["method"]:
+        stage, protocol = policy.split("-", 1)
+        if stage in PREVIOUS and (previous := f"{PREVIOUS[stage]}-{protocol}") in present:
+            out.append((policy, previous))
+        out += [(policy, b) for b in baselines]
+    return out
+
+
+def comparisons(same: pl.DataFrame, params: EvalParams) -> dict:
+    """{n9: [{a, b, n, HR@1: {diff, lo, hi, p, test, significant}, ...}]}: a minus b on the same samples."""
+    out = {}
+    for (n_neg,), group in same.group_by("num_negatives", maintain_order=True):
+        by_method = {m: g for (m,), g in group.group_by("method", maintain_order=True)}
+        out[f"n{n_neg}"] = [
+            {"a": a, "b": b, "n": by_method[a].height,
+             **compare(by_method[a], by_method[b], HEADLINE, params.bootstrap, params.seed, a, b)}
+            for a, b in pairs(group)]
+    return out
+
+
 def cells(table: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the printed table: one row per (candidate set, method), HR@K [95 % CI] for every K."""
+    """Header and rows of a method table: one row per (candidate set, method), HR@K [95 % CI] for every K."""
     ks = sorted(table["K"].unique())
     header = ["candidates", "method", "n", *(f"HR@{k}" for k in ks), f"NDCG@{ks[-1]}", "valid"]
     rows = []
@@ -70,27 +135,51 @@ def cells(table: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def show(table: pl.DataFrame, title: str) -> str:
+def comparison_cells(comps: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a comparison table: Δ [95 % CI] p per metric, `*` when p < 0.05."""
+    def signed(x: float, digits: int) -> str:
+        return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0: float noise like -1e-17 prints +0.00, not -0.00
+
+    def cell(d: dict) -> str:
+        p = "p<0.001" if d["p"] < 0.001 else f"p={d['p']:.3f}"
+        return f"{signed(d['diff'], 3)} [{signed(d['lo'], 2)},{signed(d['hi'], 2)}] {p}{'*' * d['significant']}"
+
+    header = ["comparison", "n", *(f"Δ{m} [95 % CI] p" for m in HEADLINE)]
+    return header, [[f"{c['a']} − {c['b']}", str(c["n"]), *(cell(c[m]) for m in HEADLINE)] for c in comps]
+
+
+def show(header: list[str], rows: list[list[str]], title: str, legend: str = "") -> str:
     """Print the table and return it as Markdown (for metrics/report.md)."""
-    header, rows = cells(table)
-    view = Table(*header, title=title)
+    view = Table(*header, title=title, caption=legend or None)
     for row in rows:
         view.add_row(*row)
     Console(width=150).print(view)
     lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines + ["", legend] * bool(legend)) + "\n"
 
 
-def write_plot(table: pl.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # wide form, one row per (method, candidate set): DVC's bar plot shows every method side by side
-    table.with_columns(run=pl.format("{} ({})", "method", "candidates")).pivot(
-        "K", index=["run", "method", "candidates"], values=["HR", "NDCG"]
-    ).rename(lambda c: c.replace("_", "@")).write_csv(out)
+def write_plots(table: pl.DataFrame, plots: Path, stem: str, by_k: bool = False) -> None:
+    """Per candidate size n<N> (one file each: 1+9 and 1+99 are different tasks): <stem>_n<N>.csv, one row per
+    method (bar plots); with by_k also hr_at_k_<stem>_n<N>.csv, one row per K, one column per method (lines)."""
+    plots.mkdir(parents=True, exist_ok=True)
+    methods = table["method"].unique(maintain_order=True).to_list()
+    for (cands,), group in table.group_by("candidates", maintain_order=True):
+        size = "n" + cands.removeprefix("1+")
+        group.pivot("K", index=["method", "n"], values=["HR", "NDCG"]).rename(
+            lambda c: c.replace("_", "@")).write_csv(plots / f"{stem}_{size}.csv")
+        if by_k:
+            # every method a column, empty where it did not run on this size: DVC refuses a plot whose y is missing
+            lines = group.pivot("method", index="K", values="HR")
+            lines.with_columns(pl.lit(None, pl.Float64).alias(m) for m in methods if m not in lines.columns).select(
+                "K", *methods).write_csv(plots / f"hr_at_k_{stem}_{size}.csv")
 
 
-def main(metric_files: list[Path], predictions: list[Path] | None = None, plots: Path = Path("plots"),
-         report: Path = Path("metrics/report.md")) -> None:
+def main(metric_files: list[Path],
+         predictions: Annotated[list[Path], typer.Option(help="each method's predictions (repeat the option)")],
+         plots: Path = Path("plots/report"), report: Path = Path("metrics/report.md"),
+         comparisons_file: Path = Path("metrics/comparisons.json"),
+         headline_file: Path = Path("metrics/headline.json")) -> None:
     params = load_section("eval", EvalParams)
     rows = []
     for path in metric_files:
@@ -99,14 +188,24 @@ def main(metric_files: list[Path], predictions: list[Path] | None = None, plots:
         for size, m in json.loads(path.read_text()).items():
             rows += rows_of(path.stem, size, m)
     table = pl.DataFrame(rows)
-    write_plot(table, plots / "hr_by_method.csv")
-    md = [show(table, f"{params.split} split, each method on its own samples: HR@K [95 % bootstrap CI]")]
-    if predictions:
-        same = pl.DataFrame(same_sample_rows(predictions, params))
-        if same.height:
-            write_plot(same, plots / "hr_same_samples.csv")
-            md.append(show(same, "the same samples for every method (the LLM policies' evaluation subset)"))
+    write_plots(table, plots, "own_samples")
+    md = [show(*cells(table), f"{params.split} split, each method on its own samples: HR@K [95 % bootstrap CI]")]
+
+    preds = load_predictions(predictions)
+    same = pl.concat(same_samples(group, f"1+{n_neg}")
+                     for (n_neg,), group in preds.group_by("num_negatives", maintain_order=True))
+    same_table = pl.DataFrame(same_sample_rows(same, params))
+    write_plots(same_table, plots, "same_samples", by_k=True)
+    md.append(show(*cells(same_table), "the same samples for every method (the LLM policies' evaluation subset)"))
+    comps = comparisons(same, params)
+    legend = (f"Δ = first − second method on the same samples, 95 % paired bootstrap CI ({params.bootstrap} "
+              f"resamples); p two-sided: exact McNemar test for HR@K, paired sign-flip permutation test "
+              f"({params.bootstrap} resamples) for NDCG@10; * p < 0.05, not corrected for multiple comparisons.")
+    md += [show(*comparison_cells(c), f"paired comparisons, 1+{size.removeprefix('n')} candidates", legend)
+           for size, c in comps.items() if c]
     write_text("\n".join(md), report)
+    write_json(comps, comparisons_file)
+    write_json(headline(same), headline_file)
 
 
 if __name__ == "__main__":

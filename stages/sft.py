@@ -5,22 +5,23 @@
 Checkpoints go to `sft.checkpoint_dir` (checkpoints/sft: git-ignored, not a DVC output, so DVC never deletes them);
 a rerun after a kill resumes from the newest complete checkpoint of the same run (same data + params).
 Outputs: models/sft (merged weights in the training dtype + tokenizer with chat template + sft_info.json),
-plots/sft_loss.csv (train loss per logged step).
+plots/sft_loss.csv (train loss per logged step), plots/sft_valid.csv (valid HR@K / NDCG@K by likelihood ranking every
+`sft.monitor.every` steps: whether more steps help).
 """
 
-import csv
 from pathlib import Path
 
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, PromptParams, SftParams, load_section
 from mllmrec.errors import UserError
-from mllmrec.io import read_parquet
+from mllmrec.io import read_parquet, write_csv
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
-from mllmrec.sft import sft_examples, tokenize_examples, train_sft
+from mllmrec.sft import check_budget, sft_examples, tokenize_examples, train_sft
 
 
-def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")) -> None:
+def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv"),
+         valid_plot: Path = Path("plots/sft_valid.csv")) -> None:
     params = load_section("sft", SftParams)
     maybe_relaunch(params.launch, "sft")  # sft.launch.num_processes > 1: re-exec under accelerate launch
     prompt = load_section("prompt", PromptParams)
@@ -36,6 +37,8 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
+    from mllmrec.monitor import ValidMonitor, valid_subset
+
     tokenizer = AutoTokenizer.from_pretrained(policy.model, revision=policy.revision or None)
     examples = sft_examples(samples, texts, tokenizer, prompt, policy.enable_thinking)
     rows, skipped = tokenize_examples(examples, tokenizer, params.max_length)
@@ -44,16 +47,17 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
           f"than {params.max_length} tokens; tokens median {lengths[len(lengths) // 2] if lengths else 0}, "
           f"max {lengths[-1] if lengths else 0}")
 
+    check_budget("sft", params.max_steps, params.batch_size * params.grad_accum * params.launch.num_processes,
+                 params.epochs, len(rows), "samples")
+    valid = valid_subset(Path("data/split"), params.monitor)
+    monitor = ValidMonitor(valid, texts, tokenizer, prompt, policy.enable_thinking, params.monitor, "sft")
     notes = {"with_cot": int(samples["has_cot"].sum()), "skipped_too_long": len(skipped),
              "enable_thinking": policy.enable_thinking}
-    info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes)
+    info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, monitor)
     if not info["main_process"]:
         return
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    with plot.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["step", "epoch", "loss", "learning_rate"])
-        w.writeheader()
-        w.writerows(info["loss"])
+    write_csv(info["loss"], plot)
+    write_csv(info["valid_curve"], valid_plot)
     last = info["loss"][-1]["loss"] if info["loss"] else float("nan")
     print(f"sft: {info['global_step']} steps (resumed at {info['resumed_from_step']}) in {info['train_seconds']} s, "
           f"{info['dtype']}, last loss {last:.4f} -> {out}")

@@ -20,8 +20,8 @@ from mllmrec.sft import training_dtype
 # what one process and two processes must both produce
 MODEL_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "grpo_info.json"}
 CURVE_COLUMNS = ["step", "epoch", "reward", "reward_std", "reward_format", "reward_hit", "reward_valid_miss",
-                 "frac_reward_zero_std", "kl", "entropy", "completion_length", "loss", "learning_rate",
-                 "valid_HR@1", "valid_HR@3", "valid_NDCG@1", "valid_NDCG@3"]
+                 "frac_reward_zero_std", "kl", "entropy", "completion_length", "loss", "learning_rate"]
+VALID_COLUMNS = ["step", "epoch", "valid_HR@1", "valid_HR@3", "valid_NDCG@1", "valid_NDCG@3"]
 SMOLLM = Path(__file__).resolve().parents[1] / "models" / "smollm2-135m-instruct"
 
 
@@ -34,8 +34,8 @@ def run_stage(root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
                           env=env, check=False)
 
 
-def read_curve(root: Path) -> list[dict]:
-    with (root / "plots/grpo_train.csv").open() as f:
+def read_curve(root: Path, name: str = "grpo_train") -> list[dict]:
+    with (root / f"plots/{name}.csv").open() as f:
         return list(csv.DictReader(f))
 
 
@@ -77,15 +77,19 @@ def test_batch_not_divisible_fails_before_training(tmp_path, warmed, tiny_lm_dir
     assert time.time() - t < 30 and not (root / "checkpoints").exists()  # nothing loaded, nothing trained
 
 
-def test_curve_rows_merge_train_and_valid_logs():
+def test_train_and_valid_curves_are_kept_apart():
+    """Monitor points never become blank train cells (drawn as 0) and train steps never blank valid cells."""
     from mllmrec.grpo import curve_rows
+    from mllmrec.monitor import valid_rows
 
-    rows = curve_rows([{"step": 0, "valid_HR@1": 0.2}, {"step": 1, "reward": -0.5, "kl": 0.0, "rewards/hit/mean": 0.1},
-                       {"step": 2, "reward": 0.1}, {"step": 2, "valid_HR@1": 0.3},
-                       {"step": 2, "train_runtime": 9.0}], [1])
-    assert [r["step"] for r in rows] == [0, 1, 2]
-    assert rows[0]["valid_HR@1"] == 0.2 and rows[0]["reward"] == ""
-    assert rows[1]["reward_hit"] == 0.1 and rows[2]["valid_HR@1"] == 0.3 and rows[2]["reward"] == 0.1
+    history = [{"step": 0, "valid_HR@1": 0.2, "valid_NDCG@1": 0.2}, {"step": 1, "reward": -0.5, "kl": 0.0,
+               "rewards/hit/mean": 0.1}, {"step": 2, "reward": 0.1}, {"step": 2, "valid_HR@1": 0.3,
+               "valid_NDCG@1": 0.3}, {"step": 2, "train_runtime": 9.0}]
+    train = curve_rows(history)
+    assert [r["step"] for r in train] == [1, 2] and list(train[0]) == CURVE_COLUMNS
+    assert train[0]["reward_hit"] == 0.1 and train[1]["reward"] == 0.1
+    valid = valid_rows(history, [1])
+    assert [(r["step"], r["valid_HR@1"]) for r in valid] == [(0, 0.2), (2, 0.3)]
 
 
 def test_launch_command():
@@ -130,13 +134,12 @@ def test_grpo_trains_logs_valid_hr_and_resumes_after_sigkill(tmp_path, warmed, t
     assert weights_differ(root / "models/sft", root / "models/grpo")  # the merged LoRA changed the policy
     assert {p.name for p in (root / "models/grpo").iterdir()} >= MODEL_FILES
 
-    curve = read_curve(root)
-    assert list(curve[0]) == CURVE_COLUMNS
-    assert [int(c["step"]) for c in curve] == [0, 1, 2, 3, 4]  # steps before the kill survive in the checkpoint
-    valid_steps = [int(c["step"]) for c in curve if c["valid_HR@1"] != ""]
-    assert valid_steps == [0, 2, 4]  # monitor.every = 2, and the SFT starting point
-    assert all(0 <= float(c["valid_HR@1"]) <= 1 for c in curve if c["valid_HR@1"] != "")
-    assert all(c["reward"] != "" and c["frac_reward_zero_std"] != "" and c["kl"] != "" for c in curve[1:])
+    curve, valid = read_curve(root), read_curve(root, "grpo_valid")
+    assert list(curve[0]) == CURVE_COLUMNS and list(valid[0]) == VALID_COLUMNS
+    assert [int(c["step"]) for c in curve] == [1, 2, 3, 4]  # steps before the kill survive in the checkpoint
+    assert [int(c["step"]) for c in valid] == [0, 2, 4]  # monitor.every = 2, and the SFT starting point
+    assert all(0 <= float(c["valid_HR@1"]) <= 1 for c in valid)
+    assert all(c["reward"] != "" and c["frac_reward_zero_std"] != "" and c["kl"] != "" for c in curve)
     lines = (root / "data/grpo/completions.jsonl").read_text().splitlines()
     assert lines and {"step", "completion", "rewards", "advantage"} <= set(json.loads(lines[0]))
     steps = [json.loads(line)["step"] for line in lines]
@@ -154,10 +157,9 @@ def test_two_process_accelerate_run(tmp_path, warmed, tiny_lm_dir):
     info = json.loads((root / "models/grpo/grpo_info.json").read_text())
     assert info["world_size"] == 2 and info["global_step"] == 2
     assert {p.name for p in (root / "models/grpo").iterdir()} >= MODEL_FILES
-    curve = read_curve(root)
-    assert list(curve[0]) == CURVE_COLUMNS
-    assert [int(c["step"]) for c in curve] == [0, 1, 2]
-    assert curve[0]["valid_HR@1"] != "" and curve[2]["valid_HR@1"] != "" and curve[1]["reward"] != ""
+    curve, valid = read_curve(root), read_curve(root, "grpo_valid")
+    assert list(curve[0]) == CURVE_COLUMNS and [int(c["step"]) for c in curve] == [1, 2]
+    assert [int(c["step"]) for c in valid] == [0, 2] and all(c["reward"] != "" for c in curve)
     assert weights_differ(root / "models/sft", root / "models/grpo")
 
 

@@ -45,16 +45,18 @@ BASELINES = "baseline@random baseline@popularity sasrec"  # the LLM branch is ex
 def test_repro_then_noop_then_targeted_rerun(project):
     first = sh(f"dvc repro {BASELINES}", project)
     assert ran(first) == {"ingest", "split", "baseline@random", "baseline@popularity", "sasrec"}
-    table = json.loads(sh("dvc metrics show --json", project, stdout_only=True))
-    assert table, "dvc metrics show returned nothing"
     sasrec = json.loads((project / "metrics/sasrec.json").read_text())
     assert set(sasrec) == {"n9", "n99"} and sasrec["n9"]["n"] == 300
     assert 0 <= sasrec["n99"]["HR@10_lo"] <= sasrec["n99"]["HR@10"] <= sasrec["n99"]["HR@10_hi"] <= 1
     methods = ["random", "popularity", "sasrec"]
     table = sh("python stages/report.py " + " ".join(f"metrics/{m}.json" for m in methods)
                + "".join(f" --predictions data/predictions/{m}.parquet" for m in methods), project)
-    assert "sasrec" in table and "(1+99)" in (project / "plots/hr_by_method.csv").read_text()
-    assert "sasrec (1+9)" in (project / "plots/hr_same_samples.csv").read_text()
+    assert "sasrec" in table and "sasrec" in (project / "plots/report/own_samples_n99.csv").read_text()
+    assert "sasrec" in (project / "plots/report/same_samples_n9.csv").read_text()
+    shown = json.loads(sh("dvc metrics show --json", project, stdout_only=True))[""]["data"]
+    assert set(shown) == {"metrics/headline.json", "metrics/cot.json"}  # the per-method files are plain outs
+    headline = shown["metrics/headline.json"]["data"]
+    assert headline["n9"]["n"] == 300 and set(headline["n9"]["sasrec"]) == {"HR@1", "HR@5", "NDCG@10"}
 
     assert ran(sh(f"dvc repro {BASELINES}", project)) == set()  # nothing changed: nothing runs
 
@@ -72,4 +74,5 @@ def test_experiment_changes_only_downstream(project):
     out = sh("dvc exp run -S baselines.popularity.seed=7 baseline@popularity sasrec", project)
     assert ran(out) == {"baseline@popularity"}
     shown = sh("dvc exp show --no-pager --csv", project)
-    assert "baselines.popularity.seed" in shown and "n9.HR@1" in shown
+    assert "baselines.popularity.seed" in shown
+    assert "HR@1_lo" not in shown  # per-method files (with CIs) are plain outputs; DVC metrics are headline + cot

@@ -95,14 +95,18 @@ def project(tmp: Path, model_dir: Path) -> Path:
     """A minimal project folder the sft stage runs in: params.yaml + its three inputs."""
     (tmp / "data/augment").mkdir(parents=True)
     (tmp / "data/ingest").mkdir(parents=True)
+    (tmp / "data/split").mkdir(parents=True)
     samples(16).write_parquet(tmp / "data/augment/sft.parquet")
     items().write_parquet(tmp / "data/ingest/items.parquet")
+    valid = samples(4).select("sample_id", "user_id", "history", "candidates", "target")
+    valid.with_columns(split=pl.lit("valid")).write_parquet(tmp / "data/split/candidates_n2.parquet")
     spec = {"engine": "transformers", "model": str(model_dir)}
     params = {
         "prompt": {"captions": "none"},
         "models": {"captioner": spec, "drafter": spec, "editor": spec, "policy": spec},
         "sft": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "lr": 0.01, "max_steps": 24, "batch_size": 2,
-                "grad_accum": 1, "save_steps": 4, "max_length": 1024},
+                "grad_accum": 1, "save_steps": 4, "max_length": 1024,
+                "monitor": {"every": 8, "samples": 4, "num_negatives": 2, "ks": [1]}},
     }
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp
@@ -137,6 +141,8 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     assert f"(step {info['resumed_from_step']})" in second.stdout
     loss = pl.read_csv(proj / "plots/sft_loss.csv")
     assert loss["step"].to_list() == list(range(1, 25))  # the curve spans the kill: state restored from checkpoint
+    valid = pl.read_csv(proj / "plots/sft_valid.csv")
+    assert valid["step"].to_list() == [0, 8, 16, 24] and valid["valid_HR@1"].is_between(0, 1).all()
 
     merged = AutoModelForCausalLM.from_pretrained(proj / "models/sft")
     base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=merged.dtype)  # compare in the saved dtype

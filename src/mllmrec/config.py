@@ -326,6 +326,7 @@ class SftParams(Section):
     seed: int = 0
     # >1 process: accelerate launch (mllmrec.launch); LaunchParams is defined with the grpo section below
     launch: "LaunchParams" = Field(default_factory=lambda: LaunchParams())
+    monitor: "MonitorParams" = Field(default_factory=lambda: MonitorParams(every=50))  # valid HR@K learning curve
 
 
 class EvaluateParams(Section):
@@ -361,16 +362,21 @@ class RewardParams(Section):
     max_answers: int = Field(3, ge=1)  # rank_aware only
 
 
-class GrpoMonitorParams(Section):
-    """Reward-inflation monitor: valid-split HR@K by likelihood ranking next to the train reward."""
+class MonitorParams(Section):
+    """Learning curve (mllmrec.monitor): valid-split HR@K by likelihood ranking every `every` optimizer steps."""
 
     every: int = Field(5, ge=0)  # optimizer steps between valid evaluations (also at step 0 and the end); 0 = off
-    samples: int = Field(64, ge=1)  # seeded, fixed subset of the valid split
+    samples: int = Field(64, ge=1)  # seeded, fixed subset of the valid split (more than the split holds: refused)
     num_negatives: int = Field(9, ge=1)  # which data/split/candidates_n<N>.parquet
     ks: list[int] = Field(default_factory=lambda: [1, 3, 5], min_length=1)
     max_tokens: int = Field(8192, ge=16)  # tokens per packed likelihood forward
-    completions: int = Field(4, ge=0)  # completion samples written per step to the JSONL (main process)
     seed: int = 0
+
+
+class GrpoMonitorParams(MonitorParams):
+    """Reward-inflation monitor: valid-split HR@K next to the train reward, plus sampled completions."""
+
+    completions: int = Field(4, ge=0)  # completion samples written per step to the JSONL (main process)
 
 
 class GrpoParams(Section):
@@ -430,4 +436,4 @@ class GrpoParams(Section):
         return self
 
 
-SftParams.model_rebuild()  # resolve its forward reference to LaunchParams (defined above, after SftParams)
+SftParams.model_rebuild()  # resolve its forward references to LaunchParams and MonitorParams (defined after it)

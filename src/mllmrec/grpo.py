@@ -10,8 +10,8 @@ that this adds no special token the template did not write (a BOS-adding tokeniz
 only in GRPO) - tests/test_grpo.py shows the ids equal TRL's conversational path too.
 
 Monitor (MonitorCallback): TRL already logs reward, rewards/<component>/mean, frac_reward_zero_std (groups whose
-completions all got the same reward: no learning signal), kl and entropy every step; every `monitor.every` steps we
-add valid-split HR@K/NDCG@K by exact likelihood ranking (mllmrec.policy_eval, the evaluate stage's own scorer) on a
+completions all got the same reward: no learning signal), kl and entropy every step; every `monitor.every` steps
+mllmrec.monitor adds valid-split HR@K/NDCG@K by exact likelihood ranking (the evaluate stage's own scorer) on a
 fixed valid subset. Train reward rising while valid HR stays flat or falls is reward inflation. All of it goes into
 Trainer's log_history, which checkpoints carry, so a resumed run still writes the whole curve.
 """
@@ -23,11 +23,11 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from mllmrec.config import GrpoParams, PromptParams
 from mllmrec.errors import UserError
+from mllmrec.monitor import ValidMonitor, valid_rows
 from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.rewards import trl_reward_funcs
 from mllmrec.sft import last_checkpoint, training_dtype
@@ -56,100 +56,28 @@ def grpo_rows(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, prom
     return rows
 
 
-def seeded_subset(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
-    """A stable subset: sorted by sample_id first, so it does not depend on row order."""
-    df = df.sort("sample_id")
-    return df if n is None or n >= df.height else df.sample(n, seed=seed).sort("sample_id")
-
-
-def target_ranks(ranked: list[list[str]], targets: list[str]) -> np.ndarray:
-    return np.array([r.index(t) if t in r else -1 for r, t in zip(ranked, targets)])
-
-
-# ---- the monitor ----
-
-try:  # a TrainerCallback subclass; transformers is a hard dependency, the lazy import only saves start-up time
-    from transformers import TrainerCallback
-except ImportError:  # pragma: no cover
-    TrainerCallback = object
-
-
-class MonitorCallback(TrainerCallback):
-    """Valid HR@K next to the train reward, plus completion samples to a JSONL (see module docstring)."""
+class MonitorCallback(ValidMonitor):
+    """The valid HR@K learning curve (mllmrec.monitor) plus completion samples with their rewards to a JSONL."""
 
     def __init__(self, valid: pl.DataFrame | None, texts, tokenizer, prompt_params, enable_thinking,
                  params: GrpoParams, samples_path: Path):
-        self.valid, self.texts, self.tok = valid, texts, tokenizer
-        self.prompt, self.thinking, self.p = prompt_params, enable_thinking, params
+        super().__init__(valid, texts, tokenizer, prompt_params, enable_thinking, params.monitor, "grpo")
         self.samples_path = samples_path
+        self.completions = params.monitor.completions
         self.trainer = None  # set after the trainer exists (completion samples come from its last batch)
-        self.eval_seconds = 0.0
-        self._started = False
-
-    def evaluate(self, model, state) -> None:
-        """Valid HR@K on this process's shard; shards are gathered and merged by sample_id on every rank."""
-        import torch
-        from accelerate import PartialState
-        from accelerate.utils import gather_object
-
-        from mllmrec.metrics import per_sample_scores
-        from mllmrec.policy_eval import likelihood_predictions
-
-        if self.valid is None or any(h.get("step") == state.global_step and "valid_HR@1" in h
-                                     for h in state.log_history):
-            return
-        t0 = time.time()
-        ps = PartialState()
-        n, world = self.valid.height, ps.num_processes
-        # every rank runs the same number of forwards (padded with repeats): ZeRO-3 gathers weights per forward
-        idx = list(range(n)) + [n - 1] * (-n % world)
-        mine = self.valid[idx[ps.process_index::world]]
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            preds = likelihood_predictions(model, self.tok, mine, self.texts, self.prompt, self.thinking,
-                                           self.p.monitor.max_tokens)
-        model.train(was_training)
-        rows = gather_object(list(zip(preds["sample_id"].to_list(), preds["target"].to_list(),
-                                      preds["ranked"].to_list())))
-        merged = {sid: (t, r) for sid, t, r in rows}  # duplicates from padding collapse here
-        sids = sorted(merged)
-        ranks = target_ranks([merged[s][1] for s in sids], [merged[s][0] for s in sids])
-        entry = {"step": state.global_step, "epoch": state.epoch}
-        entry.update({f"valid_{k}": float(v.mean()) for k, v in per_sample_scores(ranks, self.p.monitor.ks).items()})
-        self.eval_seconds += time.time() - t0
-        state.log_history.append(entry)  # saved with the next checkpoint: survives a kill + resume
-        if ps.is_main_process:
-            shown = {k: round(v, 3) for k, v in entry.items() if k.startswith("valid_HR")}
-            print(f"grpo: step {state.global_step} valid {shown} ({time.time() - t0:.1f} s)", flush=True)
-
-    def on_step_begin(self, args, state, control, model=None, **kw):
-        if not self._started:  # the state is restored from a checkpoint only after on_train_begin: decide here
-            self._started = True
-            if state.global_step == 0 and self.p.monitor.every:
-                self.evaluate(model, state)  # the SFT starting point
-
-    def on_step_end(self, args, state, control, model=None, **kw):
-        every = self.p.monitor.every
-        if every and state.global_step % every == 0:
-            self.evaluate(model, state)
-
-    def on_train_end(self, args, state, control, model=None, **kw):
-        if self.p.monitor.every:
-            self.evaluate(model, state)  # the final point (skipped if this step was just evaluated)
 
     def on_log(self, args, state, control, logs=None, **kw):
         # completion samples of the last generation batch, with their rewards (main process; TRL gathered them)
-        if self.trainer is None or not state.is_world_process_zero or not self.p.monitor.completions:
+        if self.trainer is None or not state.is_world_process_zero or not self.completions:
             return
         tl = self.trainer._logs
         prompts, completions = list(tl["prompt"]), list(tl["completion"])
         rewards = {name: list(v) for name, v in tl["rewards"].items()}
         adv = list(tl["advantages"])
-        pick = range(0, len(prompts), max(1, len(prompts) // self.p.monitor.completions))
+        pick = range(0, len(prompts), max(1, len(prompts) // self.completions))
         self.samples_path.parent.mkdir(parents=True, exist_ok=True)
         with self.samples_path.open("a") as f:
-            for i in list(pick)[: self.p.monitor.completions]:
+            for i in list(pick)[: self.completions]:
                 text = completions[i] if isinstance(completions[i], str) else json.dumps(completions[i])
                 f.write(json.dumps({
                     "step": state.global_step, "prompt_tail": prompts[i][-200:], "completion": text,
@@ -176,16 +104,17 @@ _CURVE_KEYS = {  # TRL log key -> plots/grpo_train.csv column
 }
 
 
-def curve_rows(log_history: list[dict], ks: list[int]) -> list[dict]:
-    """One row per step: train metrics and (where evaluated) valid HR/NDCG; missing values are empty cells."""
-    cols = ["step", *_CURVE_KEYS.values()] + [f"valid_{m}@{k}" for m in ("HR", "NDCG") for k in ks]
+def curve_rows(log_history: list[dict]) -> list[dict]:
+    """One row per training step (reward and its components, KL, ...); the monitor's valid points are kept apart
+    (mllmrec.monitor.valid_rows), so no plot draws the steps it skipped as zeros."""
+    cols = ["step", *_CURVE_KEYS.values()]
     by_step: dict[int, dict] = {}
     for h in log_history:
-        if "step" not in h or "train_runtime" in h:  # skip the end-of-training summary
-            continue
+        if "step" not in h or "train_runtime" in h or not any(k in _CURVE_KEYS for k in h):
+            continue  # the end-of-training summary, or a monitor point
         row = by_step.setdefault(int(h["step"]), {c: "" for c in cols} | {"step": int(h["step"])})
         for k, v in h.items():
-            col = _CURVE_KEYS.get(k, k if k.startswith("valid_") else None)
+            col = _CURVE_KEYS.get(k)
             if col in row and v is not None and not (isinstance(v, float) and math.isnan(v)):
                 row[col] = round(v, 6) if isinstance(v, float) else v
     return [by_step[s] for s in sorted(by_step)]
@@ -316,5 +245,6 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
     state.wait_for_everyone()
-    info["curve"] = curve_rows(trainer.state.log_history, params.monitor.ks)
+    info["curve"] = curve_rows(trainer.state.log_history)
+    info["valid_curve"] = valid_rows(trainer.state.log_history, params.monitor.ks)
     return info

@@ -24,6 +24,19 @@ def write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_csv(rows: list[dict], path: Path) -> None:
+    """Rows of equal keys as a CSV (DVC plot data); an empty list writes an empty file."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    write_text(buf.getvalue(), path)
+
+
 def write_json(obj: object, path: Path) -> None:
     write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", path)
 

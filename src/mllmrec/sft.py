@@ -29,7 +29,7 @@ from mllmrec.errors import UserError
 from mllmrec.prompts import ItemText, answer_line, build_messages, render_completion, render_prompt
 
 # params that change how often we save/log, not what is learned: editing them keeps the checkpoints resumable
-_NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir"}
+_NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor"}
 
 
 def sft_examples(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, prompt_params: PromptParams,
@@ -76,6 +76,14 @@ def last_checkpoint(ckpt_dir: Path) -> Path | None:
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def check_budget(stage: str, max_steps: int | None, per_step: int, epochs: float, available: int, unit: str) -> None:
+    """max_steps overrides epochs in Trainer: refuse a step budget that needs more passes than `epochs` allows."""
+    if max_steps and max_steps * per_step > epochs * available:
+        raise UserError(f"params.yaml: {stage}.max_steps = {max_steps} steps × {per_step} {unit} per step = "
+                        f"{max_steps * per_step} {unit}, more than {stage}.epochs = {epochs} × {available} {unit} "
+                        f"in the data; lower {stage}.max_steps or raise {stage}.epochs")
+
+
 def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
     """The checkpoint to resume from, or None after clearing checkpoints of a different run (main process only)."""
     stamp = ckpt_dir / "run.json"
@@ -106,16 +114,19 @@ def loss_rows(log_history: list[dict]) -> list[dict]:
 
 
 def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, params: SftParams, out_dir: Path,
-              notes: dict | None = None) -> dict:
+              notes: dict | None = None, monitor=None) -> dict:
     """Train (resuming if possible), merge the LoRA, save model + tokenizer to out_dir. Returns run info.
 
-    `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info."""
+    `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info; `monitor` (a
+    mllmrec.monitor.ValidMonitor) adds the valid HR@K learning curve, returned as info["valid_curve"]."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
+
+    from mllmrec.monitor import valid_rows
 
     if not rows:
         raise UserError("no SFT examples left (all longer than sft.max_length?)")
@@ -156,14 +167,15 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
                       target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=lora)
+                         peft_config=lora, callbacks=[monitor] if monitor else None)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_s = time.time() - t0
 
     info = {"base_model": model_path, "revision": revision, "dtype": str(dtype).removeprefix("torch."),
             "examples": len(rows), "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
-            "train_seconds": round(train_s, 1), **(notes or {}), "loss": loss_rows(trainer.state.log_history)}
+            "train_seconds": round(train_s, 1), **(notes or {}), "loss": loss_rows(trainer.state.log_history),
+            "valid_curve": valid_rows(trainer.state.log_history, params.monitor.ks)}
     info["main_process"] = trainer.is_world_process_zero()  # only it writes outputs (multi-process launches)
     if info["main_process"]:
         # merge in the dtype we trained in (the authors merged bf16-trained weights in fp16)
@@ -173,7 +185,7 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
         shutil.rmtree(tmp, ignore_errors=True)
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)  # includes the chat template: evaluation and GRPO apply the same one
-        skip = {"loss", "main_process"}
+        skip = {"loss", "valid_curve", "main_process"}
         (tmp / "sft_info.json").write_text(json.dumps({k: v for k, v in info.items() if k not in skip}, indent=2))
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)

@@ -1,0 +1,116 @@
+"""Valid-split HR@K during training (SFT and GRPO): the learning curve a user reads next to the loss or reward.
+
+    from mllmrec.monitor import ValidMonitor, valid_subset, valid_rows
+    valid = valid_subset(Path("data/split"), params.monitor)             # fixed, seeded valid samples
+    trainer = SFTTrainer(..., callbacks=[ValidMonitor(valid, texts, tokenizer, prompt, thinking, params.monitor, "sft")])
+    rows = valid_rows(trainer.state.log_history, params.monitor.ks)     # one row per evaluated step
+
+Every `monitor.every` optimizer steps (and at step 0 and at the end) the model being trained ranks the fixed valid
+subset by exact likelihood, with the evaluate stage's own scorer (mllmrec.policy_eval), so the curve measures what
+`evaluate` will measure. The points go into Trainer's log_history, which checkpoints carry: a resumed run still
+writes the whole curve. With several processes each rank scores a shard and the shards are gathered.
+"""
+
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from transformers import TrainerCallback
+
+from mllmrec.config import MonitorParams
+from mllmrec.errors import UserError
+from mllmrec.io import read_parquet
+
+
+def seeded_subset(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
+    """A stable subset: sorted by sample_id first, so it does not depend on row order."""
+    df = df.sort("sample_id")
+    return df if n is None or n >= df.height else df.sample(n, seed=seed).sort("sample_id")
+
+
+def valid_subset(split_dir: Path, params: MonitorParams) -> pl.DataFrame | None:
+    """The monitor's fixed valid samples (None when the monitor is off); refuses a subset larger than the split."""
+    if not params.every:
+        return None
+    cands = read_parquet(split_dir / f"candidates_n{params.num_negatives}.parquet", "split")
+    valid = cands.filter(pl.col("split") == "valid")
+    if params.samples > valid.height:
+        raise UserError(f"params.yaml: monitor.samples = {params.samples} but the valid split of "
+                        f"candidates_n{params.num_negatives}.parquet has {valid.height} samples; lower it")
+    return seeded_subset(valid, params.samples, params.seed)
+
+
+def target_ranks(ranked: list[list[str]], targets: list[str]) -> np.ndarray:
+    return np.array([r.index(t) if t in r else -1 for r, t in zip(ranked, targets)])
+
+
+def valid_rows(log_history: list[dict], ks: list[int]) -> list[dict]:
+    """The monitor's points only (step, epoch, valid HR@K / NDCG@K): no blank cells at steps it skipped."""
+    cols = [f"valid_{m}@{k}" for m in ("HR", "NDCG") for k in ks]
+    rows = {int(h["step"]): {"step": int(h["step"]), "epoch": round(h.get("epoch") or 0.0, 4),
+                             **{c: round(h[c], 6) for c in cols}}
+            for h in log_history if cols[0] in h}
+    return [rows[s] for s in sorted(rows)]
+
+
+class ValidMonitor(TrainerCallback):
+    """Valid HR@K by likelihood ranking every `params.every` steps, at step 0 and at the end (see module docstring)."""
+
+    def __init__(self, valid: pl.DataFrame | None, texts, tokenizer, prompt_params, enable_thinking,
+                 params: MonitorParams, stage: str):
+        self.valid, self.texts, self.tok = valid, texts, tokenizer
+        self.prompt, self.thinking, self.p, self.stage = prompt_params, enable_thinking, params, stage
+        self.eval_seconds = 0.0
+        self._started = False
+
+    def evaluate(self, model, state) -> None:
+        """Valid HR@K on this process's shard; shards are gathered and merged by sample_id on every rank."""
+        import torch
+        from accelerate import PartialState
+        from accelerate.utils import gather_object
+
+        from mllmrec.metrics import per_sample_scores
+        from mllmrec.policy_eval import likelihood_predictions
+
+        key = f"valid_HR@{self.p.ks[0]}"
+        if self.valid is None or any(h.get("step") == state.global_step and key in h for h in state.log_history):
+            return
+        t0 = time.time()
+        ps = PartialState()
+        n, world = self.valid.height, ps.num_processes
+        # every rank runs the same number of forwards (padded with repeats): ZeRO-3 gathers weights per forward
+        idx = list(range(n)) + [n - 1] * (-n % world)
+        mine = self.valid[idx[ps.process_index::world]]
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            preds = likelihood_predictions(model, self.tok, mine, self.texts, self.prompt, self.thinking,
+                                           self.p.max_tokens)
+        model.train(was_training)
+        rows = gather_object(list(zip(preds["sample_id"].to_list(), preds["target"].to_list(),
+                                      preds["ranked"].to_list())))
+        merged = {sid: (t, r) for sid, t, r in rows}  # duplicates from padding collapse here
+        sids = sorted(merged)
+        ranks = target_ranks([merged[s][1] for s in sids], [merged[s][0] for s in sids])
+        entry = {"step": state.global_step, "epoch": state.epoch}
+        entry.update({f"valid_{k}": float(v.mean()) for k, v in per_sample_scores(ranks, self.p.ks).items()})
+        self.eval_seconds += time.time() - t0
+        state.log_history.append(entry)  # saved with the next checkpoint: survives a kill + resume
+        if ps.is_main_process:
+            shown = {k: round(v, 3) for k, v in entry.items() if k.startswith("valid_HR")}
+            print(f"{self.stage}: step {state.global_step} valid {shown} ({time.time() - t0:.1f} s)", flush=True)
+
+    def on_step_begin(self, args, state, control, model=None, **kw):
+        if not self._started:  # the state is restored from a checkpoint only after on_train_begin: decide here
+            self._started = True
+            if state.global_step == 0 and self.p.every:
+                self.evaluate(model, state)  # the starting point
+
+    def on_step_end(self, args, state, control, model=None, **kw):
+        if self.p.every and state.global_step % self.p.every == 0:
+            self.evaluate(model, state)
+
+    def on_train_end(self, args, state, control, model=None, **kw):
+        if self.p.every:
+            self.evaluate(model, state)  # the final point (skipped if this step was just evaluated)
