@@ -51,6 +51,7 @@ def test_preset_validates_with_the_paper_values(preset, tmp_path):
     assert merged["prompt"]["max_caption_words"] is None and merged["evaluate"]["max_samples"] is None
     assert merged["evaluate"]["num_negatives"] == [9, 99] and merged["sft"]["max_steps"] is None
     assert merged["sft"]["monitor"]["samples"] > 8 and merged["grpo"]["monitor"]["samples"] > 8  # not the demo curves
+    assert merged["sft"]["lora"]["dropout"] == merged["grpo"]["lora"]["dropout"] == 0.05  # the demo trains without
     assert merged["draft_cot"]["max_samples"] is None and merged["augment"]["max_samples"] is None
     assert g.max_samples is None and m.policy.dtype == "auto"
 
