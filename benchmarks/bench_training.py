@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=550)
     ap.add_argument("--steps", type=int, default=3)
     args = ap.parse_args()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from mllmrec.engines.transformers_engine import resolve_dtype
     from mllmrec.likelihood import score_packed

@@ -82,7 +82,7 @@ def test_train_and_valid_curves_are_kept_apart():
     from mllmrec.grpo import curve_rows
     from mllmrec.monitor import valid_rows
 
-    history = [{"step": 0, "valid_HR@1": 0.2, "valid_NDCG@1": 0.2}, {"step": 1, "reward": -0.5, "kl": 0.0,
+    history = [{"step": 0, "epoch": 0.0, "valid_HR@1": 0.2, "valid_NDCG@1": 0.2}, {"step": 1, "reward": -0.5, "kl": 0.0,
                "rewards/hit/mean": 0.1}, {"step": 2, "reward": 0.1}, {"step": 2, "valid_HR@1": 0.3,
                "valid_NDCG@1": 0.3}, {"step": 2, "train_runtime": 9.0}]
     train = curve_rows(history)

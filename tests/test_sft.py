@@ -86,7 +86,11 @@ def test_checkpoints_of_another_run_are_cleared(tmp_path):
         if step < 6:  # checkpoint-6 was killed mid-save: no trainer_state.json
             (ckpt / f"checkpoint-{step}/trainer_state.json").write_text("{}")
     assert prepare_checkpoints(ckpt, fp) == ckpt / "checkpoint-4"
+    (ckpt / "checkpoint-4/trainer_state.json").write_text('{"global_step": 4}')
+    assert prepare_checkpoints(ckpt, fp, max_steps=8) == ckpt / "checkpoint-4"  # unfinished: resume
+    assert prepare_checkpoints(ckpt, fp, max_steps=4) is None and not list(ckpt.glob("checkpoint-*"))  # finished
     assert fingerprint(rows, "m", "", p.model_copy(update={"save_steps": 7})) == fp  # saving cadence: same run
+    (ckpt / "checkpoint-2").mkdir()
     fp2 = fingerprint(rows, "m", "", p.model_copy(update={"lr": 1e-3}))
     assert fp2 != fp and prepare_checkpoints(ckpt, fp2) is None and not list(ckpt.glob("checkpoint-*"))
 

@@ -30,7 +30,7 @@ from mllmrec.errors import UserError
 from mllmrec.monitor import ValidMonitor, valid_rows
 from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.rewards import trl_reward_funcs
-from mllmrec.sft import last_checkpoint, training_dtype
+from mllmrec.sft import last_checkpoint, training_dtype, unless_finished
 
 # params that change how often we save/log/monitor, not what is learned: editing them keeps checkpoints resumable
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor", "launch"}
@@ -110,8 +110,8 @@ def curve_rows(log_history: list[dict]) -> list[dict]:
     cols = ["step", *_CURVE_KEYS.values()]
     by_step: dict[int, dict] = {}
     for h in log_history:
-        if "step" not in h or "train_runtime" in h or not any(k in _CURVE_KEYS for k in h):
-            continue  # the end-of-training summary, or a monitor point
+        if "step" not in h or "train_runtime" in h or not any(k in _CURVE_KEYS for k in h if k != "epoch"):
+            continue  # the end-of-training summary, or a monitor point (step, epoch, valid_*)
         row = by_step.setdefault(int(h["step"]), {c: "" for c in cols} | {"step": int(h["step"])})
         for k, v in h.items():
             col = _CURVE_KEYS.get(k)
@@ -140,7 +140,7 @@ def fingerprint(rows: list[dict], model_path: str, params: GrpoParams) -> str:
     return h.hexdigest()
 
 
-def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
+def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None) -> Path | None:
     """The checkpoint to resume from, or None after clearing checkpoints of a different run (main process only)."""
     stamp = ckpt_dir / "run.json"
     old = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
@@ -153,7 +153,7 @@ def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
         return None
-    return last_checkpoint(ckpt_dir)
+    return unless_finished(ckpt_dir, last_checkpoint(ckpt_dir), max_steps, "grpo")
 
 
 def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, ItemText], tokenizer,
@@ -180,7 +180,7 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
     dtype = training_dtype(params.dtype)
     ckpt_dir = Path(params.checkpoint_dir)
     fp = fingerprint(rows, params.model, params)
-    resume = prepare_checkpoints(ckpt_dir, fp) if state.is_main_process else None
+    resume = prepare_checkpoints(ckpt_dir, fp, params.max_steps) if state.is_main_process else None
     state.wait_for_everyone()
     resume = last_checkpoint(ckpt_dir) if not state.is_main_process else resume
     resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0

@@ -84,7 +84,21 @@ def check_budget(stage: str, max_steps: int | None, per_step: int, epochs: float
                         f"in the data; lower {stage}.max_steps or raise {stage}.epochs")
 
 
-def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
+def unless_finished(ckpt_dir: Path, resume: Path | None, max_steps: int | None, stage: str) -> Path | None:
+    """`resume`, or None after clearing the checkpoints when the newest one already reached max_steps: resuming a
+    finished run made TRL 1.16's GRPOTrainer take one step more than max_steps (seen after a code-only change
+    reran the stage: 3 steps of a 2-step run), so a rerun trains the run again instead."""
+    if resume is None or not max_steps:
+        return resume
+    if json.loads((resume / "trainer_state.json").read_text())["global_step"] < max_steps:
+        return resume
+    print(f"{stage}: {resume} already reached max_steps = {max_steps}: training the run again")
+    for p in ckpt_dir.glob("checkpoint-*"):
+        shutil.rmtree(p)
+    return None
+
+
+def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None) -> Path | None:
     """The checkpoint to resume from, or None after clearing checkpoints of a different run (main process only)."""
     stamp = ckpt_dir / "run.json"
     old = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
@@ -96,7 +110,7 @@ def prepare_checkpoints(ckpt_dir: Path, fp: str) -> Path | None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
         return None
-    return last_checkpoint(ckpt_dir)
+    return unless_finished(ckpt_dir, last_checkpoint(ckpt_dir), max_steps, "sft")
 
 
 def training_dtype(name: str):
@@ -135,7 +149,7 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     fp = fingerprint(rows, model_path, revision, params)
     # multi-process launches (accelerate/torchrun): one process touches the checkpoint dir; cpu: gloo ranks on CPU
     state = PartialState(cpu=not torch.cuda.is_available())
-    resume = prepare_checkpoints(ckpt_dir, fp) if state.is_main_process else None
+    resume = prepare_checkpoints(ckpt_dir, fp, params.max_steps) if state.is_main_process else None
     state.wait_for_everyone()
     resume = last_checkpoint(ckpt_dir) if not state.is_main_process else resume
     resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
