@@ -53,7 +53,7 @@ def sft_tokens_per_s(model_dir: Path, rows: list[dict], dropout: float, steps: i
             def on_step_end(self, *a, **k):
                 times.append(time.perf_counter() - self.t)
 
-        train_sft(rows, str(model_dir), "", tok, params, Path(tmp) / "out", monitor=StepTimer())
+        train_sft(rows, str(model_dir), "", tok, params, Path(tmp) / "out", callbacks=[StepTimer()])
     return batch * len(rows[0]["input_ids"]) / (sum(times[1:]) / len(times[1:]))
 
 

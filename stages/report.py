@@ -89,7 +89,7 @@ def headline(same: pl.DataFrame) -> dict:
     """{n9: {n, method: {HR@1, HR@5, NDCG@10}}}, rounded: a handful of readable `dvc exp show` columns."""
     out: dict = {}
     for (n_neg, method), p in same.group_by("num_negatives", "method", maintain_order=True):
-        scores = per_sample_scores(p["target_rank"].to_numpy(), [1, 5, 10])
+        scores = per_sample_scores(p["target_rank"].to_numpy(), sorted({int(m.split("@")[1]) for m in HEADLINE}))
         size = out.setdefault(f"n{n_neg}", {"n": p.height})
         size[method] = {name: round(float(scores[name].mean()), 4) for name in HEADLINE}
     return out

@@ -53,7 +53,7 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
     monitor = ValidMonitor(valid, texts, tokenizer, prompt, policy.enable_thinking, params.monitor, "sft")
     notes = {"with_cot": int(samples["has_cot"].sum()), "skipped_too_long": len(skipped),
              "enable_thinking": policy.enable_thinking}
-    info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, monitor)
+    info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, [monitor])
     if not info["main_process"]:
         return
     write_csv(info["loss"], plot)

@@ -88,7 +88,9 @@ def test_checkpoints_of_another_run_are_cleared(tmp_path):
     assert prepare_checkpoints(ckpt, fp) == ckpt / "checkpoint-4"
     (ckpt / "checkpoint-4/trainer_state.json").write_text('{"global_step": 4}')
     assert prepare_checkpoints(ckpt, fp, max_steps=8) == ckpt / "checkpoint-4"  # unfinished: resume
-    assert prepare_checkpoints(ckpt, fp, max_steps=4) is None and not list(ckpt.glob("checkpoint-*"))  # finished
+    (ckpt / "completions.jsonl").write_text("{}\n")  # a file of the run (GRPO's completion samples)
+    assert prepare_checkpoints(ckpt, fp, 4, "grpo", ("completions.jsonl",)) is None  # finished: trained again
+    assert not list(ckpt.glob("checkpoint-*")) and not (ckpt / "completions.jsonl").exists()
     assert fingerprint(rows, "m", "", p.model_copy(update={"save_steps": 7})) == fp  # saving cadence: same run
     (ckpt / "checkpoint-2").mkdir()
     fp2 = fingerprint(rows, "m", "", p.model_copy(update={"lr": 1e-3}))

@@ -30,7 +30,7 @@ from mllmrec.errors import UserError
 from mllmrec.monitor import ValidMonitor, valid_rows
 from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.rewards import trl_reward_funcs
-from mllmrec.sft import last_checkpoint, training_dtype, unless_finished
+from mllmrec.sft import last_checkpoint, prepare_checkpoints, training_dtype
 
 # params that change how often we save/log/monitor, not what is learned: editing them keeps checkpoints resumable
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor", "launch"}
@@ -140,22 +140,6 @@ def fingerprint(rows: list[dict], model_path: str, params: GrpoParams) -> str:
     return h.hexdigest()
 
 
-def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None) -> Path | None:
-    """The checkpoint to resume from, or None after clearing checkpoints of a different run (main process only)."""
-    stamp = ckpt_dir / "run.json"
-    old = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
-    if old != fp:
-        if any(ckpt_dir.glob("checkpoint-*")):
-            print(f"grpo: {ckpt_dir} holds checkpoints of another run (data, model or params changed): starting over")
-        for p in ckpt_dir.glob("checkpoint-*"):
-            shutil.rmtree(p)
-        (ckpt_dir / "completions.jsonl").unlink(missing_ok=True)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
-        return None
-    return unless_finished(ckpt_dir, last_checkpoint(ckpt_dir), max_steps, "grpo")
-
-
 def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, ItemText], tokenizer,
                params: GrpoParams, prompt_params: PromptParams, enable_thinking: bool | None, out_dir: Path) -> dict:
     """Train (resuming if possible), merge the LoRA in the training dtype, save model + tokenizer to out_dir."""
@@ -180,7 +164,9 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
     dtype = training_dtype(params.dtype)
     ckpt_dir = Path(params.checkpoint_dir)
     fp = fingerprint(rows, params.model, params)
-    resume = prepare_checkpoints(ckpt_dir, fp, params.max_steps) if state.is_main_process else None
+    # completions.jsonl belongs to the run: cleared with its checkpoints, truncated to the resumed step below
+    resume = (prepare_checkpoints(ckpt_dir, fp, params.max_steps, "grpo", ("completions.jsonl",))
+              if state.is_main_process else None)
     state.wait_for_everyone()
     resume = last_checkpoint(ckpt_dir) if not state.is_main_process else resume
     resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0

@@ -84,33 +84,29 @@ def check_budget(stage: str, max_steps: int | None, per_step: int, epochs: float
                         f"in the data; lower {stage}.max_steps or raise {stage}.epochs")
 
 
-def unless_finished(ckpt_dir: Path, resume: Path | None, max_steps: int | None, stage: str) -> Path | None:
-    """`resume`, or None after clearing the checkpoints when the newest one already reached max_steps: resuming a
-    finished run made TRL 1.16's GRPOTrainer take one step more than max_steps (seen after a code-only change
-    reran the stage: 3 steps of a 2-step run), so a rerun trains the run again instead."""
-    if resume is None or not max_steps:
-        return resume
-    if json.loads((resume / "trainer_state.json").read_text())["global_step"] < max_steps:
-        return resume
-    print(f"{stage}: {resume} already reached max_steps = {max_steps}: training the run again")
-    for p in ckpt_dir.glob("checkpoint-*"):
-        shutil.rmtree(p)
-    return None
-
-
-def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None) -> Path | None:
-    """The checkpoint to resume from, or None after clearing checkpoints of a different run (main process only)."""
+def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None, stage: str = "sft",
+                        run_files: tuple[str, ...] = ()) -> Path | None:
+    """The checkpoint to resume from (main process only; SFT and GRPO), or None after clearing the run's checkpoints
+    and `run_files` (files in ckpt_dir that belong to the run): when they are of a different run (the fingerprint
+    changed), or of a finished one. A finished run is trained again rather than resumed: resuming one made TRL 1.16's
+    GRPOTrainer take max_steps + 1 steps (seen after a code-only change reran the stage: 3 steps of a 2-step run)."""
     stamp = ckpt_dir / "run.json"
     old = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
-    if old != fp:
-        if ckpt_dir.exists() and any(ckpt_dir.glob("checkpoint-*")):
-            print(f"sft: {ckpt_dir} holds checkpoints of another run (data or params changed): starting over")
-        for p in ckpt_dir.glob("checkpoint-*"):
-            shutil.rmtree(p)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
-        return None
-    return unless_finished(ckpt_dir, last_checkpoint(ckpt_dir), max_steps, "sft")
+    if old == fp:
+        resume = last_checkpoint(ckpt_dir)
+        if resume is None or not max_steps or (
+                json.loads((resume / "trainer_state.json").read_text())["global_step"] < max_steps):
+            return resume
+        print(f"{stage}: {resume} already reached max_steps = {max_steps}: training the run again")
+    elif any(ckpt_dir.glob("checkpoint-*")):
+        print(f"{stage}: {ckpt_dir} holds checkpoints of another run (data, model or params changed): starting over")
+    for p in ckpt_dir.glob("checkpoint-*"):
+        shutil.rmtree(p)
+    for name in run_files:
+        (ckpt_dir / name).unlink(missing_ok=True)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"fingerprint": fp}) + "\n")
+    return None
 
 
 def training_dtype(name: str):
@@ -128,11 +124,11 @@ def loss_rows(log_history: list[dict]) -> list[dict]:
 
 
 def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, params: SftParams, out_dir: Path,
-              notes: dict | None = None, monitor=None) -> dict:
+              notes: dict | None = None, callbacks: list | None = None) -> dict:
     """Train (resuming if possible), merge the LoRA, save model + tokenizer to out_dir. Returns run info.
 
-    `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info; `monitor` (a
-    mllmrec.monitor.ValidMonitor) adds the valid HR@K learning curve, returned as info["valid_curve"]."""
+    `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info; `callbacks` go to the
+    Trainer (a mllmrec.monitor.ValidMonitor adds the valid HR@K learning curve, returned as info["valid_curve"])."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
@@ -181,7 +177,7 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
                       target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=lora, callbacks=[monitor] if monitor else None)
+                         peft_config=lora, callbacks=callbacks)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_s = time.time() - t0
