@@ -10,6 +10,7 @@ import yaml
 
 from mllmrec.config import GrpoParams, ModelsParams, SplitParams
 from mllmrec.errors import UserError
+from mllmrec.sft import check_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("paper-*.yaml"))
@@ -19,6 +20,23 @@ from apply_preset import apply, section_model
 PAPER = {  # dataset: (grpo cot_prob, grpo epochs, min_inter, beta) from the authors' scripts (DESIGN.md)
     "movielens": (0.05, 3, 10, 0.10), "microlens": (0.10, 3, 10, 0.05), "netflix": (0.05, 2, 5, 0.20),
 }
+
+
+def test_cpu_study_preset_fits_its_data(tmp_path):
+    """presets/cpu-study.yaml validates, scores every test user, and its step budgets fit the data it makes."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    merged = apply(ROOT / "presets/cpu-study.yaml", params)
+    for name, body in merged.items():
+        section_model(name).model_validate(body)
+    assert merged["evaluate"]["max_samples"] is None and merged["evaluate"]["num_negatives"] == [9]
+    users = 300  # the bundled sample (sample/ml-latest-small-posters): one train window per user and window
+    train = users * merged["split"]["train_windows"]
+    check_budget("sft", merged["sft"]["max_steps"], merged["sft"]["batch_size"], merged["sft"]["epochs"], train,
+                 "samples")
+    g = GrpoParams.model_validate(merged["grpo"])
+    check_budget("grpo", g.max_steps, g.batch_size // g.num_generations, g.epochs, train, "prompts")
+    assert merged["sft"]["monitor"]["samples"] <= users and g.monitor.samples <= users  # one valid sample per user
 
 
 def test_three_presets_exist():
