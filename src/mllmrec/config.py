@@ -203,21 +203,12 @@ class PromptParams(Section):
 
 # ---- CoT supervision (issue 4): draft_cot -> refine_cot -> assess_cot ----
 
-DRAFT_PROMPT = (
-    "Analyse a user's history (oldest first; each line: title | description of its image).\n\n{history}\n\n"
-    "Answer in four short lines:\nStep 1: the visual and genre attributes these items share.\n"
-    "Step 2: the user's stable preferences.\nStep 3: kinds of items the user could plausibly choose next.\n"
-    "Step 4: a one-sentence conclusion.\nThe next item is unknown: do not assume it and do not name a title."
-)
-REFINE_PROMPT = (
-    "A user's history (oldest first; title | image description):\n\n{history}\n{target}\n"
-    "Draft analysis by a weaker model:\n{draft}\n\n"
-    "Rewrite the draft as exactly four lines and nothing else:\n"
-    "Step 1: the discriminative signals in the history (genres, themes, visual style).\n"
-    "Step 2: the user's likely next intent.\nStep 3: 3-5 retrieval criteria for the next item, separated by ';'.\n"
-    "Step 4: a one-sentence profile of the next item.\nNever name a specific title or item id. Reply in this format:\n"
-    "Step 1: <signals>\nStep 2: <intent>\nStep 3: <criterion>; <criterion>; <criterion>\nStep 4: <profile>"
-)
+TEMPLATES = Path(__file__).parent / "templates"  # prompt defaults, one file each: dvc.yaml lists it for its stage
+
+
+def template(name: str) -> str:
+    """The default prompt `templates/<name>.txt` (a final newline, which editors add, is not part of it)."""
+    return (TEMPLATES / f"{name}.txt").read_text().removesuffix("\n")
 
 
 class DraftCotParams(Section):
@@ -227,7 +218,8 @@ class DraftCotParams(Section):
     max_samples: int | None = Field(None, ge=1)  # seeded subsample of the train samples (demo budget); None = all
     seed: int = 0
     mode: Literal["captions", "images"] = "captions"  # images: the drafter is a VLM and sees the history posters
-    prompt: str = DRAFT_PROMPT  # {history}: numbered `[ITEM_<id>] <title> | <caption>` lines
+    # {history}: numbered `[ITEM_<id>] <title> | <caption>` lines
+    prompt: str = Field(default_factory=lambda: template("draft_cot"))
     sampling: CaptionSampling = CaptionSampling(max_new_tokens=256)  # paper: 256 new tokens
     max_caption_chars: int = Field(400, ge=0)  # each caption is cut to this in the prompt (prompt length = CPU time)
     batch_size: int = Field(8, ge=1)  # requests per engine call = rows per committed cache part
@@ -244,7 +236,7 @@ class DraftCotParams(Section):
 class RefineCotParams(Section):
     """`refine_cot`: the editor rewrites each draft into `Step 1:` ... `Step 4:`, then the leak audit runs."""
 
-    prompt: str = REFINE_PROMPT  # {history}, {draft}, {target} ("" unless show_target)
+    prompt: str = Field(default_factory=lambda: template("refine_cot"))  # {history}, {draft}, {target} (or "")
     # the authors' editor saw the true next item: sharper CoTs, but they describe the answer (a leak the policy then
     # copies: reward inflation). Off by default; the leak audit below runs either way.
     show_target: bool = False
