@@ -40,8 +40,9 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
     from mllmrec.grpo import grpo_rows, train_grpo
-    from mllmrec.monitor import seeded_subset, valid_subset
+    from mllmrec.monitor import valid_subset
     from mllmrec.sft import check_budget
+    from mllmrec.split import seeded_subset
 
     tokenizer = AutoTokenizer.from_pretrained(params.model)
     samples = seeded_subset(samples, params.max_samples, params.seed)

@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mllmrec.augment import augment, subsample
+from mllmrec.augment import augment
+from mllmrec.split import seeded_subset
 from mllmrec.config import AugmentParams
 from mllmrec.errors import UserError
 
@@ -88,15 +89,15 @@ def test_subsample_seeded_by_sample_id():
     a, _, rep = augment(cands, cots(cands), AugmentParams(max_samples=50, seed=1))
     assert a.height == 50 and rep["train_samples"] == 300
     train = cands.filter(pl.col("split") == "train")
-    assert subsample(train, 50, 1)["sample_id"].to_list() == a["sample_id"].to_list()
-    assert set(subsample(train, 50, 2)["sample_id"]) != set(a["sample_id"])
+    assert seeded_subset(train, 50, 1)["sample_id"].to_list() == a["sample_id"].to_list()
+    assert set(seeded_subset(train, 50, 2)["sample_id"]) != set(a["sample_id"])
     # nests with draft_cot's subsample (same key): the drafted samples are among augment's
     from mllmrec.cotgen import select_train_samples
 
     drafted = set(select_train_samples(cands, 30, 1)["sample_id"])
     assert drafted <= set(a["sample_id"])
     # growing the data keeps the earlier picks that still rank in the first n (hash order, not row order)
-    assert set(subsample(train.head(200), 20, 1)["sample_id"]) <= set(subsample(train, 200, 1)["sample_id"])
+    assert set(seeded_subset(train.head(200), 20, 1)["sample_id"]) <= set(seeded_subset(train, 200, 1)["sample_id"])
 
 
 def test_bad_cot_file():

@@ -11,32 +11,16 @@ assessment a per-sample coin among the kept CoTs would give far fewer. When fewe
 for, all of them are used and the shortfall is reported.
 """
 
-import hashlib
 
 import numpy as np
 import polars as pl
 
 from mllmrec.config import AugmentParams
 from mllmrec.errors import UserError
+from mllmrec.split import seeded_subset
 
 OUT_COLUMNS = ["sample_id", "user_id", "history", "candidates", "target", "cot", "has_cot", "cot_draw", "cot_kept"]
 COT_COLUMNS = {"sample_id", "cot", "keep"}  # what we read from the assess_cot output
-
-
-def subsample(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
-    """The n rows whose sha256(f"{seed}:{sample_id}") is smallest: independent of row order, stable as data grows.
-
-    The same key as draft_cot's subsample (mllmrec.cotgen.select_train_samples): with equal seeds, augment's
-    samples contain every drafted sample whenever augment.max_samples >= draft_cot.max_samples.
-
-    >>> df = pl.DataFrame({"sample_id": [f"u{i}" for i in range(10)]})
-    >>> subsample(df, 3, 0)["sample_id"].to_list() == subsample(df.reverse(), 3, 0)["sample_id"].to_list()
-    True
-    """
-    if n is None or n >= df.height:
-        return df
-    key = [hashlib.sha256(f"{seed}:{s}".encode()).hexdigest() for s in df["sample_id"]]
-    return df.with_columns(_k=pl.Series(key)).sort("_k").head(n).drop("_k").sort("sample_id")
 
 
 def kept_cots(cots: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -78,7 +62,7 @@ def augment(cands: pl.DataFrame, cots: pl.DataFrame, params: AugmentParams, cot_
     train = cands.filter(pl.col("split") == "train")
     if train.is_empty():
         raise UserError("no split == 'train' rows in the candidates file; check `split` params")
-    samples = subsample(train, params.max_samples, params.seed).sort("sample_id")
+    samples = seeded_subset(train, params.max_samples, params.seed)
     pool = kept_cots(cots, cot_source)
     # CoTs of valid/test (or of samples this file lacks) are never used: count them instead of joining them in
     not_train = pool.join(train.select("sample_id"), on="sample_id", how="anti").height

@@ -12,7 +12,6 @@ separate keys with their own seed), transport failures (endpoint down after the 
 next run retries them. Every sample ends with a text or a failure reason; none is dropped silently.
 """
 
-import hashlib
 import json
 import time
 from collections import Counter
@@ -27,6 +26,7 @@ from mllmrec.cot import is_echo, item_line, parse_steps
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
 from mllmrec.leak import find_leaks, scrub
+from mllmrec.split import seeded_subset
 
 GEN_SCHEMA = {
     "cache_key": pl.String, "text": pl.String, "reasoning_chars": pl.Int64, "finish_reason": pl.String,
@@ -43,12 +43,8 @@ def to_sampling(s) -> SamplingParams:
 
 def select_train_samples(cands: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
     """Train samples only (CoT never touches valid/test); a seeded subsample that is stable as samples are added:
-    a sample is in if its hash(seed, sample_id) ranks among the `max_samples` smallest."""
-    train = cands.filter(pl.col("split") == "train")
-    if max_samples is not None and train.height > max_samples:
-        rank = [hashlib.sha256(f"{seed}:{s}".encode()).hexdigest() for s in train["sample_id"]]
-        train = train.with_columns(pl.Series("_r", rank)).sort("_r").head(max_samples).drop("_r")
-    return train.sort("sample_id").select(SAMPLE_COLUMNS)
+    mllmrec.split.seeded_subset (the same rule as augment's, so augment's samples contain the drafted ones)."""
+    return seeded_subset(cands.filter(pl.col("split") == "train"), max_samples, seed).select(SAMPLE_COLUMNS)
 
 
 def item_texts(items: pl.DataFrame, captions: pl.DataFrame | None, root: Path | None) -> dict[str, dict]:

@@ -4,7 +4,6 @@ Every method (baselines now, LLM policies later) produces a `ranked` list of ite
 scores them with the pure functions in metrics.py, so all methods are measured by exactly the same code.
 """
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +12,18 @@ import polars as pl
 from mllmrec.config import EvalParams
 from mllmrec.io import read_parquet
 from mllmrec.metrics import out_of_candidates, summarize, target_rank
+from mllmrec.split import seeded_subset
 
 SPLIT_DIR = Path("data/split")
 
 
 def load_candidates(n_neg: int, split: str, max_samples: int | None = None, seed: int = 0) -> pl.DataFrame:
     """One split of a persisted candidate file; with max_samples, a seeded subset chosen by hashing sample ids, so
-    every method (baselines and LLMs) is scored on exactly the same samples whatever the row order."""
+    every method (baselines and LLMs) is scored on exactly the same samples whatever the row order
+    (mllmrec.split.seeded_subset)."""
     cands = read_parquet(SPLIT_DIR / f"candidates_n{n_neg}.parquet", "split").filter(pl.col("split") == split)
     if max_samples is not None and cands.height > max_samples:
-        keys = [hashlib.sha256(f"{seed}:{sid}".encode()).hexdigest() for sid in cands["sample_id"]]
-        cands = cands.with_columns(_key=pl.Series(keys)).sort("_key").head(max_samples).drop("_key")
-        cands = cands.sort(pl.col("sample_id").str.len_chars(), "sample_id")  # readable order, independent of hash
+        cands = seeded_subset(cands, max_samples, seed).sort(pl.col("sample_id").str.len_chars(), "sample_id")
     return cands
 
 

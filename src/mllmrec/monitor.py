@@ -21,12 +21,7 @@ from transformers import TrainerCallback
 from mllmrec.config import MonitorParams
 from mllmrec.errors import UserError
 from mllmrec.io import read_parquet
-
-
-def seeded_subset(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
-    """A stable subset: sorted by sample_id first, so it does not depend on row order."""
-    df = df.sort("sample_id")
-    return df if n is None or n >= df.height else df.sample(n, seed=seed).sort("sample_id")
+from mllmrec.split import seeded_subset
 
 
 def valid_subset(split_dir: Path, params: MonitorParams) -> pl.DataFrame | None:

@@ -6,10 +6,31 @@ Per user with >= min_inter interactions (time order): last item -> test, second-
 never interacted with, seeded and stage-local, shuffled once, and written to Parquet so every method sees the same.
 """
 
+import hashlib
+
 import numpy as np
 import polars as pl
 
 from mllmrec.errors import UserError
+
+
+def seeded_subset(df: pl.DataFrame, n: int | None, seed: int) -> pl.DataFrame:
+    """The n samples whose sha256(f"{seed}:{sample_id}") is smallest, sorted by sample_id (all when n is None).
+
+    The one subsampling rule of the project (evaluation's max_samples, draft_cot, augment, the GRPO prompts and the
+    training monitors): independent of row order, and stable as data grows, so with equal seeds a smaller subset is
+    inside a larger one (augment's samples contain every drafted sample).
+
+    >>> df = pl.DataFrame({"sample_id": [f"u{i}" for i in range(10)]})
+    >>> seeded_subset(df, 3, 0)["sample_id"].to_list() == seeded_subset(df.reverse(), 3, 0)["sample_id"].to_list()
+    True
+    >>> set(seeded_subset(df, 3, 0)["sample_id"]) <= set(seeded_subset(df, 6, 0)["sample_id"])
+    True
+    """
+    if n is not None and n < df.height:
+        key = [hashlib.sha256(f"{seed}:{s}".encode()).hexdigest() for s in df["sample_id"]]
+        df = df.with_columns(_k=pl.Series(key)).sort("_k").head(n).drop("_k")
+    return df.sort("sample_id")
 
 
 def user_sequences(inter: pl.DataFrame) -> pl.DataFrame:
