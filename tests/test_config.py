@@ -1,5 +1,6 @@
 """Params validation: a wrong type or unknown key fails before any work, naming the key."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,18 @@ def test_stage_fails_before_work_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert "ingest.format" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "data").exists()  # nothing was written
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    (["stages/evaluate.py", "--bogus"], {}, "No such option: --bogus"),
+    (["stages/evaluate.py", "nosuch"], {}, "'nosuch' is not one of 'zeroshot', 'sft', 'grpo'"),
+    (["stages/evaluate.py"], {}, "Missing argument"),
+    (["stages/textualize.py"], {"MLLMREC_CACHE_ONLY": "maybe"}, "MLLMREC_CACHE_ONLY"),
+])
+def test_usage_errors_exit_2_with_one_line(tmp_path, args, env, expected):
+    """typer 0.29 raises its own copies of click's exceptions: they must still end in one line and exit 2."""
+    proc = subprocess.run([sys.executable, str(ROOT / args[0]), *args[1:]], cwd=tmp_path, capture_output=True,
+                          text=True, check=False, env={**os.environ, **env})
+    assert proc.returncode == 2, proc.stderr
+    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

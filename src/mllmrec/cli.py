@@ -1,4 +1,5 @@
-"""Run a stage's `main` with Typer and turn a UserError into one red line and exit code 2."""
+"""Run a stage's `main` with Typer: a UserError or a usage error (unknown option, bad argument or env value) becomes
+one red line and exit code 2, never a traceback."""
 
 import sys
 from collections.abc import Callable
@@ -9,20 +10,28 @@ from rich.console import Console
 from mllmrec.errors import UserError
 
 
+def usage_error(e: Exception) -> str | None:
+    """The one-line message of a click-style usage error, else None. Duck-typed on purpose: typer >= 0.29 raises
+    its own copies of click's exception classes (typer._click), which `isinstance(e, click.ClickException)` misses."""
+    if isinstance(getattr(e, "exit_code", None), int) and callable(getattr(e, "format_message", None)):
+        return " ".join(e.format_message().split())
+    return None
+
+
 def run(main: Callable) -> None:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(main)
+    err = Console(stderr=True)
     try:
         app(standalone_mode=False)
     except UserError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors (bad option) keep their own message
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except Exception as e:
+        message = usage_error(e)
+        if message is None:
+            raise  # a bug, not a usage error: keep the traceback
+        err.print(f"[bold red]usage error:[/] {message} (see --help)", highlight=False, soft_wrap=True)
+        sys.exit(2)
