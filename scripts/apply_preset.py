@@ -17,14 +17,9 @@ from pathlib import Path
 import typer
 from ruamel.yaml import YAML
 
-from mllmrec import config
 from mllmrec.cli import run
+from mllmrec.config import section_model
 from mllmrec.errors import UserError
-
-
-def section_model(name: str):
-    """`draft_cot` -> config.DraftCotParams (the naming every section follows)."""
-    return getattr(config, "".join(p.capitalize() for p in name.split("_")) + "Params", None)
 
 
 def merge(base, patch, path: str = ""):

@@ -9,9 +9,9 @@ import polars as pl
 import pytest
 
 from mllmrec.augment import augment
-from mllmrec.split import seeded_subset
 from mllmrec.config import AugmentParams
 from mllmrec.errors import UserError
+from mllmrec.split import seeded_subset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from mllmrec.config import BaselinesParams, EvalParams, IngestParams, SplitParams, load_section
+from mllmrec.config import BaselinesParams, EvalParams, SplitParams, load_section, section_model
 from mllmrec.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,10 +20,14 @@ def write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_project_params_validate():
-    for name, model in [("ingest", IngestParams), ("split", SplitParams), ("eval", EvalParams),
-                        ("baselines", BaselinesParams)]:
+def test_every_params_section_validates():
+    """Each top-level section of params.yaml has its pydantic model (`draft_cot` -> DraftCotParams) and passes it."""
+    sections = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for name in sections:
+        model = section_model(name)
+        assert model is not None, f"params.yaml section {name!r} has no model in mllmrec.config"
         load_section(name, model, ROOT / "params.yaml")
+    assert {"ingest", "split", "eval", "baselines", "models", "sft", "grpo"} <= set(sections)
 
 
 def test_wrong_type_names_the_key(tmp_path):

@@ -8,18 +8,29 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mllmrec.config import GrpoParams, ModelsParams, SplitParams
+from mllmrec.config import GrpoParams, ModelsParams, SplitParams, section_model
 from mllmrec.errors import UserError
 from mllmrec.sft import check_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("paper-*.yaml"))
 sys.path.insert(0, str(ROOT / "scripts"))
-from apply_preset import apply, section_model
+from apply_preset import apply
 
 PAPER = {  # dataset: (grpo cot_prob, grpo epochs, min_inter, beta) from the authors' scripts (DESIGN.md)
     "movielens": (0.05, 3, 10, 0.10), "microlens": (0.10, 3, 10, 0.05), "netflix": (0.05, 2, 5, 0.20),
 }
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "presets").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_validates(preset, tmp_path):
+    """Every section a preset touches, merged onto params.yaml, passes its pydantic model (a stale key fails)."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    merged = apply(preset, params)
+    assert set(yaml.safe_load(preset.read_text())) <= set(merged)
+    for name, body in merged.items():
+        section_model(name).model_validate(body)
 
 
 def test_cpu_study_preset_fits_its_data(tmp_path):
@@ -27,8 +38,6 @@ def test_cpu_study_preset_fits_its_data(tmp_path):
     params = tmp_path / "params.yaml"
     shutil.copy(ROOT / "params.yaml", params)
     merged = apply(ROOT / "presets/cpu-study.yaml", params)
-    for name, body in merged.items():
-        section_model(name).model_validate(body)
     assert merged["evaluate"]["max_samples"] is None and merged["evaluate"]["num_negatives"] == [9]
     users = 300  # the bundled sample (sample/ml-latest-small-posters): one train window per user and window
     train = users * merged["split"]["train_windows"]

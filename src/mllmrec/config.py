@@ -100,6 +100,12 @@ def load_section(name: str, model: type[S], path: Path = PARAMS_FILE) -> S:
         raise UserError(f"{path}: {problems}") from None
 
 
+def section_model(name: str) -> type[Section] | None:
+    """The pydantic model of a params.yaml section, by the naming every section follows: `draft_cot` ->
+    DraftCotParams (None for an unknown section)."""
+    return globals().get("".join(p.capitalize() for p in name.split("_")) + "Params")
+
+
 # ---- models: one EngineSpec per role (captioner, drafter, editor, policy); engines build from it ----
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
