@@ -75,7 +75,7 @@ def main(preset: Path, params: Path = Path("params.yaml"),
     merged = apply(preset, params, check)
     policy = merged.get("models", {}).get("policy", {}).get("model")
     print(f"{preset} {'validates against' if check else 'applied to'} {params} ({len(merged)} sections; policy "
-          f"{policy}). Next: `dvc status`, then `dvc repro` on the GPU box.", file=sys.stderr)
+          f"{policy}). Next: `dvc status`, then `dvc repro` (or `dvc exp run -n <name>`).", file=sys.stderr)
 
 
 if __name__ == "__main__":

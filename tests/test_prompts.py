@@ -4,6 +4,7 @@ import polars as pl
 import pytest
 from transformers import AutoTokenizer
 
+from mllmrec import rewards
 from mllmrec.config import EngineSpec, PromptParams
 from mllmrec.engines.base import GenerationRequest
 from mllmrec.errors import UserError
@@ -60,7 +61,9 @@ def test_load_item_texts_skips_failed_captions():
 
 def test_parse_answer():
     assert parse_answer("[ITEM_3] Amélie (2001)") == ["3"]
-    assert parse_answer("<think>[ITEM_9]</think>") == ["9"]  # engines strip <think>; the parser does not guess
+    assert parse_answer("<think>[ITEM_9]</think>") == []  # an id inside the reasoning is not an answer
+    assert parse_answer("<think>[ITEM_9]</think>[ITEM_4]") == ["4"] == rewards.parse("<think>[ITEM_9]</think>[ITEM_4]",
+                                                                                     ["4", "9"]).ids
     assert parse_answer("[ITEM_../x] [ITEM_] ITEM_5") == []
     assert parse_answer("") == []
     assert answer_line("4", TEXTS) == "[ITEM_4] 天使 (2001)"

@@ -119,12 +119,30 @@ def render_completion(tokenizer, messages: list[dict], answer: str, enable_think
     return prefix + answer + suffix
 
 
+def answer_part(text: str) -> str | None:
+    """The answer after the reasoning: the text after the last `</think>` (all of it without one; Qwen3-style
+    templates may put the opening tag in the prompt), or None when a `<think>` is still open after it.
+
+    >>> answer_part("<think>[ITEM_7]?</think> [ITEM_5]"), answer_part("<think>never closed")
+    (' [ITEM_5]', None)
+    """
+    cut = text.rfind("</think>")  # linear time (a regex over `<think>` runs could go quadratic on adversarial text)
+    answer = text[cut + len("</think>"):] if cut >= 0 else text
+    return None if "<think>" in answer else answer
+
+
 def parse_answer(text: str) -> list[str]:
-    """Item ids in the order the model wrote them, duplicates dropped (the first mention counts).
+    """Item ids of the answer part in the order the model wrote them, duplicates dropped (the first mention counts).
+
+    What counts as a valid answer, in one place: evaluation (this function) reads every id of the answer as a ranked
+    list and counts ids outside the candidates; GRPO's reward (mllmrec.rewards.parse) reads the same ids but is
+    strict: more than `reward.max_answers` ids (1 for the paper's reward) or any id outside the candidates is a
+    format error there, so `[ITEM_5] or [ITEM_7]` ranks 5 then 7 here and earns the bad-format reward in GRPO.
 
     >>> parse_answer("[ITEM_5] Heat (1995)\\nor maybe [ITEM_7] Up, [ITEM_5]")
     ['5', '7']
-    >>> parse_answer("I think Heat")
-    []
+    >>> parse_answer("I think Heat"), parse_answer("<think>[ITEM_9]?</think>[ITEM_3]")
+    ([], ['3'])
     """
-    return list(dict.fromkeys(ITEM_TAG.findall(text)))
+    answer = answer_part(text)
+    return [] if answer is None else list(dict.fromkeys(ITEM_TAG.findall(answer)))

@@ -30,7 +30,7 @@ reward inflate while ranking does not improve).
 import math
 from dataclasses import dataclass
 
-from mllmrec.prompts import ITEM_TAG
+from mllmrec.prompts import answer_part, parse_answer
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ def _text(completion) -> str:
 
 
 def parse(completion, candidates, max_answers: int = 1) -> Parsed:
-    """Check the format. `max_answers` distinct ids at most (1 for the paper's one-line answer).
+    """Check the format: the ids mllmrec.prompts.parse_answer reads, at most `max_answers` of them (1 for the
+    paper's one-line answer), all among the candidates; anything else is a format error with its reason.
 
     >>> parse("<think>[ITEM_7] looks close, but</think>[ITEM_5] Heat", ["5", "7"])
     Parsed(ids=['5'], ok=True, reason='')
@@ -62,13 +63,9 @@ def parse(completion, candidates, max_answers: int = 1) -> Parsed:
     """
     try:
         text = _text(completion)
-        # linear-time split (a regex over `<think>` runs could go quadratic on adversarial text); Qwen3-style
-        # templates may put the opening <think> in the prompt, so only the closing tag is required
-        cut = text.rfind("</think>")
-        answer = text[cut + len("</think>"):] if cut >= 0 else text
-        if "<think>" in answer:
+        if answer_part(text) is None:
             return Parsed([], False, "unclosed_think")
-        ids = list(dict.fromkeys(ITEM_TAG.findall(answer)))
+        ids = parse_answer(text)  # the ids evaluation reads; what differs here is strictness (see parse_answer)
         if not ids:
             return Parsed([], False, "no_id")
         if len(ids) > max_answers:
