@@ -63,31 +63,25 @@ class ValidMonitor(TrainerCallback):
         """Valid HR@K on this process's shard; shards are gathered and merged by sample_id on every rank."""
         import torch
         from accelerate import PartialState
-        from accelerate.utils import gather_object
 
         from mllmrec.metrics import per_sample_scores
-        from mllmrec.policy_eval import likelihood_predictions
+        from mllmrec.policy_eval import likelihood_predictions, merge_shards, shard
 
         key = f"valid_HR@{self.p.ks[0]}"
         if self.valid is None or any(h.get("step") == state.global_step and key in h for h in state.log_history):
             return
         t0 = time.time()
         ps = PartialState()
-        n, world = self.valid.height, ps.num_processes
-        # every rank runs the same number of forwards (padded with repeats): ZeRO-3 gathers weights per forward
-        idx = list(range(n)) + [n - 1] * (-n % world)
-        mine = self.valid[idx[ps.process_index::world]]
+        # padded: every rank runs the same number of forwards (ZeRO-3 gathers the weights in each one)
+        mine = shard(self.valid, ps.process_index, ps.num_processes, pad=True)
         was_training = model.training
         model.eval()
         with torch.no_grad():
             preds = likelihood_predictions(model, self.tok, mine, self.texts, self.prompt, self.thinking,
                                            self.p.max_tokens)
         model.train(was_training)
-        rows = gather_object(list(zip(preds["sample_id"].to_list(), preds["target"].to_list(),
-                                      preds["ranked"].to_list())))
-        merged = {sid: (t, r) for sid, t, r in rows}  # duplicates from padding collapse here
-        sids = sorted(merged)
-        ranks = target_ranks([merged[s][1] for s in sids], [merged[s][0] for s in sids])
+        merged = merge_shards(preds, self.valid, ps.num_processes)
+        ranks = target_ranks(merged["ranked"].to_list(), merged["target"].to_list())
         entry = {"step": state.global_step, "epoch": state.epoch}
         entry.update({f"valid_{k}": float(v.mean()) for k, v in per_sample_scores(ranks, self.p.ks).items()})
         self.eval_seconds += time.time() - t0

@@ -56,9 +56,21 @@ def generative_predictions(engine, cands: pl.DataFrame, texts: dict[str, ItemTex
     )
 
 
-def shard(cands: pl.DataFrame, rank: int, world: int) -> pl.DataFrame:
-    """This process's samples: rows rank, rank + world, rank + 2·world, ... (balanced to within one sample)."""
-    return cands.gather_every(world, offset=rank) if world > 1 else cands
+def shard(cands: pl.DataFrame, rank: int, world: int, pad: bool = False) -> pl.DataFrame:
+    """This process's samples: rows rank, rank + world, rank + 2·world, ... (balanced to within one sample).
+
+    pad: every rank gets the same number of rows (the last row repeated), for forwards that are collective (the
+    training monitors: DeepSpeed ZeRO-3 gathers the weights in every forward); merge_shards drops the repeats.
+
+    >>> df = pl.DataFrame({"sample_id": ["a", "b", "c"]})
+    >>> [shard(df, r, 2)["sample_id"].to_list() for r in (0, 1)], shard(df, 1, 2, pad=True)["sample_id"].to_list()
+    ([['a', 'c'], ['b']], ['b', 'c'])
+    """
+    if world == 1:
+        return cands
+    if pad and cands.height % world:
+        cands = pl.concat([cands, *[cands.tail(1)] * (world - cands.height % world)])
+    return cands.gather_every(world, offset=rank)
 
 
 def merge_shards(preds: pl.DataFrame, cands: pl.DataFrame, world: int) -> pl.DataFrame:
@@ -67,7 +79,7 @@ def merge_shards(preds: pl.DataFrame, cands: pl.DataFrame, world: int) -> pl.Dat
         return preds
     from accelerate.utils import gather_object
 
-    merged = pl.concat(gather_object([preds]), how="diagonal_relaxed")
+    merged = pl.concat(gather_object([preds]), how="diagonal_relaxed").unique("sample_id", keep="first")  # pads
     order = cands.select("sample_id").with_row_index("_pos")
     return merged.join(order, on="sample_id").sort("_pos").drop("_pos")
 
