@@ -16,7 +16,7 @@ from mllmrec.cli import run
 from mllmrec.config import AssessCotParams, load_section
 from mllmrec.cot import prediction_text
 from mllmrec.cotgen import item_texts
-from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.io import read_json, read_parquet, write_csv, write_json, write_parquet
 from mllmrec.partcache import folder_identity
 
 OUT = Path("data/cot")
@@ -28,8 +28,8 @@ def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path =
     refined = read_parquet(out / "refined.parquet", "refine_cot")
     items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
     captions = read_parquet(Path("data/textualize/captions.parquet"), "textualize")
-    draft_report = read_report(out / "draft_report.json")
-    refine_report = read_report(out / "refine_report.json")
+    draft_report = read_json(out / "draft_report.json", "draft_cot")
+    refine_report = read_json(out / "refine_report.json", "refine_cot")
 
     embedder_id = folder_identity(str(resolve_embedding_model(params.embedding_model)))
     assessed, report = assess(
@@ -48,21 +48,10 @@ def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path =
         "refine_failed": refine_report["failed"],
     }  # fmt: skip
     write_json(summary, metrics)
-    plot.parent.mkdir(parents=True, exist_ok=True)
-    plot.write_text("bin,count\n" + "".join(f"{h['bin']},{h['count']}\n" for h in hist))
+    write_csv([{"bin": h["bin"], "count": h["count"]} for h in hist], plot)
     print(f"assess_cot: kept {report['kept']}/{report['samples']} ({report['kept_share']}); median confidence "
           f"{report['median_confidence']}; target ranked first for {report['target_top1_share']} of CoTs "
           f"(chance {report['chance_top1']}); {report['embedding']['model_calls']} texts embedded")
-
-
-def read_report(path: Path) -> dict:
-    import json
-
-    if not path.exists():
-        from mllmrec.errors import UserError
-
-        raise UserError(f"{path}: not found; run `dvc repro` for the stage that writes it first")
-    return json.loads(path.read_text())
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import polars as pl
 from mllmrec.cli import run
 from mllmrec.config import BaselinesParams, EvalParams, load_section
 from mllmrec.evaluation import SPLIT_DIR, candidate_sizes, load_candidates, rank_by_scores, score_predictions
-from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.io import read_parquet, write_csv, write_json, write_parquet
 
 
 class Method(str, Enum):
@@ -49,8 +49,7 @@ def main(method: Method) -> None:
                                    valid["target_index"].to_numpy()))
         Path("data/models").mkdir(parents=True, exist_ok=True)
         torch.save({"state_dict": model.state_dict(), "items": items}, "data/models/sasrec.pt")
-        Path("plots").mkdir(exist_ok=True)
-        pl.DataFrame(log).write_csv("plots/sasrec_train.csv")
+        write_csv(pl.DataFrame(log), Path("plots/sasrec_train.csv"))
 
         def scorer(c: pl.DataFrame) -> np.ndarray:
             return sasrec.score_candidates(model, to_idx(c["history"]), to_idx(c["candidates"]))

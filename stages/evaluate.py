@@ -27,7 +27,7 @@ from mllmrec.engines.base import SamplingParams
 from mllmrec.engines.transformers_engine import pick_device_dtype
 from mllmrec.errors import UserError
 from mllmrec.evaluation import candidate_sizes, load_candidates, score_predictions
-from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.io import read_parquet, require, write_json, write_parquet
 from mllmrec.launch import maybe_relaunch
 from mllmrec.policy_eval import generative_predictions, likelihood_predictions, load_policy, merge_shards, shard
 from mllmrec.prompts import load_item_texts
@@ -52,8 +52,7 @@ def main(policy: Policy) -> None:
                         f"models.policy.engine is {spec.engine!r}: set evaluate.launch.num_processes: 1")
     maybe_relaunch(params.launch, "evaluate")
     if policy in TRAINED:
-        if not Path(TRAINED[policy]).exists():
-            raise UserError(f"{TRAINED[policy]}: not found; run `dvc repro {policy.value}` first")
+        require(Path(TRAINED[policy]), policy.value)
         spec = spec.model_copy(update={"model": TRAINED[policy], "revision": ""})
 
     items = read_parquet(Path("data/ingest/items.parquet"), "ingest")

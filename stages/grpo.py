@@ -16,7 +16,7 @@ from pathlib import Path
 from mllmrec.cli import run
 from mllmrec.config import GrpoParams, ModelsParams, PromptParams, load_section
 from mllmrec.errors import UserError
-from mllmrec.io import read_parquet, write_csv
+from mllmrec.io import read_parquet, write_csv, write_text
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
 
@@ -62,8 +62,7 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
     write_csv(info["curve"], plot)
     write_csv(info["valid_curve"], valid_plot)
     jsonl = Path(params.checkpoint_dir) / "completions.jsonl"
-    samples_out.parent.mkdir(parents=True, exist_ok=True)
-    samples_out.write_text(jsonl.read_text() if jsonl.exists() else "")
+    write_text(jsonl.read_text() if jsonl.exists() else "", samples_out)
     last = info["curve"][-1] if info["curve"] else {}
     first_valid, last_valid = (info["valid_curve"][0], info["valid_curve"][-1]) if info["valid_curve"] else ({}, {})
     print(f"grpo: {info['global_step']} steps (resumed at {info['resumed_from_step']}) on {info['world_size']} "

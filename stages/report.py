@@ -17,7 +17,6 @@ own_samples_n<N>.csv (table 1), same_samples_n<N>.csv (table 2), one row per met
 hr_at_k_same_samples_n<N>.csv (table 2's HR@K against K, one column per method).
 """
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +28,7 @@ from rich.table import Table
 from mllmrec.cli import run
 from mllmrec.config import EvalParams, load_section
 from mllmrec.errors import UserError
-from mllmrec.io import write_json, write_text
+from mllmrec.io import read_json, read_parquet, write_csv, write_json, write_text
 from mllmrec.metrics import per_sample_scores, summarize
 from mllmrec.significance import compare
 
@@ -48,9 +47,7 @@ def load_predictions(paths: list[Path]) -> pl.DataFrame:
     """All predictions, one row per (method, sample); `llm` marks the policies (their files have a protocol)."""
     frames = []
     for path in paths:
-        if not path.exists():
-            raise UserError(f"{path}: not found; run `dvc repro` for the stage that writes it")
-        df = pl.read_parquet(path)
+        df = read_parquet(path)
         llm = "protocol" in df.columns
         label = pl.format("{}-{}", pl.lit(path.stem), "protocol") if llm else pl.lit(path.stem)
         frames.append(df.select("sample_id", "num_negatives", "target_rank", "valid", "out_of_candidates",
@@ -166,13 +163,14 @@ def write_plots(table: pl.DataFrame, plots: Path, stem: str, by_k: bool = False)
     methods = table["method"].unique(maintain_order=True).to_list()
     for (cands,), group in table.group_by("candidates", maintain_order=True):
         size = "n" + cands.removeprefix("1+")
-        group.pivot("K", index=["method", "n"], values=["HR", "NDCG"]).rename(
-            lambda c: c.replace("_", "@")).write_csv(plots / f"{stem}_{size}.csv")
+        write_csv(group.pivot("K", index=["method", "n"], values=["HR", "NDCG"]).rename(
+            lambda c: c.replace("_", "@")), plots / f"{stem}_{size}.csv")
         if by_k:
             # every method a column, empty where it did not run on this size: DVC refuses a plot whose y is missing
             lines = group.pivot("method", index="K", values="HR")
-            lines.with_columns(pl.lit(None, pl.Float64).alias(m) for m in methods if m not in lines.columns).select(
-                "K", *methods).write_csv(plots / f"hr_at_k_{stem}_{size}.csv")
+            write_csv(lines.with_columns(pl.lit(None, pl.Float64).alias(m) for m in methods
+                                         if m not in lines.columns).select("K", *methods),
+                      plots / f"hr_at_k_{stem}_{size}.csv")
 
 
 def main(metric_files: list[Path],
@@ -183,9 +181,7 @@ def main(metric_files: list[Path],
     params = load_section("eval", EvalParams)
     rows = []
     for path in metric_files:
-        if not path.exists():
-            raise UserError(f"{path}: not found; run `dvc repro` for the stage that writes it")
-        for size, m in json.loads(path.read_text()).items():
+        for size, m in read_json(path).items():
             rows += rows_of(path.stem, size, m)
     table = pl.DataFrame(rows)
     write_plots(table, plots, "own_samples")

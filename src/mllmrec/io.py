@@ -24,11 +24,13 @@ def write_text(text: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_csv(rows: list[dict], path: Path) -> None:
-    """Rows of equal keys as a CSV (DVC plot data); an empty list writes an empty file."""
+def write_csv(rows: list[dict] | pl.DataFrame, path: Path) -> None:
+    """Rows of equal keys, or a frame, as a CSV (DVC plot data); an empty list writes an empty file."""
     import csv
     import io
 
+    if isinstance(rows, pl.DataFrame):
+        return write_text(rows.write_csv(), path)
     buf = io.StringIO()
     if rows:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
@@ -41,8 +43,17 @@ def write_json(obj: object, path: Path) -> None:
     write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", path)
 
 
-def read_parquet(path: Path, stage: str) -> pl.DataFrame:
-    """Read an upstream artifact; a missing one names the stage that makes it."""
+def require(path: Path, stage: str | None = None) -> Path:
+    """An upstream artifact that must exist; the one "not found" message, naming the stage that makes it."""
     if not path.exists():
-        raise UserError(f"{path}: not found; run `dvc repro {stage}` first")
-    return pl.read_parquet(path)
+        how = f"`dvc repro {stage}`" if stage else "`dvc repro` for the stage that writes it"
+        raise UserError(f"{path}: not found; run {how} first")
+    return path
+
+
+def read_parquet(path: Path, stage: str | None = None) -> pl.DataFrame:
+    return pl.read_parquet(require(path, stage))
+
+
+def read_json(path: Path, stage: str | None = None):
+    return json.loads(require(path, stage).read_text())
