@@ -49,6 +49,8 @@ def test_evaluate_one_then_two_processes_same_outputs(tmp_path, tiny_lm_dir):
         m = json.loads((one / f"metrics/zeroshot-{protocol}.json").read_text())["n3"]
         assert m["n"] == 7 and 0 <= m["HR@1"] <= m["HR@3"] <= 1 and 0 <= m["valid_rate"] <= 1
     assert preds.filter(pl.col("protocol") == "likelihood")["valid"].all()  # a ranking always exists
+    # stderr is a pipe here, as in `dvc repro > log`: progress still shows, as plain lines
+    assert "likelihood ranking: 7/7 (100%)" in r.stderr and "generating: " in r.stderr
 
     two = project(tmp_path / "two", tiny_lm_dir, num_processes=2)
     r = run_stage(two, timeout=400)

@@ -81,7 +81,7 @@ def embed_cached(texts: list[str], embedder_id: tuple[str, str], make_embedder, 
             box.append(make_embedder())  # only on a miss: a fully cached rerun loads nothing
         return [{"vector": v.tolist()} for v in box[0].encode(batch)]
 
-    done, parts = partcache.run_batches(todo, compute, cache_dir, EMB_SCHEMA, batch_size)
+    done, parts = partcache.run_batches(todo, compute, cache_dir, EMB_SCHEMA, batch_size, progress="embedding")
     stats.update(texts=len(uniq), cache_hits=len(uniq) - len(todo), model_calls=len(todo), parts_written=parts)
     rows = {**cached, **done}
     return {t: np.asarray(rows[key[t]]["vector"], dtype=np.float32) for t in uniq}

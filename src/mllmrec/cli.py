@@ -1,6 +1,7 @@
 """Run a stage's `main` with Typer: a UserError or a usage error (unknown option, bad argument or env value) becomes
 one red line and exit code 2, never a traceback."""
 
+import logging
 import sys
 from collections.abc import Callable
 
@@ -18,10 +19,20 @@ def usage_error(e: Exception) -> str | None:
     return None
 
 
+def configure_logging(console: Console) -> None:
+    """Once per stage: the project's INFO records (engine loads, retries) through rich, other libraries' warnings."""
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", force=True,
+                        handlers=[RichHandler(console=console, show_time=False, show_path=False)])
+    logging.getLogger("mllmrec").setLevel(logging.INFO)
+
+
 def run(main: Callable) -> None:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(main)
     err = Console(stderr=True)
+    configure_logging(err)
     try:
         app(standalone_mode=False)
     except UserError as e:

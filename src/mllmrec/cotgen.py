@@ -137,7 +137,7 @@ def _generate_cached(stage, reqs: dict[str, GenerationRequest], make_engine, eng
                              "revision": revision})  # fmt: skip
         return rows
 
-    done, parts = partcache.run_batches(todo, compute, cache_dir, GEN_SCHEMA, batch_size)
+    done, parts = partcache.run_batches(todo, compute, cache_dir, GEN_SCHEMA, batch_size, progress=f"{model} generating")
     stats["parts_written"] += parts
     return {**cached, **done, **failed}
 

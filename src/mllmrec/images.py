@@ -7,7 +7,8 @@ from pathlib import Path
 
 import polars as pl
 from PIL import Image
-from rich.progress import track
+
+from mllmrec.progress import track
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 # what PIL reports for each extension; anything else is an extension mismatch (kept, counted)
@@ -59,7 +60,7 @@ def attach_images(items: pl.DataFrame, root: Path, image_dir: str, workers: int)
                 outside.add(item_id)
     with ThreadPoolExecutor(workers) as pool:  # PIL decode releases the GIL
         checked = dict(zip(jobs, track(pool.map(check_image, jobs.values()), total=len(jobs),
-                                        description="checking images", transient=True)))
+                                        description="checking images")))
     rows = []
     for item_id in items["item_id"]:
         if item_id not in jobs:

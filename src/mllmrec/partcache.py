@@ -21,6 +21,7 @@ import polars as pl
 
 from mllmrec.errors import UserError
 from mllmrec.io import write_parquet
+from mllmrec.progress import Progress
 
 
 def content_key(*parts) -> str:
@@ -96,26 +97,27 @@ def run_batches(
     cache_dir: Path,
     schema: dict,
     batch_size: int,
-    on_batch: Callable[[int], None] | None = None,
+    progress: str | None = None,
 ) -> tuple[dict[str, dict], int]:
     """Compute `todo` = [(cache_key, job)] in batches, committing each batch's rows as one part.
 
     `compute(jobs)` returns one row dict per job (without `cache_key`), or None for a job that failed in a way that
     must not be cached (endpoint down: the next run retries it). Returns ({key: row}, number of parts written).
+    `progress` names the work in the progress display (mllmrec.progress); None shows none.
     """
     out, parts = {}, 0
-    for s in range(0, len(todo), batch_size):
-        batch = todo[s : s + batch_size]
-        rows = []
-        for (k, _), row in zip(batch, compute([job for _, job in batch]), strict=True):
-            if row is not None:
-                out[k] = {**row, "cache_key": k}
-                rows.append(out[k])
-        if rows:
-            write_part(cache_dir, rows, schema)
-            parts += 1
-        if on_batch:
-            on_batch(len(batch))
+    with Progress(progress or "", len(todo), enabled=progress is not None and bool(todo)) as bar:
+        for s in range(0, len(todo), batch_size):
+            batch = todo[s : s + batch_size]
+            rows = []
+            for (k, _), row in zip(batch, compute([job for _, job in batch]), strict=True):
+                if row is not None:
+                    out[k] = {**row, "cache_key": k}
+                    rows.append(out[k])
+            if rows:
+                write_part(cache_dir, rows, schema)
+                parts += 1
+            bar.advance(len(batch))
     return out, parts
 
 

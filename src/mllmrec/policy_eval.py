@@ -12,19 +12,18 @@ the same rows in the same order as one process would write (per-sample work does
 
 import polars as pl
 import torch
-from rich.progress import track
 
 from mllmrec.config import PromptParams
 from mllmrec.engines.base import GenerationRequest, SamplingParams
 from mllmrec.likelihood import score_candidates
+from mllmrec.progress import track
 from mllmrec.prompts import ItemText, answer_line, build_messages, completion_template, parse_answer, render_prompt
 
 
 def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
                            enable_thinking: bool | None, max_tokens: int) -> pl.DataFrame:
     ranked, scores = [], []
-    for sample in track(cands.iter_rows(named=True), total=cands.height, description="likelihood ranking",
-                        transient=True):
+    for sample in track(cands.iter_rows(named=True), total=cands.height, description="likelihood ranking"):
         messages = build_messages(sample, texts, prompt)
         prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
         completions = [prefix + answer_line(c, texts) + suffix for c in sample["candidates"]]
@@ -45,7 +44,7 @@ def generative_predictions(engine, cands: pl.DataFrame, texts: dict[str, ItemTex
     requests = [GenerationRequest(messages=tuple(build_messages(s, texts, prompt)), sampling=sampling)
                 for s in cands.iter_rows(named=True)]
     results = []
-    for lo in track(range(0, len(requests), batch), description="generating", transient=True):
+    for lo in track(range(0, len(requests), batch), total=-(-len(requests) // batch), description="generating"):
         results += engine.generate(requests[lo:lo + batch])
     ranked = [parse_answer(r.text) for r in results]
     return cands.select("sample_id", "user_id", "target", "candidates").with_columns(

@@ -12,11 +12,11 @@ import math
 
 import numpy as np
 import torch
-from rich.progress import Progress
 from torch import nn
 
 from mllmrec.config import SasrecParams
 from mllmrec.metrics import per_sample_scores
+from mllmrec.progress import Progress
 
 
 class SASRec(nn.Module):
@@ -104,8 +104,7 @@ def train(sequences: list[list[int]], n_items: int, p: SasrecParams, valid: tupl
     inputs = pad_left([s[:-1] for s in sequences], p.max_len)
     labels = pad_left([s[1:] for s in sequences], p.max_len)
     best, best_ndcg, waited, log = copy.deepcopy(model.state_dict()), -1.0, 0, []
-    with Progress(transient=True) as bar:
-        task = bar.add_task("sasrec epochs", total=p.epochs)
+    with Progress("sasrec epochs", p.epochs) as bar:
         for epoch in range(p.epochs):
             model.train()
             order = rng.permutation(len(sequences))
@@ -122,7 +121,7 @@ def train(sequences: list[list[int]], n_items: int, p: SasrecParams, valid: tupl
                 total += loss.item() * len(idx)
             ndcg = valid_ndcg_at_10(score_candidates(model, valid[0], valid[1]), valid[2])
             log.append({"epoch": epoch, "loss": total / len(order), "valid_NDCG@10": ndcg})
-            bar.update(task, advance=1, description=f"sasrec loss {total / len(order):.3f} valid NDCG@10 {ndcg:.3f}")
+            bar.advance(1, note=f"loss {total / len(order):.3f} valid NDCG@10 {ndcg:.3f}")
             if ndcg > best_ndcg:
                 best, best_ndcg, waited = copy.deepcopy(model.state_dict()), ndcg, 0
             else:

@@ -34,7 +34,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mllmrec import partcache
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
@@ -134,14 +133,8 @@ def textualize(
             })  # fmt: skip
         return rows
 
-    bar = Progress(TextColumn("captioning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   disable=not progress or not todo, transient=True)  # fmt: skip
-    with bar:
-        task = bar.add_task("caption", total=len(todo))
-        new, parts = partcache.run_batches(
-            [(k, (k, sha, path)) for k, (sha, path) in todo.items()], caption, cache_dir, PART_SCHEMA, batch_size,
-            on_batch=lambda n: bar.advance(task, n),
-        )  # fmt: skip
+    new, parts = partcache.run_batches([(k, (k, sha, path)) for k, (sha, path) in todo.items()], caption, cache_dir,
+                                       PART_SCHEMA, batch_size, progress="captioning" if progress else None)
     done.update({k: row["caption"] for k, row in new.items()})
 
     errors: Counter = Counter()
