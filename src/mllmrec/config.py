@@ -207,7 +207,7 @@ class PromptParams(Section):
     max_caption_words: int | None = Field(None, ge=1)  # each caption cut to its first N words; null = whole caption
 
 
-# ---- CoT supervision (issue 4): draft_cot -> refine_cot -> assess_cot ----
+# ---- CoT supervision: draft_cot -> refine_cot -> assess_cot ----
 
 TEMPLATES = Path(__file__).parent / "templates"  # prompt defaults, one file each: dvc.yaml lists it for its stage
 
@@ -278,7 +278,7 @@ class AssessCotParams(Section):
     bins: int = Field(10, ge=2)  # confidence histogram (DVC plot)
 
 
-# ---- policy training I (issue 5): augment -> sft ----
+# ---- policy training: augment -> sft ----
 
 
 class AugmentParams(Section):
@@ -339,7 +339,7 @@ class EvaluateParams(Section):
     launch: "LaunchParams" = Field(default_factory=lambda: LaunchParams())
 
 
-# ---- grpo (issue 6): GRPO on the merged SFT model with a new LoRA, reward-inflation monitor ----
+# ---- grpo: GRPO on the merged SFT model with a new LoRA, reward-inflation monitor ----
 
 
 class LaunchParams(Section):
