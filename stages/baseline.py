@@ -10,9 +10,9 @@ Outputs: data/predictions/<method>.parquet (per sample: ranked candidates, targe
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
+from mllmrec.baselines import popularity_scorer, random_scorer, sasrec_scorer
 from mllmrec.cli import run
 from mllmrec.config import BaselinesParams, EvalParams, load_section
 from mllmrec.evaluation import SPLIT_DIR, candidate_sizes, load_candidates, rank_by_scores, score_predictions
@@ -34,37 +34,18 @@ def main(method: Method) -> None:
     if method is Method.sasrec:
         import torch  # heavy import only where it is needed
 
-        from mllmrec import sasrec
-
-        items = sorted(set(train_seqs["items"].explode().to_list())
-                       | set(load_candidates(sizes[-1], "test")["candidates"].explode().to_list()))
-        index = {item: i + 1 for i, item in enumerate(items)}  # 0 is padding
-
-        def to_idx(col: pl.Series) -> list[list[int]]:
-            return [[index[i] for i in seq] for seq in col.to_list()]
-
-        valid = load_candidates(sizes[-1], "valid")  # early stopping on the hardest candidate set
-        model, log = sasrec.train(to_idx(train_seqs["items"]), len(items), params.sasrec,
-                                  (to_idx(valid["history"]), to_idx(valid["candidates"]),
-                                   valid["target_index"].to_numpy()))
-        Path("data/models").mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": model.state_dict(), "items": items}, "data/models/sasrec.pt")
+        # early stopping on the hardest candidate set's valid split; the vocabulary covers its test candidates
+        scorer, checkpoint, log = sasrec_scorer(train_seqs, load_candidates(sizes[-1], "valid"),
+                                                load_candidates(sizes[-1], "test"), params.sasrec)
+        out = Path("data/models/sasrec.pt")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(checkpoint, out.with_suffix(".tmp"))
+        out.with_suffix(".tmp").replace(out)  # atomic, like every io writer
         write_csv(pl.DataFrame(log), Path("plots/sasrec_train.csv"))
-
-        def scorer(c: pl.DataFrame) -> np.ndarray:
-            return sasrec.score_candidates(model, to_idx(c["history"]), to_idx(c["candidates"]))
     elif method is Method.popularity:
-        counts = dict(train_seqs["items"].explode().value_counts().iter_rows())
-        rng = np.random.default_rng(params.popularity.seed)
-
-        def scorer(c: pl.DataFrame) -> np.ndarray:
-            pop = np.array([[counts.get(i, 0) for i in row] for row in c["candidates"].to_list()], dtype=float)
-            return pop + rng.random(pop.shape) * 0.5  # seeded jitter < 1 breaks ties without reordering counts
+        scorer = popularity_scorer(train_seqs, params.popularity.seed)
     else:
-        rng = np.random.default_rng(params.random.seed)
-
-        def scorer(c: pl.DataFrame) -> np.ndarray:
-            return rng.random((c.height, c["candidates"].list.len().max()))
+        scorer = random_scorer(params.random.seed)
 
     metrics, frames = {}, []
     for n_neg in sizes:
