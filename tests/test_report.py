@@ -12,6 +12,7 @@ import yaml
 
 from mllmrec.errors import UserError
 from mllmrec.metrics import summarize
+from mllmrec.report import pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("report_stage", ROOT / "stages" / "report.py")
@@ -116,7 +117,7 @@ def test_comparisons_headline_and_plots(project):
 def test_every_policy_is_compared_with_its_previous_stage():
     same = pl.DataFrame({"method": ["random", "zeroshot-generative", "sft-generative", "grpo-generative",
                                     "grpo-likelihood"], "llm": [False, True, True, True, True]})
-    assert report.pairs(same) == [("zeroshot-generative", "random"), ("sft-generative", "zeroshot-generative"),
+    assert pairs(same) == [("zeroshot-generative", "random"), ("sft-generative", "zeroshot-generative"),
                                   ("sft-generative", "random"), ("grpo-generative", "sft-generative"),
                                   ("grpo-generative", "random"), ("grpo-likelihood", "random")]  # no sft-likelihood
 
