@@ -29,13 +29,14 @@ from serve_util import FaultProxy, transformers_serve
 from tiny_models import build_tiny_llama
 
 from mllmrec.config import EngineSpec, RefineCotParams
-from mllmrec.cotgen import item_texts, refine_request
+from mllmrec.cotgen import refine_request
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
+from mllmrec.prompts import load_item_texts
 
 
 def requests(n: int, max_new_tokens: int):
-    texts = item_texts(ITEMS, CAPTIONS, None)
+    texts = load_item_texts(ITEMS, CAPTIONS)
     params = RefineCotParams(max_caption_chars=80)
     sampling = SamplingParams(temperature=0.0, max_new_tokens=max_new_tokens)
     out = []

@@ -15,9 +15,9 @@ from mllmrec.assess import Embedder, assess, resolve_embedding_model
 from mllmrec.cli import run
 from mllmrec.config import AssessCotParams, load_section
 from mllmrec.cot import prediction_text
-from mllmrec.cotgen import item_texts
 from mllmrec.io import read_json, read_parquet, write_csv, write_json, write_parquet
 from mllmrec.partcache import folder_identity
+from mllmrec.prompts import load_item_texts
 
 OUT = Path("data/cot")
 
@@ -33,7 +33,7 @@ def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path =
 
     embedder_id = folder_identity(str(resolve_embedding_model(params.embedding_model)))
     assessed, report = assess(
-        refined, item_texts(items, captions, None), params=params, embedder_id=embedder_id,
+        refined, load_item_texts(items, captions), params=params, embedder_id=embedder_id,
         make_embedder=lambda: Embedder(params.embedding_model), prediction=prediction_text,
     )  # fmt: skip
     hist = report.pop("histogram")

@@ -16,9 +16,10 @@ import polars as pl
 from mllmrec import partcache
 from mllmrec.cli import run
 from mllmrec.config import DraftCotParams, IngestParams, ModelsParams, load_section
-from mllmrec.cotgen import draft, item_texts, select_train_samples, to_sampling
+from mllmrec.cotgen import draft, select_train_samples, to_sampling
 from mllmrec.engines import build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.prompts import load_item_texts
 
 OUT = Path("data/cot")
 
@@ -34,7 +35,7 @@ def main(out: Path = OUT) -> None:
     samples = select_train_samples(cands, params.max_samples, params.seed)
     model, revision = partcache.model_identity(spec)
     drafts, report = draft(
-        samples, item_texts(items, captions, root), mode=params.mode, prompt=params.prompt,
+        samples, load_item_texts(items, captions, root), mode=params.mode, prompt=params.prompt,
         sampling=to_sampling(params.sampling), model=model, revision=revision, make_engine=lambda: build_engine(spec),
         cache_dir=Path(params.cache_dir), batch_size=params.batch_size, max_caption_chars=params.max_caption_chars,
     )  # fmt: skip

@@ -16,9 +16,10 @@ from pathlib import Path
 from mllmrec import partcache
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, RefineCotParams, load_section
-from mllmrec.cotgen import item_texts, refine, to_sampling
+from mllmrec.cotgen import refine, to_sampling
 from mllmrec.engines import build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.prompts import load_item_texts
 
 OUT = Path("data/cot")
 
@@ -32,7 +33,7 @@ def main(out: Path = OUT) -> None:
 
     model, revision = partcache.model_identity(spec)
     refined, report = refine(
-        drafts, item_texts(items, captions, None), params=params, sampling=to_sampling(params.sampling),
+        drafts, load_item_texts(items, captions), params=params, sampling=to_sampling(params.sampling),
         model=model, revision=revision, make_engine=lambda: build_engine(spec), cache_dir=Path(params.cache_dir),
     )  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Helpers for the CoT tests: hand-made items/samples, and a scripted engine that follows the generation protocol.
 
-    texts = item_texts(ITEMS, CAPTIONS, None); samples = make_samples(4)
+    texts = load_item_texts(ITEMS, CAPTIONS); samples = make_samples(4)
     eng = ScriptedEngine(lambda prompt, seed: "Step 1: ...")     # answers by prompt content, counts calls
 """
 

@@ -13,12 +13,13 @@ from cot_util import CAPTIONS, ITEMS, ScriptedEngine, good_cot, history_ids, mak
 from mllmrec.assess import Embedder, assess, confidence, resolve_embedding_model, target_rank
 from mllmrec.config import AssessCotParams, EngineSpec, RefineCotParams
 from mllmrec.cot import prediction_text
-from mllmrec.cotgen import draft, item_texts, refine
+from mllmrec.cotgen import draft, refine
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import GenerationResult, SamplingParams
 from mllmrec.partcache import folder_identity
+from mllmrec.prompts import load_item_texts
 
-TEXTS = item_texts(ITEMS, CAPTIONS, None)
+TEXTS = load_item_texts(ITEMS, CAPTIONS)
 S = SamplingParams(max_new_tokens=32)
 
 
@@ -49,7 +50,7 @@ def test_draft_counts_missing_captions_long_titles_and_caches(tmp_path):
     caps = CAPTIONS.with_columns(pl.when(pl.col("item_id") == "2").then(pl.lit("new")).otherwise("caption")
                                  .alias("caption"))  # fmt: skip
     eng3 = ScriptedEngine(lambda p, seed: "d")
-    draft(samples, item_texts(ITEMS, caps, None), mode="captions", prompt="H:\n{history}", sampling=S, model="m",
+    draft(samples, load_item_texts(ITEMS, caps), mode="captions", prompt="H:\n{history}", sampling=S, model="m",
           revision="r", make_engine=lambda: eng3, cache_dir=tmp_path / "c2", batch_size=3)  # fmt: skip
     draft(samples, TEXTS, mode="captions", prompt="H:\n{history}", sampling=S, model="m", revision="r",
           make_engine=lambda: eng3, cache_dir=tmp_path / "c2", batch_size=3)  # fmt: skip
@@ -123,7 +124,7 @@ def test_refine_target_visibility_is_a_param(tmp_path):
     hidden = ScriptedEngine(lambda p, s: good_cot())
     _refine(drafts, hidden, tmp_path / "a")
     assert all("actually chose next" not in p for p in hidden.prompts)
-    target_title = TEXTS[samples["target"][0]]["title"]
+    target_title = TEXTS[samples["target"][0]].title
     assert all(target_title not in p for p in hidden.prompts[:1])
     shown = ScriptedEngine(lambda p, s: good_cot())
     _refine(drafts, shown, tmp_path / "b", show_target=True, prompt="{history}{draft}{target}")
@@ -202,7 +203,7 @@ def test_images_mode_with_tiny_vlm_falls_back_and_counts(tmp_path, tiny_vlm_dir)
         pl.col("item_id").is_in(["1", "2", "3"]).alias("image_ok"), pl.lit("sha").alias("image_sha256"))  # fmt: skip
     for i in "123":
         Image.new("RGB", (40, 60), (40 * int(i), 10, 10)).save(tmp_path / "img" / f"{i}.jpg")
-    texts = item_texts(items, CAPTIONS, tmp_path)
+    texts = load_item_texts(items, CAPTIONS, tmp_path)
     spec = EngineSpec(engine="transformers", model=str(tiny_vlm_dir), limit_mm_per_prompt=9, batch_size=4)
     samples = make_samples(3)  # histories 1-4, 2-5, 3-6: 6 posters, 6 items fall back to their caption
     _d, rep = draft(samples, texts, mode="images", prompt="History:\n{history}\nAnalyse.", sampling=S, model="tiny",

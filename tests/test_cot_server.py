@@ -13,11 +13,12 @@ from serve_util import FaultProxy, free_port, transformers_serve
 
 from mllmrec.config import EngineSpec, RefineCotParams
 from mllmrec.cot import FAIL_REASONS
-from mllmrec.cotgen import item_texts, refine
+from mllmrec.cotgen import refine
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
+from mllmrec.prompts import load_item_texts
 
-TEXTS = item_texts(ITEMS, CAPTIONS, None)
+TEXTS = load_item_texts(ITEMS, CAPTIONS)
 
 
 def _run(url: str, model: str, cache, drafts, **spec_kw):

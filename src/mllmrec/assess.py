@@ -141,7 +141,7 @@ def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedde
         for c in cands:
             if c not in texts:
                 raise UserError(f"candidate item {c} is not in data/ingest/items.parquet (rerun `dvc repro split`)")
-            cand_text[c] = candidate_text(texts[c]["title"], texts[c]["caption"])
+            cand_text[c] = candidate_text(texts[c].title, texts[c].caption)
     preds = {sid: prediction(cot) or "(empty)" for sid, cot in has.select("sample_id", "cot").iter_rows()}
     stats: dict = {}
     vec = embed_cached([*preds.values(), *cand_text.values()], embedder_id, make_embedder,

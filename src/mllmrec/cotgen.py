@@ -26,6 +26,7 @@ from mllmrec.cot import is_echo, item_line, parse_steps
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
 from mllmrec.leak import find_leaks, scrub
+from mllmrec.prompts import ItemText
 from mllmrec.split import seeded_subset
 
 GEN_SCHEMA = {
@@ -47,22 +48,7 @@ def select_train_samples(cands: pl.DataFrame, max_samples: int | None, seed: int
     return seeded_subset(cands.filter(pl.col("split") == "train"), max_samples, seed).select(SAMPLE_COLUMNS)
 
 
-def item_texts(items: pl.DataFrame, captions: pl.DataFrame | None, root: Path | None) -> dict[str, dict]:
-    """{item_id: {title, caption, image (absolute path or None), image_sha256}} joined on item_id."""
-    df = items.select("item_id", "title", "image_path", "image_sha256", "image_ok")
-    if captions is not None:
-        df = df.join(captions.select("item_id", "caption"), on="item_id", how="left")
-    else:
-        df = df.with_columns(pl.lit(None, pl.String).alias("caption"))
-    out = {}
-    for r in df.iter_rows(named=True):
-        ok = bool(r["image_ok"]) and r["image_path"] and root is not None
-        out[r["item_id"]] = {"title": r["title"], "caption": r["caption"], "image_sha256": r["image_sha256"],
-                             "image": str((root / r["image_path"]).resolve()) if ok else None}  # fmt: skip
-    return out
-
-
-def _lookup(texts: dict, item_id: str, sample_id: str) -> dict:
+def _lookup(texts: dict[str, ItemText], item_id: str, sample_id: str) -> ItemText:
     try:
         return texts[item_id]
     except KeyError:
@@ -74,7 +60,7 @@ def history_block(sample_id: str, history: list[str], texts: dict, notes: Counte
     lines = []
     for n, i in enumerate(history, 1):
         t = _lookup(texts, i, sample_id)
-        line, why = item_line(n, i, t["title"], t["caption"], max_caption_chars)
+        line, why = item_line(n, i, t.title, t.caption, max_caption_chars)
         notes.update(why)
         lines.append(line)
     return "\n".join(lines)
@@ -92,16 +78,16 @@ def draft_request(sample: dict, texts: dict, mode: str, prompt: str, sampling: S
     parts, images, shas = [{"type": "text", "text": head}], [], []
     for n, i in enumerate(sample["history"], 1):
         t = _lookup(texts, i, sid)
-        line, why = item_line(n, i, t["title"], None if t["image"] else t["caption"], max_caption_chars)
+        line, why = item_line(n, i, t.title, None if t.image else t.caption, max_caption_chars)
         why.pop("missing_caption", None)
         notes.update(why)
         parts.append({"type": "text", "text": line + ("\n" if n < len(sample["history"]) else "")})
-        if t["image"]:
+        if t.image:
             parts.append({"type": "image"})
-            images.append(t["image"])
-            shas.append(t["image_sha256"])
+            images.append(t.image)
+            shas.append(t.image_sha256)
         else:
-            notes["image_fallback_caption" if t["caption"] else "image_fallback_title"] += 1
+            notes["image_fallback_caption" if t.caption else "image_fallback_title"] += 1
     parts.append({"type": "text", "text": tail})
     return GenerationRequest(messages=({"role": "user", "content": parts},), images=tuple(images),
                              sampling=sampling), shas  # fmt: skip
@@ -181,7 +167,7 @@ def refine_request(sample: dict, texts: dict, prompt: str, show_target: bool, sa
     target = ""
     if show_target:  # the authors' behaviour; off by default (see RefineCotParams.show_target)
         t = _lookup(texts, sample["target"], sid)
-        target = f"\nThe item the user actually chose next: [ITEM_{sample['target']}] {t['title']}. " \
+        target = f"\nThe item the user actually chose next: [ITEM_{sample['target']}] {t.title}. " \
                  "Use it to make the analysis accurate, but never name it.\n"
     history = history_block(sid, sample["history"], texts, notes, max_caption_chars)
     content = prompt.format(history=history, draft=sample["draft"], target=target)
@@ -241,7 +227,7 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
     out, fails, kinds_n = [], Counter(), Counter()
     for sid, st in state.items():
         s = samples[sid]
-        title = _lookup(texts, s["target"], sid)["title"] or ""
+        title = _lookup(texts, s["target"], sid).title or ""
         edited = st["cot_edited"]
         kinds = find_leaks(edited, s["target"], title, params.fuzzy_threshold) if edited else []
         kinds_n.update(kinds)

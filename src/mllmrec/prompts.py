@@ -14,6 +14,7 @@ with `enable_thinking` passed explicitly, so the same sample gives the same toke
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 
@@ -27,15 +28,27 @@ ITEM_TAG = re.compile(r"\[ITEM_([A-Za-z0-9][A-Za-z0-9_.\-]*)\]")
 class ItemText:
     title: str
     caption: str = ""  # "" when the item has no usable image or its caption failed
+    image: str | None = None  # absolute image path (only when loaded with an image root: the VLM drafter reads it)
+    image_sha256: str | None = None
 
 
-def load_item_texts(items: pl.DataFrame, captions: pl.DataFrame | None) -> dict[str, ItemText]:
-    """item_id -> title (+ caption when there is one without error)."""
+def load_item_texts(items: pl.DataFrame, captions: pl.DataFrame | None, image_root: Path | None = None
+                    ) -> dict[str, ItemText]:
+    """item_id -> title (+ caption when there is one without error; + image path and sha256 with `image_root`).
+    The one item-text loader: policy prompts, the CoT drafter/editor and the CoT assessment all read it."""
     caps: dict[str, str] = {}
     if captions is not None:
-        ok = captions.filter(pl.col("error").fill_null("") == "").filter(pl.col("caption").fill_null("") != "")
+        ok = captions.filter(pl.col("caption").fill_null("") != "")
+        if "error" in ok.columns:
+            ok = ok.filter(pl.col("error").fill_null("") == "")
         caps = dict(zip(ok["item_id"], ok["caption"]))
-    return {i: ItemText(t, " ".join(caps.get(i, "").split())) for i, t in zip(items["item_id"], items["title"])}
+    out = {}
+    for r in items.iter_rows(named=True):
+        image = sha = None
+        if image_root is not None and r.get("image_ok") and r.get("image_path"):
+            image, sha = str((image_root / r["image_path"]).resolve()), r["image_sha256"]
+        out[r["item_id"]] = ItemText(r["title"], " ".join(caps.get(r["item_id"], "").split()), image, sha)
+    return out
 
 
 def answer_line(item_id: str, texts: dict[str, ItemText]) -> str:
@@ -49,7 +62,9 @@ def answer_line(item_id: str, texts: dict[str, ItemText]) -> str:
 
 def item_line(n: int, item_id: str, texts: dict[str, ItemText], with_caption: bool, max_words: int | None = None
               ) -> str:
-    """`n. [ITEM_<id>] <title> | image: <caption>`, the caption cut to its first `max_words` words.
+    """`n. [ITEM_<id>] <title> | image: <caption>`, the caption cut to its first `max_words` words: the policy's
+    line (prompt.max_caption_words). The CoT drafter/editor read their own line, mllmrec.cot.item_line, cut in
+    characters (max_caption_chars) and reporting what it had to work around; both take the texts loaded here.
 
     >>> item_line(2, "7", {"7": ItemText("Up (2009)", "A red house lifted by balloons")}, True, 3)
     '2. [ITEM_7] Up (2009) | image: A red house'
