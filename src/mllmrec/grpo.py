@@ -19,7 +19,6 @@ Trainer's log_history, which checkpoints carry, so a resumed run still writes th
 import hashlib
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from mllmrec.errors import UserError
 from mllmrec.monitor import ValidMonitor, valid_rows
 from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.rewards import trl_reward_funcs
-from mllmrec.sft import last_checkpoint, prepare_checkpoints, training_dtype
+from mllmrec.sft import last_checkpoint, prepare_checkpoints, save_merged, training_dtype
 
 # params that change how often we save/log/monitor, not what is learned: editing them keeps checkpoints resumable
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor", "launch"}
@@ -221,15 +220,7 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
             "train_seconds": round(train_s, 1), "monitor_seconds": round(monitor.eval_seconds, 1),
             "use_vllm": params.use_vllm}
     if trainer.is_world_process_zero():
-        merged = trainer.model.merge_and_unload()  # in the training dtype (the authors merged bf16 work in fp16)
-        assert next(merged.parameters()).dtype == dtype, "merged weights left the training dtype"
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "grpo_info.json").write_text(json.dumps(info, indent=2) + "\n")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        save_merged(trainer.model, tokenizer, dtype, out_dir, "grpo_info.json", info)
     state.wait_for_everyone()
     info["curve"] = curve_rows(trainer.state.log_history)
     info["valid_curve"] = valid_rows(trainer.state.log_history, params.monitor.ks)

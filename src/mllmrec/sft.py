@@ -109,6 +109,22 @@ def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None, s
     return None
 
 
+def save_merged(model, tokenizer, dtype, out_dir: Path, info_file: str, info: dict) -> None:
+    """Merge the LoRA into the weights in the training dtype (the authors merged bf16-trained weights in fp16) and
+    write model + tokenizer (its chat template: evaluation and GRPO apply the same one) + `info_file` to out_dir,
+    atomically (a tmp folder renamed). Durations stay out of the info file: same run, same bytes."""
+    merged = model.merge_and_unload()
+    assert next(merged.parameters()).dtype == dtype, "merged weights left the training dtype"
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    kept = {k: v for k, v in info.items() if not k.endswith("_seconds")}
+    (tmp / info_file).write_text(json.dumps(kept, indent=2) + "\n")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+
 def training_dtype(name: str):
     import torch
 
@@ -188,16 +204,8 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
             "valid_curve": valid_rows(trainer.state.log_history, params.monitor.ks)}
     info["main_process"] = trainer.is_world_process_zero()  # only it writes outputs (multi-process launches)
     if info["main_process"]:
-        # merge in the dtype we trained in (the authors merged bf16-trained weights in fp16)
-        merged = trainer.model.merge_and_unload()
-        assert next(merged.parameters()).dtype == dtype, "merged weights left the training dtype"
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        merged.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)  # includes the chat template: evaluation and GRPO apply the same one
-        skip = {"loss", "valid_curve", "main_process"}
-        (tmp / "sft_info.json").write_text(json.dumps({k: v for k, v in info.items() if k not in skip}, indent=2))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        skip = {"loss", "valid_curve", "main_process"}  # plots of their own
+        save_merged(trainer.model, tokenizer, dtype, out_dir, "sft_info.json",
+                    {k: v for k, v in info.items() if k not in skip})
     state.wait_for_everyone()
     return info
