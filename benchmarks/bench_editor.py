@@ -29,7 +29,7 @@ from serve_util import FaultProxy, transformers_serve
 from tiny_models import build_tiny_llama
 
 from mllmrec.config import EngineSpec, RefineCotParams
-from mllmrec.cotgen import refine_request
+from mllmrec.cot.generate import refine_request
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
 from mllmrec.prompts import load_item_texts

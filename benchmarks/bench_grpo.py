@@ -54,9 +54,9 @@ def bench(args, dtype_name: str) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from mllmrec.config import PromptParams
-    from mllmrec.grpo import grpo_rows
     from mllmrec.prompts import load_item_texts
-    from mllmrec.rewards import trl_reward_funcs
+    from mllmrec.training.grpo import grpo_rows
+    from mllmrec.training.rewards import trl_reward_funcs
 
     tok = AutoTokenizer.from_pretrained(args.model)
     items = pl.read_parquet("data/ingest/items.parquet")

@@ -17,8 +17,8 @@ import typer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from mllmrec.config import PromptParams, load_section
-from mllmrec.evaluation import load_candidates
-from mllmrec.likelihood import score_brute_force, score_candidates
+from mllmrec.evaluation.candidates import load_candidates
+from mllmrec.evaluation.likelihood import score_brute_force, score_candidates
 from mllmrec.prompts import answer_line, build_messages, completion_template, load_item_texts, render_prompt
 
 

@@ -33,10 +33,10 @@ from textualize_util import POSTERS, PROMPT, items_frame, poster_ids
 from tiny_models import build_tiny_vlm
 
 from mllmrec.config import EngineSpec
+from mllmrec.data.textualize import textualize
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import GenerationRequest, SamplingParams
 from mllmrec.partcache import model_identity
-from mllmrec.textualize import textualize
 
 
 def make_images(tmp: Path, n: int) -> tuple[Path, list[str]]:

@@ -3,9 +3,9 @@
     python benchmarks/bench_training.py                      # SmolLM2-135M (dvc repro models), bf16 if native
     python benchmarks/bench_training.py --batch 4 --tokens 550 --steps 4
 
-Prints tokens/s and the share of the roofline for: a bare forward, LoRA SFT through `mllmrec.sft.train_sft` (the sft
+Prints tokens/s and the share of the roofline for: a bare forward, LoRA SFT through `mllmrec.training.sft.train_sft` (the sft
 stage's code: TRL SFTTrainer) with LoRA dropout 0.05 and 0.0, and likelihood ranking through
-`mllmrec.likelihood.score_candidates` (the evaluate stage's scorer). Roofline = the measured dense matmul rate
+`mllmrec.evaluation.likelihood.score_candidates` (the evaluate stage's scorer). Roofline = the measured dense matmul rate
 divided by the FLOPs per token: 2·N for a forward, 4·N for a LoRA step (forward + input gradients; the frozen
 weights get no weight gradient), N = parameters outside the embedding table. Attention FLOPs are left out, which
 flatters nothing: at these lengths they are a few % of the total.
@@ -34,7 +34,7 @@ def sft_tokens_per_s(model_dir: Path, rows: list[dict], dropout: float, steps: i
     from transformers import AutoTokenizer
 
     from mllmrec.config import SftParams
-    from mllmrec.sft import train_sft
+    from mllmrec.training.sft import train_sft
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +67,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from mllmrec.engines.transformers_engine import resolve_dtype
-    from mllmrec.likelihood import score_packed
+    from mllmrec.evaluation.likelihood import score_packed
 
     dtype = resolve_dtype("auto", torch.device("cpu"))
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).eval()

@@ -11,10 +11,10 @@ metrics/cot.json (drafted/refined/kept counts, leak rates, median confidence), p
 
 from pathlib import Path
 
-from mllmrec.assess import Embedder, assess, resolve_embedding_model
 from mllmrec.cli import run
 from mllmrec.config import AssessCotParams, load_section
-from mllmrec.cot import prediction_text
+from mllmrec.cot.assess import Embedder, assess, resolve_embedding_model
+from mllmrec.cot.text import prediction_text
 from mllmrec.io import read_json, read_parquet, write_csv, write_json, write_parquet
 from mllmrec.partcache import folder_identity
 from mllmrec.prompts import load_item_texts

@@ -8,10 +8,10 @@ cot (null when none), has_cot, cot_draw (the persisted uniform draw), cot_kept),
 
 from pathlib import Path
 
-from mllmrec.augment import augment
 from mllmrec.cli import run
 from mllmrec.config import AugmentParams, load_section
 from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.training.augment import augment
 
 OUT = Path("data/augment")
 

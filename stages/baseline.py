@@ -12,10 +12,10 @@ from pathlib import Path
 
 import polars as pl
 
-from mllmrec.baselines import popularity_scorer, random_scorer, sasrec_scorer
 from mllmrec.cli import run
 from mllmrec.config import BaselinesParams, EvalParams, load_section
-from mllmrec.evaluation import SPLIT_DIR, candidate_sizes, load_candidates, rank_by_scores, score_predictions
+from mllmrec.evaluation.baselines import popularity_scorer, random_scorer, sasrec_scorer
+from mllmrec.evaluation.candidates import SPLIT_DIR, candidate_sizes, load_candidates, rank_by_scores, score_predictions
 from mllmrec.io import read_parquet, write_csv, write_json, write_parquet
 
 

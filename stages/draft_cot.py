@@ -16,7 +16,7 @@ import polars as pl
 from mllmrec import partcache
 from mllmrec.cli import run
 from mllmrec.config import DraftCotParams, IngestParams, ModelsParams, load_section
-from mllmrec.cotgen import draft, select_train_samples, to_sampling
+from mllmrec.cot.generate import draft, select_train_samples, to_sampling
 from mllmrec.engines import build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
 from mllmrec.prompts import load_item_texts

@@ -26,10 +26,10 @@ from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
 from mllmrec.engines.transformers_engine import pick_device_dtype
 from mllmrec.errors import UserError
-from mllmrec.evaluation import candidate_sizes, load_candidates, score_predictions
+from mllmrec.evaluation.candidates import candidate_sizes, load_candidates, score_predictions
+from mllmrec.evaluation.policy import generative_predictions, likelihood_predictions, load_policy, merge_shards, shard
 from mllmrec.io import read_parquet, require, write_json, write_parquet
 from mllmrec.launch import maybe_relaunch
-from mllmrec.policy_eval import generative_predictions, likelihood_predictions, load_policy, merge_shards, shard
 from mllmrec.prompts import load_item_texts
 
 

@@ -39,10 +39,10 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
-    from mllmrec.grpo import grpo_rows, train_grpo
-    from mllmrec.monitor import valid_subset
-    from mllmrec.sft import check_budget
-    from mllmrec.split import seeded_subset
+    from mllmrec.data.split import seeded_subset
+    from mllmrec.training.grpo import grpo_rows, train_grpo
+    from mllmrec.training.monitor import valid_subset
+    from mllmrec.training.sft import check_budget
 
     tokenizer = AutoTokenizer.from_pretrained(params.model)
     samples = seeded_subset(samples, params.max_samples, params.seed)

@@ -12,8 +12,8 @@ import polars as pl
 
 from mllmrec.cli import run
 from mllmrec.config import IngestParams, load_section
-from mllmrec.images import attach_images
-from mllmrec.ingest import DEFAULT_FILES, Report, ingest_report, normalize, read_dataset, sort_ids
+from mllmrec.data.images import attach_images
+from mllmrec.data.ingest import DEFAULT_FILES, Report, ingest_report, normalize, read_dataset, sort_ids
 from mllmrec.io import write_json, write_parquet
 
 OUT = Path("data/ingest")

@@ -12,7 +12,7 @@ import typer
 
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, load_section
-from mllmrec.models import provision
+from mllmrec.engines.provision import provision
 
 
 def main(force: bool = typer.Option(False, help="rebuild even if the folder is complete")) -> None:

@@ -7,7 +7,7 @@
 The editor sees history titles + captions and the draft (never images; the target only if `show_target`).
 `<think>` traces are stripped; malformed output (empty / refusal / truncated / wrong format) is retried up to
 `max_attempts` with a new seed, then recorded as failed with its reason. Every edited CoT is then audited for
-mentions of its target (mllmrec.leak) and scrubbed or dropped (`leak_action`). Outputs: data/cot/refined.parquet,
+mentions of its target (mllmrec.cot.leak) and scrubbed or dropped (`leak_action`). Outputs: data/cot/refined.parquet,
 data/cot/refine_report.json (counts by reason, leak rate before/after), the cache `refine_cot.cache_dir`.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from mllmrec import partcache
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, RefineCotParams, load_section
-from mllmrec.cotgen import refine, to_sampling
+from mllmrec.cot.generate import refine, to_sampling
 from mllmrec.engines import build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
 from mllmrec.prompts import load_item_texts

@@ -7,7 +7,7 @@ Table 1 shows each metrics file as its stage wrote it. Table 2 rescores every me
 were evaluated on (they may run on a seeded subset; every policy must have the same samples and every baseline must
 cover them), so its rows compare like with like. Table 3 compares, on those samples, each policy-protocol with
 each baseline and with the training stage before it (sft vs zeroshot, grpo vs sft): paired differences, bootstrap
-CIs and p-values (src/mllmrec/significance.py). A method is a predictions file's stem (`random`) or, for a policy,
+CIs and p-values (src/mllmrec/evaluation/significance.py). A method is a predictions file's stem (`random`) or, for a policy,
 stem-protocol (`sft-generative`).
 
 Outputs: metrics/report.md (the tables as Markdown, what the README's first command prints at the end),
@@ -25,8 +25,7 @@ import typer
 
 from mllmrec.cli import run
 from mllmrec.config import EvalParams, load_section
-from mllmrec.io import read_json, write_json, write_text
-from mllmrec.report import (
+from mllmrec.evaluation.report import (
     cells,
     comparison_cells,
     comparisons,
@@ -38,6 +37,7 @@ from mllmrec.report import (
     show,
     write_plots,
 )
+from mllmrec.io import read_json, write_json, write_text
 
 
 def main(metric_files: list[Path],

@@ -17,7 +17,7 @@ from mllmrec.errors import UserError
 from mllmrec.io import read_parquet, write_csv
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
-from mllmrec.sft import check_budget, sft_examples, tokenize_examples, train_sft
+from mllmrec.training.sft import check_budget, sft_examples, tokenize_examples, train_sft
 
 
 def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv"),
@@ -37,7 +37,7 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
-    from mllmrec.monitor import ValidMonitor, valid_subset
+    from mllmrec.training.monitor import ValidMonitor, valid_subset
 
     tokenizer = AutoTokenizer.from_pretrained(policy.model, revision=policy.revision or None)
     examples = sft_examples(samples, texts, tokenizer, prompt, policy.enable_thinking)

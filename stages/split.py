@@ -13,9 +13,9 @@ import polars as pl
 
 from mllmrec.cli import run
 from mllmrec.config import SplitParams, load_section
-from mllmrec.ingest import sort_ids
+from mllmrec.data.ingest import sort_ids
+from mllmrec.data.split import make_candidates, make_samples, user_sequences
 from mllmrec.io import read_parquet, write_json, write_parquet
-from mllmrec.split import make_candidates, make_samples, user_sequences
 
 IN = Path("data/ingest")
 OUT = Path("data/split")

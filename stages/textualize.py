@@ -5,7 +5,7 @@
 
 Outputs: data/textualize/captions.parquet (item_id, image_sha256, caption, model, revision, prompt_hash,
 generation_params, error, cache_key), data/textualize/report.json (model calls, cache hits, errors by reason), and
-the content-addressed cache `textualize.cache_dir` (a `persist: true` DVC output; see src/mllmrec/textualize.py for
+the content-addressed cache `textualize.cache_dir` (a `persist: true` DVC output; see src/mllmrec/data/textualize.py for
 why, and how a teammate gets captions with `dvc pull` without loading any model).
 """
 
@@ -15,10 +15,10 @@ import typer
 
 from mllmrec.cli import run
 from mllmrec.config import IngestParams, ModelsParams, TextualizeParams, load_section
+from mllmrec.data.textualize import textualize
 from mllmrec.engines import SamplingParams, build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
 from mllmrec.partcache import model_identity
-from mllmrec.textualize import textualize
 
 IN = Path("data/ingest")
 OUT = Path("data/textualize")

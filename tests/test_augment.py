@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mllmrec.augment import augment
 from mllmrec.config import AugmentParams
+from mllmrec.data.split import seeded_subset
 from mllmrec.errors import UserError
-from mllmrec.split import seeded_subset
+from mllmrec.training.augment import augment
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,7 +92,7 @@ def test_subsample_seeded_by_sample_id():
     assert seeded_subset(train, 50, 1)["sample_id"].to_list() == a["sample_id"].to_list()
     assert set(seeded_subset(train, 50, 2)["sample_id"]) != set(a["sample_id"])
     # nests with draft_cot's subsample (same key): the drafted samples are among augment's
-    from mllmrec.cotgen import select_train_samples
+    from mllmrec.cot.generate import select_train_samples
 
     drafted = set(select_train_samples(cands, 30, 1)["sample_id"])
     assert drafted <= set(a["sample_id"])

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 from cot_util import CAPTIONS, ITEMS, ScriptedEngine, good_cot, history_ids, make_samples
 
-from mllmrec.assess import Embedder, assess, confidence, resolve_embedding_model, target_rank
 from mllmrec.config import AssessCotParams, EngineSpec, RefineCotParams
-from mllmrec.cot import prediction_text
-from mllmrec.cotgen import draft, refine
+from mllmrec.cot.assess import Embedder, assess, confidence, resolve_embedding_model, target_rank
+from mllmrec.cot.generate import draft, refine
+from mllmrec.cot.text import prediction_text
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import GenerationResult, SamplingParams
 from mllmrec.partcache import folder_identity

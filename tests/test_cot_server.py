@@ -12,8 +12,8 @@ from cot_util import CAPTIONS, ITEMS, make_samples
 from serve_util import FaultProxy, free_port, transformers_serve
 
 from mllmrec.config import EngineSpec, RefineCotParams
-from mllmrec.cot import FAIL_REASONS
-from mllmrec.cotgen import refine
+from mllmrec.cot.generate import refine
+from mllmrec.cot.text import FAIL_REASONS
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
 from mllmrec.prompts import load_item_texts

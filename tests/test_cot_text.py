@@ -8,10 +8,12 @@ import doctest
 import polars as pl
 import pytest
 
-from mllmrec import assess, cot, leak, partcache
-from mllmrec.cot import item_line, parse_steps, prediction_text
-from mllmrec.cotgen import select_train_samples
-from mllmrec.leak import find_leaks, scrub, title_variants
+from mllmrec import partcache
+from mllmrec.cot import assess, leak
+from mllmrec.cot import text as cot
+from mllmrec.cot.generate import select_train_samples
+from mllmrec.cot.leak import find_leaks, scrub, title_variants
+from mllmrec.cot.text import item_line, parse_steps, prediction_text
 
 GOOD = "Step 1: dark sci-fi.\nStep 2: more of it.\nStep 3: neon; rain; noir\nStep 4: A bleak future city film."
 

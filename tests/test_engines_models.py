@@ -13,9 +13,9 @@ import yaml
 from tiny_models import build_tiny_llama_gguf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mllmrec import models
 from mllmrec.config import EngineSpec, ModelsParams, ProvisionParams, load_section
 from mllmrec.engines import GenerationRequest, SamplingParams, build_engine
+from mllmrec.engines import provision as models
 from mllmrec.errors import UserError
 
 DEMO = """

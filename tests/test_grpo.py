@@ -15,7 +15,7 @@ from grpo_project import ITEMS, STAGE, TITLES, make_project, samples, warm_polic
 
 from mllmrec.config import GrpoParams, PromptParams
 from mllmrec.prompts import ItemText, build_messages, render_prompt
-from mllmrec.sft import training_dtype
+from mllmrec.training.sft import training_dtype
 
 # what one process and two processes must both produce
 MODEL_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "grpo_info.json"}
@@ -62,7 +62,7 @@ def test_string_prompt_tokens_equal_conversational(model, tiny_lm_dir):
         trl_string_ids = tok(text=[prompt])["input_ids"][0]  # GRPOTrainer._tokenize_prompts, string prompts
         conversational = tok.apply_chat_template([messages], add_generation_prompt=True, tokenize=True,
                                                  return_dict=True)["input_ids"][0]
-        eval_ids = tok(prompt, add_special_tokens=False)["input_ids"]  # mllmrec.likelihood / sft
+        eval_ids = tok(prompt, add_special_tokens=False)["input_ids"]  # mllmrec.evaluation.likelihood / sft
         assert trl_string_ids == conversational == eval_ids
 
 
@@ -79,8 +79,8 @@ def test_batch_not_divisible_fails_before_training(tmp_path, warmed, tiny_lm_dir
 
 def test_train_and_valid_curves_are_kept_apart():
     """Monitor points never become blank train cells (drawn as 0) and train steps never blank valid cells."""
-    from mllmrec.grpo import curve_rows
-    from mllmrec.monitor import valid_rows
+    from mllmrec.training.grpo import curve_rows
+    from mllmrec.training.monitor import valid_rows
 
     history = [{"step": 0, "epoch": 0.0, "valid_HR@1": 0.2, "valid_NDCG@1": 0.2}, {"step": 1, "reward": -0.5, "kl": 0.0,
                "rewards/hit/mean": 0.1}, {"step": 2, "reward": 0.1}, {"step": 2, "valid_HR@1": 0.3,

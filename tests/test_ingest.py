@@ -29,9 +29,9 @@ from ingest_fixtures import (
 )
 from PIL import Image
 
+from mllmrec.data.images import attach_images
+from mllmrec.data.ingest import DEFAULT_FILES, Report, ingest_report, normalize, read_dataset, sort_ids
 from mllmrec.errors import UserError
-from mllmrec.images import attach_images
-from mllmrec.ingest import DEFAULT_FILES, Report, ingest_report, normalize, read_dataset, sort_ids
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = len(items_of(USERS))  # 72: the users' movies + Léon + La Vita è bella

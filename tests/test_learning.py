@@ -2,8 +2,8 @@
 
 The data (tests/learning_project.py): the next item is the successor of the last history item on a 24-item cycle,
 1 + 9 candidates, so chance HR@1 is 0.1 and a policy that learned the rule scores ~1. A tiny random model built
-locally (tests/tiny_models.py) is trained by `mllmrec.sft.train_sft` and scored on held-out samples by
-`mllmrec.policy_eval` (the evaluate stage's code). The SFT guard was shown to fail by planting the defects it guards
+locally (tests/tiny_models.py) is trained by `mllmrec.training.sft.train_sft` and scored on held-out samples by
+`mllmrec.evaluation.policy` (the evaluate stage's code). The SFT guard was shown to fail by planting the defects it guards
 against (an inverted completion mask; SFT prompts rendered differently from evaluation's); see the README's
 "Learning guards". A GRPO guard is not here yet: see the README for what was measured.
 """
@@ -15,8 +15,8 @@ import pytest
 from learning_project import PROMPT, TEXTS, samples
 
 from mllmrec.config import EngineSpec, EvalParams, SftParams
-from mllmrec.evaluation import score_predictions
-from mllmrec.policy_eval import generative_predictions, likelihood_predictions, load_policy
+from mllmrec.evaluation.candidates import score_predictions
+from mllmrec.evaluation.policy import generative_predictions, likelihood_predictions, load_policy
 
 pytestmark = pytest.mark.slow
 EVAL = EvalParams(ks=[1, 3], bootstrap=0)
@@ -44,7 +44,7 @@ def sft(base_dir, out, steps: int):
     """The sft stage's path: renderer examples -> tokenized rows (completion mask) -> TRL SFTTrainer + LoRA."""
     from transformers import AutoTokenizer
 
-    from mllmrec.sft import sft_examples, tokenize_examples, train_sft
+    from mllmrec.training.sft import sft_examples, tokenize_examples, train_sft
 
     tok = AutoTokenizer.from_pretrained(base_dir)
     rows, skipped = tokenize_examples(sft_examples(TRAIN, TEXTS, tok, PROMPT, None), tok, 4096)

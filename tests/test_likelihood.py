@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from mllmrec.likelihood import score_brute_force, score_candidates
+from mllmrec.evaluation.likelihood import score_brute_force, score_candidates
 
 SMOLLM = Path(__file__).resolve().parents[1] / "models/smollm2-135m-instruct"
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mllmrec.metrics import (
+from mllmrec.evaluation.metrics import (
     bootstrap_ci,
     hit_at_k,
     ndcg_at_k,
@@ -67,6 +67,6 @@ def test_summarize_rates():
 def test_docstring_examples():
     import doctest
 
-    import mllmrec.metrics
+    import mllmrec.evaluation.metrics
 
-    assert doctest.testmod(mllmrec.metrics).failed == 0
+    assert doctest.testmod(mllmrec.evaluation.metrics).failed == 0

@@ -10,7 +10,7 @@ import yaml
 
 from mllmrec.config import GrpoParams, ModelsParams, SplitParams, section_model
 from mllmrec.errors import UserError
-from mllmrec.sft import check_budget
+from mllmrec.training.sft import check_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("paper-*.yaml"))

@@ -4,7 +4,6 @@ import polars as pl
 import pytest
 from transformers import AutoTokenizer
 
-from mllmrec import rewards
 from mllmrec.config import EngineSpec, PromptParams
 from mllmrec.engines.base import GenerationRequest
 from mllmrec.errors import UserError
@@ -17,6 +16,7 @@ from mllmrec.prompts import (
     render_completion,
     render_prompt,
 )
+from mllmrec.training import rewards
 
 TEXTS = {"1": ItemText("Heat (1995)", "dark blue, city lights"), "2": ItemText("Up (2009)", ""),
          "3": ItemText("Amélie (2001)", "green and red"), "4": ItemText("天使 (2001)", "warm")}

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from mllmrec.errors import UserError
-from mllmrec.metrics import summarize
-from mllmrec.report import pairs
+from mllmrec.evaluation.metrics import summarize
+from mllmrec.evaluation.report import pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("report_stage", ROOT / "stages" / "report.py")

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from mllmrec.rewards import components, paper_reward, parse, rank_aware_reward, trl_reward_funcs
+from mllmrec.training.rewards import components, paper_reward, parse, rank_aware_reward, trl_reward_funcs
 
 C = ["5", "7", "12"]
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from mllmrec.config import SasrecParams
-from mllmrec.sasrec import SASRec, pad_left, score_candidates, train
+from mllmrec.evaluation.sasrec import SASRec, pad_left, score_candidates, train
 
 P = SasrecParams(max_len=12, hidden=32, blocks=2, heads=2, dropout=0.1, epochs=40, patience=40, batch_size=16,
                  threads=1)
@@ -45,11 +45,11 @@ def test_learns_successor_pattern_that_popularity_cannot():
 
 
 def test_sasrec_scorer_on_split_frames():
-    """The baseline stage's wiring (mllmrec.baselines.sasrec_scorer) on split-shaped frames: string item ids, a test
+    """The baseline stage's wiring (mllmrec.evaluation.baselines.sasrec_scorer) on split-shaped frames: string item ids, a test
     candidate never seen in training, one score per candidate, the successor ranked first."""
     import polars as pl
 
-    from mllmrec.baselines import sasrec_scorer
+    from mllmrec.evaluation.baselines import sasrec_scorer
 
     rng = np.random.default_rng(1)
     name = [f"m{i}" for i in range(30)]

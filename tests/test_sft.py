@@ -12,10 +12,10 @@ import polars as pl
 import pytest
 import yaml
 
-from mllmrec.augment import augment
 from mllmrec.config import AugmentParams, PromptParams, SftParams
 from mllmrec.prompts import build_messages, load_item_texts, render_prompt
-from mllmrec.sft import fingerprint, prepare_checkpoints, sft_examples, tokenize_examples, training_dtype
+from mllmrec.training.augment import augment
+from mllmrec.training.sft import fingerprint, prepare_checkpoints, sft_examples, tokenize_examples, training_dtype
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["Heat (1995)", "Toy Story (1995)", "Jumanji (1995)", "Seven (1995)", "GoldenEye (1995)", "Up (2009)"]

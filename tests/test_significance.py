@@ -7,7 +7,7 @@ import polars as pl
 import pytest
 
 from mllmrec.errors import UserError
-from mllmrec.significance import compare, mcnemar_exact, paired_difference
+from mllmrec.evaluation.significance import compare, mcnemar_exact, paired_difference
 
 
 def test_identical_methods_differ_by_nothing():

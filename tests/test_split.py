@@ -5,8 +5,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from mllmrec.data.split import draw_negatives, make_candidates, make_samples, user_sequences
 from mllmrec.errors import UserError
-from mllmrec.split import draw_negatives, make_candidates, make_samples, user_sequences
 
 
 def interactions(seqs: dict[str, list[str]]) -> pl.DataFrame:

@@ -8,10 +8,10 @@ import pytest
 from textualize_util import PROMPT, CountingEngine, Factory, items_frame, make_dataset
 
 from mllmrec.config import EngineSpec, TextualizeParams
+from mllmrec.data.textualize import OUT_COLUMNS, read_cache, textualize
 from mllmrec.engines.base import SamplingParams
 from mllmrec.errors import UserError
 from mllmrec.partcache import model_identity
-from mllmrec.textualize import OUT_COLUMNS, read_cache, textualize
 
 SAMPLING = SamplingParams(max_new_tokens=128)
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import polars as pl
 from textualize_util import PROMPT, Factory, make_dataset, poster_ids, write_project
 
+from mllmrec.data.textualize import read_cache, textualize
 from mllmrec.engines.base import SamplingParams
-from mllmrec.textualize import read_cache, textualize
 
 TESTS = Path(__file__).resolve().parent
 N, BATCH, DELAY = 48, 4, 0.03
@@ -29,7 +29,7 @@ CHILD = textwrap.dedent("""
     import polars as pl
     from textualize_util import PROMPT, CountingEngine
     from mllmrec.engines.base import SamplingParams
-    from mllmrec.textualize import textualize
+    from mllmrec.data.textualize import textualize
 
     items, root, cache, log, batch, delay = sys.argv[1:7]
     log = open(log, "a", buffering=1)  # line-buffered: every answered request is on disk before the next one

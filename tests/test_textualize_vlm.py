@@ -4,10 +4,10 @@ import polars as pl
 from textualize_util import PROMPT, make_dataset
 
 from mllmrec.config import EngineSpec
+from mllmrec.data.textualize import textualize
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
 from mllmrec.partcache import model_identity
-from mllmrec.textualize import textualize
 
 
 def test_tiny_vlm_captions_then_cache(tiny_vlm_dir, tmp_path):

@@ -24,7 +24,7 @@ class Section(BaseModel):
 class IngestParams(Section):
     format: Literal["movielens_csv", "movielens_dat", "mllmrec_tsv", "microlens"]
     root: str = Field(description="dataset folder; image paths in the items table are relative to it")
-    interactions_file: str | None = None  # default per format, see mllmrec.ingest.DEFAULT_FILES
+    interactions_file: str | None = None  # default per format, see mllmrec.data.ingest.DEFAULT_FILES
     titles_file: str | None = None
     image_dir: str | None = None
     encoding: str = "utf-8"  # of the titles file; ml-1m's movies.dat is latin-1
@@ -350,7 +350,7 @@ class LaunchParams(Section):
 
 
 class RewardParams(Section):
-    """mllmrec.rewards: `paper` = −1 bad format / +1 hit / +0.3 valid miss; `rank_aware` = NDCG gain of a ranked
+    """mllmrec.training.rewards: `paper` = −1 bad format / +1 hit / +0.3 valid miss; `rank_aware` = NDCG gain of a ranked
     answer of up to max_answers ids. valid_miss 0 = strict hit-only reward (no bonus for mere validity)."""
 
     kind: Literal["paper", "rank_aware"] = "paper"
@@ -361,7 +361,7 @@ class RewardParams(Section):
 
 
 class MonitorParams(Section):
-    """Learning curve (mllmrec.monitor): valid-split HR@K by likelihood ranking every `every` optimizer steps."""
+    """Learning curve (mllmrec.training.monitor): valid-split HR@K by likelihood ranking every `every` optimizer steps."""
 
     every: int = Field(5, ge=0)  # optimizer steps between valid evaluations (also at step 0 and the end); 0 = off
     samples: int = Field(64, ge=1)  # seeded, fixed subset of the valid split (more than the split holds: refused)

@@ -5,7 +5,7 @@
     done = partcache.read_parts(cache_dir, SCHEMA, keys={key})                     # committed rows for those keys
     partcache.write_part(cache_dir, rows, SCHEMA)                                  # one finished batch, atomically
 
-Layout (see src/mllmrec/textualize.py for the DVC side: the folder is a `persist: true` output): one small Parquet
+Layout (see src/mllmrec/data/textualize.py for the DVC side: the folder is a `persist: true` output): one small Parquet
 file per finished batch, `part-<hash of its keys>.parquet`, written temp + rename and never modified, so a kill
 loses at most the batch in flight and a rerun reads every part. Rows are keyed by `cache_key`; a key is the hash of
 everything that determines the result (model identity, prompt, inputs, generation params), so changing any of them

@@ -63,7 +63,7 @@ def answer_line(item_id: str, texts: dict[str, ItemText]) -> str:
 def item_line(n: int, item_id: str, texts: dict[str, ItemText], with_caption: bool, max_words: int | None = None
               ) -> str:
     """`n. [ITEM_<id>] <title> | image: <caption>`, the caption cut to its first `max_words` words: the policy's
-    line (prompt.max_caption_words). The CoT drafter/editor read their own line, mllmrec.cot.item_line, cut in
+    line (prompt.max_caption_words). The CoT drafter/editor read their own line, mllmrec.cot.text.item_line, cut in
     characters (max_caption_chars) and reporting what it had to work around; both take the texts loaded here.
 
     >>> item_line(2, "7", {"7": ItemText("Up (2009)", "A red house lifted by balloons")}, True, 3)
@@ -150,7 +150,7 @@ def parse_answer(text: str) -> list[str]:
     """Item ids of the answer part in the order the model wrote them, duplicates dropped (the first mention counts).
 
     What counts as a valid answer, in one place: evaluation (this function) reads every id of the answer as a ranked
-    list and counts ids outside the candidates; GRPO's reward (mllmrec.rewards.parse) reads the same ids but is
+    list and counts ids outside the candidates; GRPO's reward (mllmrec.training.rewards.parse) reads the same ids but is
     strict: more than `reward.max_answers` ids (1 for the paper's reward) or any id outside the candidates is a
     format error there, so `[ITEM_5] or [ITEM_7]` ranks 5 then 7 here and earns the bad-format reward in GRPO.
 

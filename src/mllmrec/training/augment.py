@@ -1,6 +1,6 @@
 """Mixed-grained augmentation: every training sample, plus a CoT on a seeded share of them.
 
-    from mllmrec.augment import augment
+    from mllmrec.training.augment import augment
     sft, grpo, report = augment(candidates_df, assessed_cots_df, params)   # params: mllmrec.config.AugmentParams
 
 Only train samples are used (valid/test never carry CoT), and only CoTs the assessment kept are eligible. Each
@@ -16,8 +16,8 @@ import numpy as np
 import polars as pl
 
 from mllmrec.config import AugmentParams
+from mllmrec.data.split import seeded_subset
 from mllmrec.errors import UserError
-from mllmrec.split import seeded_subset
 
 OUT_COLUMNS = ["sample_id", "user_id", "history", "candidates", "target", "cot", "has_cot", "cot_draw", "cot_kept"]
 COT_COLUMNS = {"sample_id", "cot", "keep"}  # what we read from the assess_cot output

@@ -1,7 +1,7 @@
 """Score an LLM policy on the persisted candidates, two ways, producing the same `ranked` lists the baselines do.
 
 - likelihood: every candidate's answer line `[ITEM_<id>] <title>` + end-of-turn is scored by its exact
-  log-likelihood given the prompt (mllmrec.likelihood, one packed forward per sample); candidates are ranked by it.
+  log-likelihood given the prompt (mllmrec.evaluation.likelihood, one packed forward per sample); candidates are ranked by it.
 - generative (the paper's protocol): greedy generation through the policy's engine; the ids the model writes are
   parsed in order; ids outside the candidate set stay in place as misses and are counted; no id = invalid output.
 
@@ -15,7 +15,7 @@ import torch
 
 from mllmrec.config import PromptParams
 from mllmrec.engines.base import GenerationRequest, SamplingParams
-from mllmrec.likelihood import score_candidates
+from mllmrec.evaluation.likelihood import score_candidates
 from mllmrec.progress import track
 from mllmrec.prompts import ItemText, answer_line, build_messages, completion_template, parse_answer, render_prompt
 

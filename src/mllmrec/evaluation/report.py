@@ -1,12 +1,12 @@
 """The report's tables, paired comparisons, headline numbers and plot data (stages/report.py writes them).
 
-    from mllmrec.report import load_predictions, same_samples, same_sample_rows, comparisons, headline
+    from mllmrec.evaluation.report import load_predictions, same_samples, same_sample_rows, comparisons, headline
     same = same_samples(load_predictions(paths).filter(pl.col("num_negatives") == 9), "1+9")
     rows, comps = same_sample_rows(same, eval_params), comparisons(same, eval_params)
 
 A method is a predictions file's stem (`random`) or, for a policy, stem-protocol (`sft-generative`). Comparisons
 pair each policy-protocol with its previous training stage (sft vs zeroshot, grpo vs sft) and with every baseline,
-on the same samples (mllmrec.significance).
+on the same samples (mllmrec.evaluation.significance).
 """
 
 from pathlib import Path
@@ -17,9 +17,9 @@ from rich.table import Table
 
 from mllmrec.config import EvalParams
 from mllmrec.errors import UserError
+from mllmrec.evaluation.metrics import per_sample_scores, summarize
+from mllmrec.evaluation.significance import compare
 from mllmrec.io import read_parquet, write_csv
-from mllmrec.metrics import per_sample_scores, summarize
-from mllmrec.significance import compare
 
 HEADLINE = ["HR@1", "HR@5", "NDCG@10"]  # the metrics of headline.json and of the paired comparisons
 PREVIOUS = {"sft": "zeroshot", "grpo": "sft"}  # each policy's training stage -> the one it starts from

@@ -1,6 +1,6 @@
 """CoT text: history rendering for the drafter/editor prompts, and parsing of the editor's `Step 1:`...`Step 4:` output.
 
-    from mllmrec.cot import parse_steps
+    from mllmrec.cot.text import parse_steps
     parse_steps("<think>...</think>Step 1: a\\nStep 2: b\\nStep 3: c\\nStep 4: d")  # -> ("Step 1: a\\n...", "ok")
 
 Pure functions (no model): every failure has a reason, so a stage can count them and retry the right ones.

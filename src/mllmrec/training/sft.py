@@ -1,6 +1,6 @@
 """Supervised fine-tuning of the policy: TRL SFTTrainer + PEFT LoRA, auto-resume, LoRA merged in the training dtype.
 
-    from mllmrec.sft import sft_examples, tokenize_examples, train_sft
+    from mllmrec.training.sft import sft_examples, tokenize_examples, train_sft
     examples = sft_examples(samples, texts, tokenizer, prompt_params, enable_thinking)  # prompt/completion strings
     rows, skipped = tokenize_examples(examples, tokenizer, max_length)                  # input_ids + completion_mask
     info = train_sft(rows, model_path, revision, tokenizer, params, out_dir)
@@ -144,7 +144,7 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     """Train (resuming if possible), merge the LoRA, save model + tokenizer to out_dir. Returns run info.
 
     `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info; `callbacks` go to the
-    Trainer (a mllmrec.monitor.ValidMonitor adds the valid HR@K learning curve, returned as info["valid_curve"])."""
+    Trainer (a mllmrec.training.monitor.ValidMonitor adds the valid HR@K learning curve, returned as info["valid_curve"])."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
@@ -152,7 +152,7 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from mllmrec.monitor import valid_rows
+    from mllmrec.training.monitor import valid_rows
 
     if not rows:
         raise UserError("no SFT examples left (all longer than sft.max_length?)")

@@ -1,6 +1,6 @@
 """Classic baselines as candidate scorers: (candidates frame) -> (samples, candidates) scores, higher = better.
 
-    from mllmrec.baselines import popularity_scorer, random_scorer, sasrec_scorer
+    from mllmrec.evaluation.baselines import popularity_scorer, random_scorer, sasrec_scorer
     scorer = popularity_scorer(train_seqs, seed=0)          # or random_scorer(0), sasrec_scorer(...)
     preds, summary = score_predictions(rank_by_scores(cands, scorer(cands)), eval_params)
 
@@ -45,7 +45,7 @@ def sasrec_scorer(train_seqs: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFr
 
     Returns the scorer, a checkpoint ({state_dict, items}: torch.save it) and the per-epoch log. Item index 0 is
     padding; the vocabulary is every training item plus every test candidate (sorted: the same run, the same ids)."""
-    from mllmrec import sasrec
+    from mllmrec.evaluation import sasrec
 
     items = sorted(set(train_seqs["items"].explode().to_list()) | set(test["candidates"].explode().to_list()))
     index = {item: i + 1 for i, item in enumerate(items)}

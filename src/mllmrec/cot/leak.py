@@ -1,6 +1,6 @@
 """Leak audit: does a CoT explicitly mention its own target item? Pure functions, tested on hand-written strings.
 
-    from mllmrec.leak import find_leaks, scrub
+    from mllmrec.cot.leak import find_leaks, scrub
     find_leaks("Step 4: Next they watch Toy Story.", "1", "Toy Story (1995)")   # -> ['title_core']
     scrub(cot, "1", "Toy Story (1995)")  # -> (cot without the leaking sentences, sentences removed)
 

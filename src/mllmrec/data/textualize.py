@@ -1,6 +1,6 @@
 """Caption every item image once, through any engine, with a content-addressed, resumable, shareable cache.
 
-    from mllmrec.textualize import textualize
+    from mllmrec.data.textualize import textualize
     captions, report = textualize(items, root, prompt=..., sampling=SamplingParams(max_new_tokens=128),
                                   model="pixel-describer", revision="pd-1", make_engine=lambda: engine,
                                   cache_dir=Path("data/textualize/cache"), batch_size=16)

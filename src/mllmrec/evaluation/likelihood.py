@@ -1,6 +1,6 @@
 """Exact likelihood ranking: log p(candidate's answer line | prompt) for every candidate, at about one prompt forward.
 
-    from mllmrec.likelihood import score_candidates
+    from mllmrec.evaluation.likelihood import score_candidates
     scores = score_candidates(model, tokenizer, prompts, completions)   # list of (n_candidates,) arrays
 
 The prompt and all of its candidates' completions are packed into ONE sequence with a tree-shaped attention mask:

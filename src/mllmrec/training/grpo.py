@@ -1,6 +1,6 @@
 """GRPO on the merged SFT model with a new LoRA (TRL GRPOTrainer), a reward-inflation monitor, auto-resume, merge.
 
-    from mllmrec.grpo import grpo_rows, train_grpo
+    from mllmrec.training.grpo import grpo_rows, train_grpo
     rows = grpo_rows(samples, texts, tokenizer, prompt_params, enable_thinking)   # prompt strings + reward columns
     info = train_grpo(rows, valid_cands, texts, tokenizer, params, prompt_params, enable_thinking, out_dir, ...)
 
@@ -11,7 +11,7 @@ only in GRPO) - tests/test_grpo.py shows the ids equal TRL's conversational path
 
 Monitor (MonitorCallback): TRL already logs reward, rewards/<component>/mean, frac_reward_zero_std (groups whose
 completions all got the same reward: no learning signal), kl and entropy every step; every `monitor.every` steps
-mllmrec.monitor adds valid-split HR@K/NDCG@K by exact likelihood ranking (the evaluate stage's own scorer) on a
+mllmrec.training.monitor adds valid-split HR@K/NDCG@K by exact likelihood ranking (the evaluate stage's own scorer) on a
 fixed valid subset. Train reward rising while valid HR stays flat or falls is reward inflation. All of it goes into
 Trainer's log_history, which checkpoints carry, so a resumed run still writes the whole curve.
 """
@@ -26,10 +26,10 @@ import polars as pl
 
 from mllmrec.config import GrpoParams, PromptParams
 from mllmrec.errors import UserError
-from mllmrec.monitor import ValidMonitor, valid_rows
 from mllmrec.prompts import ItemText, build_messages, render_prompt
-from mllmrec.rewards import trl_reward_funcs
-from mllmrec.sft import last_checkpoint, prepare_checkpoints, save_merged, training_dtype
+from mllmrec.training.monitor import ValidMonitor, valid_rows
+from mllmrec.training.rewards import trl_reward_funcs
+from mllmrec.training.sft import last_checkpoint, prepare_checkpoints, save_merged, training_dtype
 
 # params that change how often we save/log/monitor, not what is learned: editing them keeps checkpoints resumable
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor", "launch"}
@@ -56,7 +56,7 @@ def grpo_rows(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, prom
 
 
 class MonitorCallback(ValidMonitor):
-    """The valid HR@K learning curve (mllmrec.monitor) plus completion samples with their rewards to a JSONL."""
+    """The valid HR@K learning curve (mllmrec.training.monitor) plus completion samples with their rewards to a JSONL."""
 
     def __init__(self, valid: pl.DataFrame | None, texts, tokenizer, prompt_params, enable_thinking,
                  params: GrpoParams, samples_path: Path):
@@ -105,7 +105,7 @@ _CURVE_KEYS = {  # TRL log key -> plots/grpo_train.csv column
 
 def curve_rows(log_history: list[dict]) -> list[dict]:
     """One row per training step (reward and its components, KL, ...); the monitor's valid points are kept apart
-    (mllmrec.monitor.valid_rows), so no plot draws the steps it skipped as zeros."""
+    (mllmrec.training.monitor.valid_rows), so no plot draws the steps it skipped as zeros."""
     cols = ["step", *_CURVE_KEYS.values()]
     by_step: dict[int, dict] = {}
     for h in log_history:

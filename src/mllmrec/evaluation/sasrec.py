@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mllmrec.config import SasrecParams
-from mllmrec.metrics import per_sample_scores
+from mllmrec.evaluation.metrics import per_sample_scores
 from mllmrec.progress import Progress
 
 

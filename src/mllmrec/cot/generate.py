@@ -1,6 +1,6 @@
 """Draft and refine CoT through any engine, content-cached and resumable (mllmrec.partcache, like textualize).
 
-    from mllmrec.cotgen import draft, refine
+    from mllmrec.cot.generate import draft, refine
     drafts, report = draft(samples, items, mode="captions", prompt=..., sampling=..., model=m, revision=r,
                            make_engine=lambda: engine, cache_dir=Path("data/cot/cache/draft"), batch_size=8)
     refined, report = refine(drafts, items, params=RefineCotParams(), model=m, revision=r, make_engine=...)
@@ -22,12 +22,12 @@ from pathlib import Path
 import polars as pl
 
 from mllmrec import partcache
-from mllmrec.cot import is_echo, item_line, parse_steps
+from mllmrec.cot.leak import find_leaks, scrub
+from mllmrec.cot.text import is_echo, item_line, parse_steps
+from mllmrec.data.split import seeded_subset
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
-from mllmrec.leak import find_leaks, scrub
 from mllmrec.prompts import ItemText
-from mllmrec.split import seeded_subset
 
 GEN_SCHEMA = {
     "cache_key": pl.String, "text": pl.String, "reasoning_chars": pl.Int64, "finish_reason": pl.String,
@@ -44,7 +44,7 @@ def to_sampling(s) -> SamplingParams:
 
 def select_train_samples(cands: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
     """Train samples only (CoT never touches valid/test); a seeded subsample that is stable as samples are added:
-    mllmrec.split.seeded_subset (the same rule as augment's, so augment's samples contain the drafted ones)."""
+    mllmrec.data.split.seeded_subset (the same rule as augment's, so augment's samples contain the drafted ones)."""
     return seeded_subset(cands.filter(pl.col("split") == "train"), max_samples, seed).select(SAMPLE_COLUMNS)
 
 

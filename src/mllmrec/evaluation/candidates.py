@@ -10,9 +10,9 @@ import numpy as np
 import polars as pl
 
 from mllmrec.config import EvalParams
+from mllmrec.data.split import seeded_subset
+from mllmrec.evaluation.metrics import out_of_candidates, summarize, target_rank
 from mllmrec.io import read_parquet
-from mllmrec.metrics import out_of_candidates, summarize, target_rank
-from mllmrec.split import seeded_subset
 
 SPLIT_DIR = Path("data/split")
 
@@ -20,7 +20,7 @@ SPLIT_DIR = Path("data/split")
 def load_candidates(n_neg: int, split: str, max_samples: int | None = None, seed: int = 0) -> pl.DataFrame:
     """One split of a persisted candidate file; with max_samples, a seeded subset chosen by hashing sample ids, so
     every method (baselines and LLMs) is scored on exactly the same samples whatever the row order
-    (mllmrec.split.seeded_subset)."""
+    (mllmrec.data.split.seeded_subset)."""
     cands = read_parquet(SPLIT_DIR / f"candidates_n{n_neg}.parquet", "split").filter(pl.col("split") == split)
     if max_samples is not None and cands.height > max_samples:
         cands = seeded_subset(cands, max_samples, seed).sort(pl.col("sample_id").str.len_chars(), "sample_id")
