@@ -1,6 +1,7 @@
 """Params validation: a wrong type or unknown key fails before any work, naming the key."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,14 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, args, env, expected):
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("text, key", [
+    ("ingest:\n  format: movielens_csv\n  root: x\n  encoding: utf-9\n", "ingest.encoding: Value error, unknown encoding"),
+    ("split:\n  num_negatives: [9, 0]\n", "split.num_negatives.1: Input should be greater than or equal to 1"),
+    ("eval:\n  ks: [1, -5]\n", "eval.ks.1: Input should be greater than or equal to 1"),
+])
+def test_bad_values_are_refused_naming_the_key(tmp_path, text, key):
+    name = text.split(":")[0]
+    with pytest.raises(UserError, match=re.escape(key)):
+        load_section(name, section_model(name), write(tmp_path, text))

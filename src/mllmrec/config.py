@@ -4,9 +4,10 @@
     split = load_section("split", SplitParams)
 """
 
+import codecs
 import re
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,17 +32,26 @@ class IngestParams(Section):
     require_image: bool = False  # drop items whose image is missing/corrupt (counted in the report)
     image_workers: int = Field(4, ge=1)
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_codec(cls, v: str) -> str:
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(f"unknown encoding {v!r} (a Python codec name: utf-8, latin-1, cp1252, ...)") from None
+        return v
+
 
 class SplitParams(Section):
     min_inter: int = Field(10, ge=3)  # users need >= min_inter items; history window = min_inter - 1
     train_windows: int = Field(1, ge=1)  # train samples per user; >1 adds sliding windows further back
     window_stride: int = Field(1, ge=1)
-    num_negatives: list[int] = Field(default_factory=lambda: [9, 99], min_length=1)
+    num_negatives: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [9, 99], min_length=1)
     seed: int = 0
 
 
 class EvalParams(Section):
-    ks: list[int] = Field(default_factory=lambda: [1, 3, 5, 10], min_length=1)
+    ks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [1, 3, 5, 10], min_length=1)
     split: Literal["valid", "test"] = "test"
     bootstrap: int = Field(1000, ge=0)  # resamples for the 95 % CI; 0 disables
     seed: int = 0
