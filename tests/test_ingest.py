@@ -260,6 +260,14 @@ def test_empty_files_are_a_clear_error(tmp_path, fmt, file, content, message):
         ingest(root, fmt, READERS[fmt][1])
 
 
+def test_a_directory_where_a_file_belongs_is_a_clear_error(tmp_path):
+    root = write_movielens_csv(tmp_path / "d", images=False)
+    (root / "movies.csv").unlink()
+    (root / "movies.csv").mkdir()  # e.g. an unzipped archive folder named like the file
+    with pytest.raises(UserError, match=r"movies\.csv: is a directory, expected the titles file"):
+        ingest(root, "movielens_csv")
+
+
 def test_nothing_left_after_ingest_is_a_clear_error(tmp_path):
     root = write_movielens_csv(tmp_path / "d", images=False)
     write_text(root / "movies.csv", ["movieId,title,genres", "1,Toy Story (1995),Animation"])  # none of theirs

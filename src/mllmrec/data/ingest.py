@@ -65,6 +65,8 @@ def resolve(root: Path, pattern: str, what: str) -> Path:
         raise UserError(f"{root}: no {what} file matching '{pattern}' (set ingest.{what}_file)")
     if len(matches) > 1:
         raise UserError(f"{root}: several {what} files match '{pattern}': {[m.name for m in matches]}")
+    if not matches[0].is_file():
+        raise UserError(f"{matches[0]}: is a directory, expected the {what} file (set ingest.{what}_file)")
     return matches[0]
 
 
@@ -72,6 +74,8 @@ def read_lines(path: Path) -> pl.LazyFrame:
     """Each physical line as one string, with its 1-based line number; fast and multi-threaded in polars."""
     if not path.exists():
         raise UserError(f"{path}: not found")
+    if not path.is_file():
+        raise UserError(f"{path}: is a directory, expected a file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty")
     # \x1f never occurs in these text files, so each line is one field; quote_char=None keeps quotes verbatim
