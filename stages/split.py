@@ -15,6 +15,7 @@ from mllmrec.cli import run
 from mllmrec.config import SplitParams, load_section
 from mllmrec.data.ingest import sort_ids
 from mllmrec.data.split import make_candidates, make_samples, user_sequences
+from mllmrec.errors import UserError
 from mllmrec.io import read_parquet, write_json, write_parquet
 
 IN = Path("data/ingest")
@@ -27,6 +28,10 @@ def main(out: Path = OUT) -> None:
 
     seqs = user_sequences(inter)
     kept = seqs.filter(pl.col("n") >= params.min_inter)
+    if kept.is_empty():  # else the candidate pool is empty and the error would blame num_negatives
+        longest = int(seqs["n"].max()) if seqs.height else 0
+        raise UserError(f"params.yaml: split.min_inter = {params.min_inter}, but no user has that many interactions "
+                        f"({seqs.height} users, the most active has {longest}); lower split.min_inter")
     samples = make_samples(kept, params.min_inter, params.train_windows, params.window_stride)
     # the candidate pool: every item some kept user interacted with, in a fixed order
     items = sort_ids(kept.select(pl.col("items").explode().unique().alias("item_id")), "item_id")["item_id"]
