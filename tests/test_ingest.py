@@ -399,3 +399,44 @@ def test_stage_on_bad_params_exits_2_with_one_clear_line(tmp_path, change, messa
     assert done.stderr.startswith("error: ")
     assert re.search(message, done.stderr), done.stderr
     assert not (tmp_path / "data").exists()  # failed before writing anything
+
+
+# ------------------------------------------------------------------------------------------- csv edge cases (titles)
+def test_unclosed_quote_in_a_title_is_an_error_not_swallowed_rows(tmp_path):
+    root = write_movielens_csv(tmp_path / "d", images=False, extra_movies=['9001,"Broken (1999),Drama'])
+    bad_line = line_of(root / "movies.csv", "9001,", prefix=True)
+    # the quote runs to the end of the file: every real row after it would silently become part of one title
+    with pytest.raises(UserError, match=rf"movies\.csv:{bad_line}: not valid CSV: unexpected end of data"):
+        ingest(root, "movielens_csv")
+    rows = (root / "movies.csv").read_text().splitlines()
+    rows.insert(2, '9002,"Open (2000),Drama')  # closed again by a later quote: rows swallowed in between
+    (root / "movies.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(UserError, match=r"movies\.csv:3 \(the row read on to line \d+\): not valid CSV"):
+        ingest(root, "movielens_csv")
+
+
+def test_field_over_the_csv_size_limit_is_a_clear_error(tmp_path):
+    root = write_movielens_csv(tmp_path / "d", images=False, extra_movies=[f'9001,"{"x" * 200_000}",Drama'])
+    with pytest.raises(UserError, match=r"movies\.csv:\d+: not valid CSV: field larger than field limit"):
+        ingest(root, "movielens_csv")
+
+
+def test_quoted_multiline_title_keeps_a_space_for_the_line_break(tmp_path):
+    root = write_movielens_csv(tmp_path / "d", images=False, extra_movies=['9001,"Two\nLines (1999)",Drama'])
+    _, items, _ = ingest(root, "movielens_csv")
+    assert dict(zip(items["item_id"], items["title"])).get("9001") in (None, "Two Lines (1999)")  # unrated: dropped
+    from mllmrec.data.ingest import clean_title
+    assert clean_title("Two\r\nLines (1999)") == "Two Lines (1999)"
+
+
+def test_cr_only_line_endings_and_a_wrong_encoding_give_a_short_error(tmp_path):
+    root = write_movielens_csv(tmp_path / "d", images=False)
+    for name in ("ratings.csv", "movies.csv"):  # movies.csv is read first: its error shows once both are converted
+        (root / name).write_bytes((root / name).read_bytes().replace(b"\n", b"\r"))
+        with pytest.raises(UserError, match=rf"{name.replace('.', '[.]')}: lines end in CR only") as e:
+            ingest(root, "movielens_csv")
+        assert len(str(e.value)) < 300
+    root = write_movielens_csv(tmp_path / "e", images=False)
+    with pytest.raises(UserError, match=r"movies\.csv:1: expected an id column") as e:
+        ingest(root, "movielens_csv", encoding="utf-16")  # decodes, into one long line of nonsense
+    assert len(str(e.value)) < 600 and "characters)" in str(e.value)  # was the whole file (2.5 kB here)

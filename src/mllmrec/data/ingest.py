@@ -12,6 +12,7 @@ Every dropped row or item is counted by reason in the report, with the first few
 
 import csv
 import io
+import re
 import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -101,10 +102,14 @@ def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: 
     if has_header:
         if lines.height == 0:  # only blank lines
             raise UserError(f"{path}: file is empty")
+        if "\r" in lines["raw"][0].rstrip("\r"):
+            raise UserError(f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n, e.g. "
+                            f"`tr '\\r' '\\n' < {path.name} > fixed.csv`")
         header = lines["raw"][0].strip().split(sep)
         missing = [c for c in columns.values() if c not in header]
         if missing:
-            raise UserError(f"{path}:1: missing column(s) {missing}; header is {header}")
+            raise UserError(f"{path}:1: missing column(s) {missing}; header is {brief(header)} "
+                            f"(check ingest.format and ingest.encoding)")
         index = {ours: header.index(theirs) for ours, theirs in columns.items()}
         width = len(header)
         lines = lines.slice(1)
@@ -172,11 +177,22 @@ def decode_text(path: Path, encoding: str) -> str:
         ) from None
 
 
+def brief(value: object, limit: int = 200) -> str:
+    """A value for an error message, cut: a header read from a file with the wrong line endings or encoding is the
+    whole file."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 def clean_title(title: str) -> str:
-    """NFC-normalize, drop control/zero-width characters, collapse whitespace; keeps non-Latin scripts intact."""
-    title = unicodedata.normalize("NFC", title)
+    """NFC-normalize, line breaks to spaces, drop control/zero-width characters, collapse whitespace; keeps non-Latin
+    scripts intact."""
+    title = unicodedata.normalize("NFC", title).replace("\r", " ").replace("\n", " ")
     title = "".join(ch for ch in title if unicodedata.category(ch) not in {"Cc", "Cf"} or ch in " \t")
     return " ".join(title.split())
+
+
+RECORD_START = re.compile(r"[\r\n]\s*[^\s,\"]+,")  # inside a title: a line break, then what looks like `<id>,`
 
 
 def read_titles(path: Path, fmt: str, encoding: str, report: Report) -> pl.DataFrame:
@@ -194,19 +210,33 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report) -> pl.DataF
                 continue
             rows.append((parts[0].strip(), parts[1], n))
     else:
-        reader = csv.reader(io.StringIO(text))
-        header = [h.strip() for h in next(reader)]
-        id_col = next((c for c in ("movieId", "item", "item_id", "itemId") if c in header), None)
-        if id_col is None or "title" not in header:
-            raise UserError(f"{path}:1: expected an id column (movieId/item/item_id) and 'title'; header is {header}")
-        i_id, i_title = header.index(id_col), header.index("title")
-        for parts in reader:
-            if not parts or not "".join(parts).strip():
-                continue
-            if len(parts) != len(header):
-                malformed.append(f"{path.name}:{reader.line_num}")
-                continue
-            rows.append((parts[i_id].strip(), parts[i_title], reader.line_num))
+        if "\r" in text and "\n" not in text:
+            raise UserError(f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n")
+        reader = csv.reader(io.StringIO(text), strict=True)  # strict: a quote left open at the end is an error
+        start = 1
+        try:
+            header = [h.strip() for h in next(reader)]
+            id_col = next((c for c in ("movieId", "item", "item_id", "itemId") if c in header), None)
+            if id_col is None or "title" not in header:
+                raise UserError(f"{path}:1: expected an id column (movieId/item/item_id) and 'title'; header is "
+                                f"{brief(header)} (check ingest.format and ingest.encoding)")
+            i_id, i_title = header.index(id_col), header.index("title")
+            start = reader.line_num + 1
+            for parts in reader:
+                first, start = start, reader.line_num + 1  # the physical line this row began on
+                if not parts or not "".join(parts).strip():
+                    continue
+                if len(parts) != len(header):
+                    malformed.append(f"{path.name}:{first}")
+                    continue
+                if RECORD_START.search(parts[i_title]):
+                    raise UserError(f"{path}:{first}: a quote opened on this line closes only on line "
+                                    f"{reader.line_num}, so the rows in between would be read as one title; fix the "
+                                    f"quote")
+                rows.append((parts[i_id].strip(), parts[i_title], first))
+        except csv.Error as e:  # field over the size limit, quote open at the end of the file, ...
+            where = f"{start}" if reader.line_num <= start else f"{start} (the row read on to line {reader.line_num})"
+            raise UserError(f"{path}:{where}: not valid CSV: {e} (an unclosed quote?)") from None
     report.read["title_lines"] += len(rows) + len(malformed)
     report.skip("malformed_title_line", len(malformed), malformed)
     if not rows:  # every interaction would be an unknown item: say why here, not downstream
