@@ -440,3 +440,23 @@ def test_cr_only_line_endings_and_a_wrong_encoding_give_a_short_error(tmp_path):
     with pytest.raises(UserError, match=r"movies\.csv:1: expected an id column") as e:
         ingest(root, "movielens_csv", encoding="utf-16")  # decodes, into one long line of nonsense
     assert len(str(e.value)) < 600 and "characters)" in str(e.value)  # was the whole file (2.5 kB here)
+
+
+# ------------------------------------------------------------------------------------------------------ .dat lines
+def test_dat_line_with_extra_fields_is_skipped_and_counted(tmp_path):
+    root = write_movielens_dat(tmp_path / "d", extra_ratings=["14::1::4.0::964982703::extra"])
+    bad_line = line_of(root / "ratings.dat", "14::1::4.0::964982703::extra")
+    _, _, report = ingest(root, "movielens_dat", encoding="latin-1")
+    assert report["skipped"]["malformed_line"] == 1
+    assert f"ratings.dat:{bad_line}" in report["examples"]["malformed_line"]
+
+
+def test_dat_title_containing_the_separator_is_kept_whole(tmp_path):
+    root = write_movielens_dat(tmp_path / "d")
+    item = min(items_of(USERS))
+    lines = (root / "movies.dat").read_text(encoding="latin-1").splitlines()
+    lines = [f"{item}::Face::Off (1997)::Action" if line.startswith(f"{item}::") else line for line in lines]
+    (root / "movies.dat").write_text("\n".join(lines) + "\n", encoding="latin-1")
+    _, items, report = ingest(root, "movielens_dat", encoding="latin-1")
+    assert dict(zip(items["item_id"], items["title"]))[item] == "Face::Off (1997)"
+    assert report["notes"]["title_with_separator"] == 1

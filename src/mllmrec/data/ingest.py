@@ -86,7 +86,8 @@ def read_lines(path: Path) -> pl.LazyFrame:
     ).filter(pl.col("raw").str.strip_chars() != "")
 
 
-def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: Report) -> pl.DataFrame:
+def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: Report, width: int | None = None
+                   ) -> pl.DataFrame:
     """Read user/item/timestamp from a delimited interactions file.
 
     `columns` maps our name -> header name (file has a header) or field index (no header). Lines with the wrong
@@ -114,7 +115,7 @@ def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: 
         width = len(header)
         lines = lines.slice(1)
     else:
-        index, width = dict(columns), None
+        index = dict(columns)  # headerless: `width` fields exactly when the format fixes it, else at least enough
     def field(i: int) -> pl.Expr:
         got = pl.col("f").list.get(i, null_on_oob=True)
         return got.str.strip_chars() if padded else got
@@ -208,7 +209,9 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report) -> pl.DataF
             if len(parts) < 2:
                 malformed.append(f"{path.name}:{n}")
                 continue
-            rows.append((parts[0].strip(), parts[1], n))
+            if len(parts) > 3:  # MovieID::Title::Genres with `::` inside the title: keep the whole title
+                report.notes["title_with_separator"] += 1
+            rows.append((parts[0].strip(), "::".join(parts[1:-1]) if len(parts) > 2 else parts[1], n))
     else:
         if "\r" in text and "\n" not in text:
             raise UserError(f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n")
@@ -267,7 +270,8 @@ def read_dataset(root: Path, fmt: str, interactions_file: str | None, titles_fil
             cols = {"user_id": "userId", "item_id": "movieId", "timestamp": "timestamp"}
             frames.append(read_delimited(path, ",", cols, report))
         elif fmt == "movielens_dat":
-            frames.append(read_delimited(path, "::", {"user_id": 0, "item_id": 1, "timestamp": 3}, report))
+            frames.append(read_delimited(path, "::", {"user_id": 0, "item_id": 1, "timestamp": 3}, report,
+                                         width=4))  # UserID::MovieID::Rating::Timestamp
         elif fmt == "microlens":
             frames.append(read_delimited(path, ",", {"user_id": "user", "item_id": "item", "timestamp": "timestamp"},
                                          report))
