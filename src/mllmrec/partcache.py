@@ -42,6 +42,9 @@ def read_parts(cache_dir: Path, schema: dict, keys: set[str] | None = None) -> p
             df = pl.read_parquet(p)
         except (OSError, pl.exceptions.PolarsError) as e:  # atomic writes: not a kill but disk/tampering
             raise UserError(f"{p}: unreadable cache part ({e}); delete that file to recompute its rows") from None
+        if missing := [c for c in schema if c not in df.columns]:
+            raise UserError(f"{p}: cache part lacks column(s) {missing} (written by another version or edited); "
+                            f"delete that file to recompute its rows")
         frames.append(df.filter(pl.col("cache_key").is_in(list(keys))) if keys is not None else df)
     if not frames:
         return pl.DataFrame(schema=schema)

@@ -72,6 +72,14 @@ def read_cache(cache_dir: Path, keys: set[str] | None = None) -> pl.DataFrame:
     return partcache.read_parts(cache_dir, PART_SCHEMA, keys)
 
 
+def file_sha256(path: str) -> str | None:
+    """The bytes the engine will read, hashed (None when the file is gone or unreadable)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 def _reason(error: str) -> str:
     return error.split(":", 1)[0].strip() or "error"
 
@@ -98,7 +106,9 @@ def textualize(
     ok = items.filter(pl.col("image_ok"))
     keys = {sha: cache_key(sha, model, revision, prompt, gp) for sha in ok["image_sha256"].unique().sort()}
     cached = read_cache(cache_dir, set(keys.values()))
-    done: dict[str, str] = dict(zip(cached["cache_key"], cached["caption"]))
+    usable = cached["caption"].fill_null("").str.strip_chars() != ""
+    invalid = int((~usable).sum())  # a null/blank caption in a part (edited or foreign): recomputed, never served
+    done: dict[str, str] = dict(zip(cached.filter(usable)["cache_key"], cached.filter(usable)["caption"]))
 
     # one request per distinct missing image, in item order (deterministic batches -> deterministic part files)
     todo: dict[str, tuple[str, str]] = {}  # cache_key -> (image sha256, absolute image path)
@@ -119,11 +129,21 @@ def textualize(
         nonlocal engine, calls
         if engine is None:
             engine = make_engine()  # only now: a fully cached run never loads a model
+        # the cache is keyed by the sha256 ingest recorded: an image edited since then would poison its key forever
+        changed = {k for k, sha, path in jobs if file_sha256(path) != sha}
+        for k in changed:
+            failed[k] = "changed: image bytes differ from the sha256 ingest recorded (rerun `dvc repro ingest`)"
+        jobs_ok = [j for j in jobs if j[0] not in changed]
         reqs = [GenerationRequest(messages=({"role": "user", "content": prompt},), images=(path,), sampling=sampling)
-                for _, _, path in jobs]  # fmt: skip
+                for _, _, path in jobs_ok]  # fmt: skip
         calls += len(reqs)
+        results = dict(zip([k for k, _, _ in jobs_ok], engine.generate(reqs) if reqs else [], strict=True))
         rows = []
-        for (k, sha, _), res in zip(jobs, engine.generate(reqs), strict=True):
+        for k, sha, _ in jobs:
+            res = results.get(k)
+            if res is None:
+                rows.append(None)
+                continue
             if res.error:
                 failed[k] = f"engine: {res.error}"
             rows.append(None if res.error else {
@@ -154,6 +174,7 @@ def textualize(
         "captioned": int(captions["caption"].is_not_null().sum()),
         "unique_images": len(keys),
         "cache_hits": hits,
+        "invalid_cache_rows": invalid,
         "model_calls": calls,
         "engine_built": engine is not None,
         "parts_written": parts,
@@ -164,7 +185,6 @@ def textualize(
         "revision": revision,
         "prompt_hash": ph,
         "generation_params": json.loads(gp),
-        "seconds": round(secs, 3),
-        "calls_per_second": round(calls / secs, 2) if calls else None,
-    }
+    }  # no durations: the report is a DVC output, the same run gives the same bytes
+    print(f"textualize: {calls} model calls in {secs:.1f} s" + (f" ({calls / secs:.1f}/s)" if calls else ""))
     return captions, report
