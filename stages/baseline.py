@@ -16,7 +16,7 @@ from mllmrec.cli import run
 from mllmrec.config import BaselinesParams, EvalParams, load_section
 from mllmrec.evaluation.baselines import popularity_scorer, random_scorer, sasrec_scorer
 from mllmrec.evaluation.candidates import SPLIT_DIR, candidate_sizes, load_candidates, rank_by_scores, score_predictions
-from mllmrec.io import read_parquet, write_csv, write_json, write_parquet
+from mllmrec.io import atomic, read_parquet, write_csv, write_json, write_parquet
 
 
 class Method(str, Enum):
@@ -37,10 +37,8 @@ def main(method: Method) -> None:
         # early stopping on the hardest candidate set's valid split; the vocabulary covers its test candidates
         scorer, checkpoint, log = sasrec_scorer(train_seqs, load_candidates(sizes[-1], "valid"),
                                                 load_candidates(sizes[-1], "test"), params.sasrec)
-        out = Path("data/models/sasrec.pt")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(checkpoint, out.with_suffix(".tmp"))
-        out.with_suffix(".tmp").replace(out)  # atomic, like every io writer
+        with atomic(Path("data/models/sasrec.pt")) as tmp:
+            torch.save(checkpoint, tmp)
         write_csv(pl.DataFrame(log), Path("plots/sasrec_train.csv"))
     elif method is Method.popularity:
         scorer = popularity_scorer(train_seqs, params.popularity.seed)

@@ -1,7 +1,15 @@
-"""Atomic writers: a killed stage never leaves a half-written output behind."""
+"""Atomic writers: a killed stage never leaves a half-written output behind.
 
+Each write goes to a temp file next to the target, named per process and call (two runs of a stage at once never
+share one), then replaces the target; a failed write (a full disk) removes its temp file and says so in one line.
+"""
+
+import errno
 import json
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -9,19 +17,31 @@ import polars as pl
 from mllmrec.errors import UserError
 
 
-def write_parquet(df: pl.DataFrame, path: Path) -> None:
+@contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """Yield a temp path to write; on success it replaces `path`, on any failure it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    # no statistics timestamps in pyarrow/polars parquet: same frame -> same bytes
-    df.write_parquet(tmp, compression="zstd", statistics=True)
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")  # `*.tmp`: cleaned if killed
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UserError(f"{path}: disk full while writing it ({e.strerror}); free space and rerun "
+                            f"(nothing half-written was left)") from None
+        raise
+
+
+def write_parquet(df: pl.DataFrame, path: Path) -> None:
+    with atomic(path) as tmp:
+        # no statistics timestamps in pyarrow/polars parquet: same frame -> same bytes
+        df.write_parquet(tmp, compression="zstd", statistics=True)
 
 
 def write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_csv(rows: list[dict] | pl.DataFrame, path: Path) -> None:
