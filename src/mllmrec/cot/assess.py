@@ -174,6 +174,6 @@ def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedde
         "confidence": params.confidence, "threshold": params.threshold, "require_top1": params.require_top1,
         "chance_top1": round(1 / max(1, len(refined["candidates"][0])), 4) if df.height else None,
         "embedding_model": embedder_id[0], "embedding_revision": embedder_id[1], "embedding": stats,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }  # fmt: skip
+    }  # fmt: skip; no durations: the report is a DVC output
+    print(f"assess: {stats['model_calls']} texts embedded in {time.perf_counter() - t0:.1f} s")
     return df, report | {"histogram": histogram(conf.to_list(), params.bins, lo, hi)}
