@@ -422,9 +422,9 @@ def test_field_over_the_csv_size_limit_is_a_clear_error(tmp_path):
 
 
 def test_quoted_multiline_title_keeps_a_space_for_the_line_break(tmp_path):
-    root = write_movielens_csv(tmp_path / "d", images=False, extra_movies=['9001,"Two\nLines (1999)",Drama'])
+    root = write_movielens_csv(tmp_path / "d", images=False, extra_movies=['9001,"Two\nLines, The (1999)",Drama'])
     _, items, _ = ingest(root, "movielens_csv")
-    assert dict(zip(items["item_id"], items["title"])).get("9001") in (None, "Two Lines (1999)")  # unrated: dropped
+    assert dict(zip(items["item_id"], items["title"])).get("9001") in (None, "Two Lines, The (1999)")  # unrated
     from mllmrec.data.ingest import clean_title
     assert clean_title("Two\r\nLines (1999)") == "Two Lines (1999)"
 

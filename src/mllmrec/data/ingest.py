@@ -193,7 +193,7 @@ def clean_title(title: str) -> str:
     return " ".join(title.split())
 
 
-RECORD_START = re.compile(r"[\r\n]\s*[^\s,\"]+,")  # inside a title: a line break, then what looks like `<id>,`
+RECORD_START = re.compile(r"[\r\n]\s*\d+,")  # inside a title: a line break, then what looks like a row's `<id>,`
 
 
 def read_titles(path: Path, fmt: str, encoding: str, report: Report) -> pl.DataFrame:
