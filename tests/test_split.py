@@ -1,6 +1,10 @@
 """Split and candidate rules: leave-one-out targets, history window, no negative seen by the user,
 target exactly once, determinism."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -82,10 +86,6 @@ def test_user_with_too_few_unseen_items_is_a_clear_error():
 
 def test_no_user_reaching_min_inter_names_min_inter(tmp_path):
     """Everyone filtered out: the error names split.min_inter and the longest history, not num_negatives."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
     (tmp_path / "params.yaml").write_text("split:\n  min_inter: 50\n  num_negatives: [9]\n")
     (tmp_path / "data/ingest").mkdir(parents=True)
     pl.DataFrame({"user_id": ["u1"] * 12 + ["u2"] * 5, "item_id": [f"i{j}" for j in range(12)] + ["i0"] * 5,

@@ -7,6 +7,7 @@ share one), then replaces the target; a failed write (a full disk) removes its t
 import errno
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +31,21 @@ def atomic(path: Path) -> Iterator[Path]:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise UserError(f"{path}: disk full while writing it ({e.strerror}); free space and rerun "
                             f"(nothing half-written was left)") from None
+        raise
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Like `atomic`, for a folder (a model): fill the yielded temp folder; on success it replaces `path`, on any
+    failure it is removed. A kill before the swap leaves no half folder under `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

