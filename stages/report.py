@@ -11,7 +11,8 @@ CIs and p-values (src/mllmrec/evaluation/significance.py). A method is a predict
 stem-protocol (`sft-generative`).
 
 Outputs: metrics/report.md (the tables as Markdown, what the README's first command prints at the end),
-metrics/comparisons.json (table 3), metrics/headline.json (HR@1, HR@5, NDCG@10 per method on the same samples: the
+metrics/comparisons.json (table 3), metrics/environment.json (the package versions of this run, also the report's
+last line: mllmrec.environment), metrics/headline.json (HR@1, HR@5, NDCG@10 per method on the same samples: the
 few numbers `dvc exp show` shows), and plots/report/ for the top-level plots of dvc.yaml, per candidate size n<N>:
 own_samples_n<N>.csv (table 1), same_samples_n<N>.csv (table 2), one row per method, and
 hr_at_k_same_samples_n<N>.csv (table 2's HR@K against K, one column per method).
@@ -25,6 +26,7 @@ import typer
 
 from mllmrec.cli import run
 from mllmrec.config import EvalParams, load_section
+from mllmrec.environment import versions
 from mllmrec.evaluation.report import (
     cells,
     comparison_cells,
@@ -44,7 +46,8 @@ def main(metric_files: list[Path],
          predictions: Annotated[list[Path], typer.Option(help="each method's predictions (repeat the option)")],
          plots: Path = Path("plots/report"), report: Path = Path("metrics/report.md"),
          comparisons_file: Path = Path("metrics/comparisons.json"),
-         headline_file: Path = Path("metrics/headline.json")) -> None:
+         headline_file: Path = Path("metrics/headline.json"),
+         environment_file: Path = Path("metrics/environment.json")) -> None:
     params = load_section("eval", EvalParams)
     rows = []
     for path in metric_files:
@@ -66,7 +69,10 @@ def main(metric_files: list[Path],
               f"({params.bootstrap} resamples) for NDCG@10; * p < 0.05, not corrected for multiple comparisons.")
     md += [show(*comparison_cells(c), f"paired comparisons, 1+{size.removeprefix('n')} candidates", legend)
            for size, c in comps.items() if c]
+    env = versions()
+    md.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None) + "\n")
     write_text("\n".join(md), report)
+    write_json(env, environment_file)
     write_json(comps, comparisons_file)
     write_json(headline(same), headline_file)
 

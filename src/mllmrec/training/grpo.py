@@ -25,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from mllmrec.config import GrpoParams, PromptParams
+from mllmrec.environment import versions
 from mllmrec.errors import UserError
 from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.training.monitor import ValidMonitor, valid_rows
@@ -218,7 +219,7 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
     info = {"base_model": params.model, "dtype": str(dtype).removeprefix("torch."), "prompts": len(rows),
             "world_size": world, "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
             "train_seconds": round(train_s, 1), "monitor_seconds": round(monitor.eval_seconds, 1),
-            "use_vllm": params.use_vllm}
+            "use_vllm": params.use_vllm, "environment": versions()}
     if trainer.is_world_process_zero():
         save_merged(trainer.model, tokenizer, dtype, out_dir, "grpo_info.json", info)
     state.wait_for_everyone()

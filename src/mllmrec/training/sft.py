@@ -25,6 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from mllmrec.config import PromptParams, SftParams
+from mllmrec.environment import versions
 from mllmrec.errors import UserError
 from mllmrec.io import atomic_dir
 from mllmrec.prompts import ItemText, answer_line, build_messages, render_completion, render_prompt
@@ -198,7 +199,8 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
 
     info = {"base_model": model_path, "revision": revision, "dtype": str(dtype).removeprefix("torch."),
             "examples": len(rows), "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
-            "train_seconds": round(train_s, 1), **(notes or {}), "loss": loss_rows(trainer.state.log_history),
+            "train_seconds": round(train_s, 1), **(notes or {}), "environment": versions(),
+            "loss": loss_rows(trainer.state.log_history),
             "valid_curve": valid_rows(trainer.state.log_history, params.monitor.ks)}
     info["main_process"] = trainer.is_world_process_zero()  # only it writes outputs (multi-process launches)
     if info["main_process"]:
