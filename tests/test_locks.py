@@ -18,7 +18,8 @@ def pins(lock: str) -> dict[str, tuple[Version, int]]:
     """name -> (pinned version, number of hashes) from a `uv pip compile --generate-hashes` file."""
     text = (ROOT / "requirements" / lock).read_text()
     out = {}
-    for m in re.finditer(r"^([A-Za-z0-9_.\-]+)==(\S+)((?:\s*\\\s*\n\s*--hash=sha256:[0-9a-f]{64})*)", text, re.M):
+    pin = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)((?:\s*\\\s*\n\s*--hash=sha256:[0-9a-f]{64})*)", re.MULTILINE)
+    for m in pin.finditer(text):
         out[canonicalize_name(m[1])] = (Version(m[2]), m[3].count("--hash="))
     return out
 
