@@ -83,14 +83,14 @@ def sampled_hit_rate(model_dir, n: int = 8) -> tuple[float, float]:
     return float(np.mean(hit)), float(gen["valid"].mean())
 
 
-def grpo(start, out, kind: str) -> dict:
+def grpo(start, out) -> dict:
     """The grpo stage's path: grpo_rows (rendered prompts + reward columns) -> train_grpo (TRL GRPOTrainer + LoRA)."""
     from transformers import AutoTokenizer
 
     from mllmrec.training.grpo import grpo_rows, train_grpo
 
     tok = AutoTokenizer.from_pretrained(start)
-    params = GrpoParams(model=str(start), lora=LORA, reward={"kind": kind}, num_generations=8, beta=0.1, lr=1e-2,
+    params = GrpoParams(model=str(start), lora=LORA, reward={"kind": "paper"}, num_generations=8, beta=0.1, lr=1e-2,
                         max_steps=60, batch_size=64, grad_accum=1, temperature=1.0, top_p=1.0,
                         max_completion_length=16, dtype="float32", save_steps=10_000, logging_steps=1,
                         checkpoint_dir=str(out) + ".ckpt",
@@ -122,14 +122,13 @@ def test_generative_and_likelihood_evaluation_agree_on_the_learned_model(sft_mod
 def test_grpo_raises_the_hit_rate_of_its_own_completions(early_sft, tmp_path):
     # the paper reward; `rank_aware` gives exactly the same reward to one-id answers (all this policy writes), so a
     # rank_aware run was step-for-step identical: one run guards both (multi-id scoring: tests/test_rewards.py)
-    kind = "paper"
     before_hit, before_valid = sampled_hit_rate(early_sft)
-    info = grpo(early_sft, tmp_path / "grpo", kind)
+    info = grpo(early_sft, tmp_path / "grpo")
     after_hit, after_valid = sampled_hit_rate(tmp_path / "grpo")
     train_hits = [row["reward_hit"] for row in info["curve"]]  # TRL's rewards/hit/mean: the policy's own completions
     first, last = np.mean(train_hits[:20]), np.mean(train_hits[-20:])  # 160 prompts × 8 completions each
     valid_hr = [row["valid_HR@1"] for row in info["valid_curve"]]  # the monitor: likelihood ranking, valid split
-    report = (f"{kind}: train hit {first:.3f} -> {last:.3f}; held-out sampled hit {before_hit:.3f} -> {after_hit:.3f}"
+    report = (f"paper reward: train hit {first:.3f} -> {last:.3f}; held-out sampled hit {before_hit:.3f} -> {after_hit:.3f}"
               f" (parsed {before_valid:.3f} -> {after_valid:.3f}); valid HR@1 by likelihood {valid_hr}")
     print(report)
     # the reward wiring: joined to the wrong samples (planted once: each prompt scored against the next sample's
