@@ -5,10 +5,13 @@
 
 Prints tokens/s and the share of the roofline for: a bare forward, LoRA SFT through `mllmrec.training.sft.train_sft` (the sft
 stage's code: TRL SFTTrainer) with LoRA dropout 0.05 and 0.0, and likelihood ranking through
-`mllmrec.evaluation.likelihood.score_candidates` (the evaluate stage's scorer). Roofline = the measured dense matmul rate
-divided by the FLOPs per token: 2·N for a forward, 4·N for a LoRA step (forward + input gradients; the frozen
-weights get no weight gradient), N = parameters outside the embedding table. Attention FLOPs are left out, which
-flatters nothing: at these lengths they are a few % of the total.
+`mllmrec.evaluation.likelihood.score_packed` (the evaluate stage's scorer). Roofline = the measured dense matmul rate
+(square bf16 matrices) divided by the FLOPs per token the work needs: 2·N for a forward, 4·N for a LoRA step
+(forward + input gradients; the frozen weights get no weight gradient), N = parameters outside the embedding table,
+the LM head counted only where every position needs logits (the bare forward): SFT and ranking project only the few
+answer positions. Attention FLOPs are left out, which flatters nothing: at these lengths they are a few % of the
+total. A second matmul rate at one of the model's own shapes (batch tokens x hidden @ hidden x MLP width) shows how
+far its GEMMs alone can get.
 """
 
 import argparse
@@ -21,13 +24,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_rate(dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_rate(dtype, n: int = 2048) -> float:
+    return gemm_rate(dtype, n, n, n)
+
+
+def gemm_rate(dtype, m: int, k: int, n: int, reps: int = 10) -> float:
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     a @ b  # warm-up
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - t)
+    return 2 * m * k * n * reps / (time.perf_counter() - t)
 
 
 def sft_tokens_per_s(model_dir: Path, rows: list[dict], dropout: float, steps: int, dtype: str) -> float:
@@ -71,12 +78,17 @@ def main() -> None:
 
     dtype = resolve_dtype("auto", torch.device("cpu"))
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).eval()
-    n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    n += model.config.vocab_size * model.config.hidden_size  # the (tied) LM head is a matmul on every position
+    n = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)  # body, no head
+    n_head = model.config.vocab_size * model.config.hidden_size  # the (tied) LM head: a matmul per scored position
     rate = matmul_rate(dtype)
-    print(f"{args.model.name}: {n / 1e6:.0f} M matmul params, {str(dtype).removeprefix('torch.')}, "
-          f"{torch.get_num_threads()} threads; dense matmul {rate / 1e9:.0f} GFLOP/s")
-    print(f"roofline: forward {rate / (2 * n):.0f} tok/s, LoRA training step {rate / (4 * n):.0f} tok/s")
+    h, w = model.config.hidden_size, model.config.intermediate_size
+    shape_rate = gemm_rate(dtype, args.batch * args.tokens, h, w)
+    print(f"{args.model.name}: {n / 1e6:.0f} M matmul params + {n_head / 1e6:.0f} M LM head, "
+          f"{str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads; dense matmul "
+          f"{rate / 1e9:.0f} GFLOP/s ({shape_rate / 1e9:.0f} GFLOP/s at the model's {args.batch * args.tokens} x {h} "
+          f"@ {h} x {w}: {shape_rate / rate:.0%})")
+    print(f"roofline: forward {rate / (2 * (n + n_head)):.0f} tok/s with all logits, {rate / (2 * n):.0f} without; "
+          f"LoRA training step {rate / (4 * n):.0f} tok/s")
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 40_000, (args.batch, args.tokens), generator=g)
@@ -85,7 +97,8 @@ def main() -> None:
         t = time.perf_counter()
         model(input_ids=ids)
     fwd = ids.numel() / (time.perf_counter() - t)
-    print(f"bare forward ({args.batch} x {args.tokens}, all logits):  {fwd:7.0f} tok/s  {fwd * 2 * n / rate:5.0%}")
+    print(f"bare forward ({args.batch} x {args.tokens}, all logits):  {fwd:7.0f} tok/s  "
+          f"{fwd * 2 * (n + n_head) / rate:5.0%}")
 
     # likelihood ranking: a prompt of `tokens` + 10 candidate answers of 16 tokens, one packed forward
     prompt = ids[0].tolist()

@@ -30,7 +30,7 @@ from mllmrec.errors import UserError
 from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.training.monitor import ValidMonitor, valid_rows
 from mllmrec.training.rewards import trl_reward_funcs
-from mllmrec.training.sft import last_checkpoint, prepare_checkpoints, save_merged, training_dtype
+from mllmrec.training.sft import cpu_speed_trainer, last_checkpoint, prepare_checkpoints, save_merged, training_dtype
 
 # params that change how often we save/log/monitor, not what is learned: editing them keeps checkpoints resumable
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor", "launch"}
@@ -207,10 +207,10 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
     r = params.reward
     monitor = MonitorCallback(valid, texts, tokenizer, prompt_params, enable_thinking, params,
                               ckpt_dir / "completions.jsonl")
-    trainer = GRPOTrainer(model=model, reward_funcs=trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss,
-                                                                     r.max_answers),
-                          args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=lora, callbacks=[monitor])
+    reward_funcs = trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss, r.max_answers)
+    trainer = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")(
+        model=model, reward_funcs=reward_funcs, args=args, train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer, peft_config=lora, callbacks=[monitor])
     monitor.trainer = trainer
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

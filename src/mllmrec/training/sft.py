@@ -138,6 +138,35 @@ def loss_rows(log_history: list[dict]) -> list[dict]:
              "learning_rate": h.get("learning_rate")} for h in log_history if "loss" in h]
 
 
+def cpu_speed_trainer(base, forward_method: str):
+    """`base` (a TRL trainer) without two CPU slowdowns, measured on 2 cores with one SFT step of 4 x 550 tokens
+    (8.7 s, benchmarks/bench_training.py) and a GRPO step of 8 completions (30 s, benchmarks/bench_grpo.py):
+    - TRL 1.16's fused LM head projects only the positions whose next token is a label on Triton devices and every
+      position elsewhere (its tiles must keep one shape on Neuron); on CPU that is a float32 projection of all
+      ~2,200 positions onto the 49k vocabulary plus its backward: 5.1 s of the SFT step. On CPU (eager, no
+      recompilation) we let it take its compact path: the same log-probs, for the label positions only.
+    - PEFT casts every projection's bf16 input to the fp32 adapters (~0.4 s of copies in the step). The trainer's
+      `forward_method` runs the model under accelerate's autocast (native_amp: bf16=True, also on CPU), so the
+      adapters can read the bf16 inputs as they are; their fp32 weights stay the master copy the optimizer updates.
+      Generation (no autocast) keeps PEFT's casting."""
+    import trl.trainer.utils as trl_utils
+    from peft.helpers import disable_input_dtype_casting
+
+    use_triton = trl_utils._use_triton
+    if not getattr(use_triton, "compact_on_cpu", False):
+        def compact(device):
+            return device.type == "cpu" or use_triton(device)
+
+        compact.compact_on_cpu = True
+        trl_utils._use_triton = compact  # only the head's compact-or-not choice reads this name; kernels keep theirs
+
+    def forward(self, model, *args, **kwargs):
+        with disable_input_dtype_casting(model, active=self.accelerator.native_amp):
+            return getattr(base, forward_method)(self, model, *args, **kwargs)
+
+    return type(base.__name__, (base,), {forward_method: forward})
+
+
 def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, params: SftParams, out_dir: Path,
               notes: dict | None = None, callbacks: list | None = None) -> dict:
     """Train (resuming if possible), merge the LoRA, save model + tokenizer to out_dir. Returns run info.
@@ -191,8 +220,9 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     )
     lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
                       target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                         peft_config=lora, callbacks=callbacks)
+    trainer = cpu_speed_trainer(SFTTrainer, "compute_loss")(
+        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora,
+        callbacks=callbacks)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_s = time.time() - t0
