@@ -121,10 +121,23 @@ def section_model(name: str) -> type[Section] | None:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+class ImageTaggerParams(Section):
+    """`image_tagger` captioner (mllmrec.engines.image_tagger): ImageNet labels + OCR + faces + colours, not a VLM."""
+
+    label_min_prob: float = Field(0.15, gt=0, le=1)  # an ImageNet label is named only at this softmax probability
+    max_labels: int = Field(3, ge=0)
+    ocr_min_score: float = Field(0.8, gt=0, le=1)  # PP-OCR recognition score of a text line
+    max_texts: int = Field(3, ge=0)  # printed-text lines kept per image (before the title scrub)
+    ocr_side: int = Field(480, ge=32)  # OCR detector input short side (RapidOCR's 736 costs 2.5x on 300 px posters)
+    face_min_neighbors: int = Field(5, ge=1)  # Haar cascade: higher = fewer, surer faces
+    face_min_size: float = Field(0.08, gt=0, le=1)  # smallest face, as a share of the image's short side
+    threads: int = Field(2, ge=1)  # onnxruntime threads for OCR
+
+
 class EngineSpec(Section):
     """Which engine runs a model role, and the knobs that engine needs. Unused knobs are ignored by other engines."""
 
-    engine: Literal["transformers", "vllm", "openai", "pixel_describer"]
+    engine: Literal["transformers", "vllm", "openai", "pixel_describer", "image_tagger"]
     model: str = Field(description="hub id, local folder, or the model name an OpenAI-compatible server expects")
     revision: str = ""  # hub revision (commit/tag) pinned for reproducibility; "" for local folders / APIs
     batch_size: int = Field(8, ge=1)  # requests per generate() forward (transformers); vllm schedules the list itself
@@ -135,6 +148,7 @@ class EngineSpec(Section):
     # images: downscale above max_pixels (keeps aspect); Qwen-VL spends one visual token per 28x28 px
     max_pixels: int = Field(401_408, ge=784)  # 512 * 28 * 28
     limit_mm_per_prompt: int = Field(1, ge=0)  # images per prompt; vLLM reserves memory for this many
+    tagger: ImageTaggerParams = ImageTaggerParams()  # image_tagger engine only
     # vllm
     max_model_len: int | None = Field(None, ge=64)
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)

@@ -79,6 +79,10 @@ def model_identity(spec) -> tuple[str, str]:
         from mllmrec.engines import pixel_describer
 
         return pixel_describer.MODEL_ID, pixel_describer.REVISION
+    if spec.engine == "image_tagger":  # package versions + thresholds, read without loading a model
+        from mllmrec.engines import image_tagger
+
+        return image_tagger.identity(spec.tagger)
     return folder_identity(spec.model, spec.revision)
 
 

@@ -160,3 +160,40 @@ def scrub(cot: str, item_id: str, title: str, fuzzy_threshold: float = 0.85) -> 
                 keep.append(s.strip())
         out.append((prefix + " ".join(keep)).rstrip())
     return "\n".join(out), removed
+
+
+_CLAUSE = re.compile(r"(?<=[.;!?])\s+")
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def _spells_title_part(quoted: str, title: str, fuzzy_threshold: float) -> bool:
+    """Is this quoted text (an OCR line, say) a piece of the title? Spaces are ignored, because OCR often merges
+    words ("GRUMPIEROLDMEN"); a piece of >= 3 characters, or a near match of the whole core (misreads: "dabrina")."""
+    piece = normalize(quoted).replace(" ", "")
+    if len(piece) < 3:
+        return False
+    full, cores = title_variants(title)
+    whole = [full.replace(" ", "")] + [c.replace(" ", "") for c in cores]
+    return any(piece in w for w in whole) or any(
+        SequenceMatcher(None, piece, w).ratio() >= fuzzy_threshold for w in whole[1:])
+
+
+def scrub_caption(caption: str, item_id: str, title: str, fuzzy_threshold: float = 0.85) -> tuple[str, int]:
+    """Remove every clause (split at . ; ! ?) of an image caption that restates the item: quoted text that spells
+    part of its title, or an explicit mention (sentence_leaks without its fuzzy rule: a caption's own words, such
+    as the ImageNet label "toy store" on Toy Story's poster, are near misses, not mentions).
+
+    >>> scrub_caption('comic book, toy store; one face; text "toy"; text "story"; text "007"; dark', "1", "Toy Story")
+    ('comic book, toy store; one face; text "007"; dark', 2)
+    >>> scrub_caption("The poster of Toy Story shows toys. Blue sky.", "1", "Toy Story (1995)")
+    ('Blue sky.', 1)
+    """
+    keep, removed = [], 0
+    for clause in _CLAUSE.split(caption.strip()):
+        quoted = _QUOTED.findall(clause)
+        if any(_spells_title_part(q, title, fuzzy_threshold) for q in quoted) or \
+                set(sentence_leaks(clause, item_id, title, fuzzy_threshold)) - {"fuzzy"}:
+            removed += 1
+        elif clause:
+            keep.append(clause)
+    return " ".join(keep).rstrip(";").strip(), removed

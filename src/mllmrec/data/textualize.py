@@ -8,7 +8,9 @@
 Cache key = sha256(image sha256, model, revision, prompt, generation params). Identical images share one request;
 a rerun with nothing changed makes zero model calls (the engine is not even built); new items cost only their own
 calls; a new prompt, model, revision or sampling setting re-captions everything (old entries stay, so going back is
-free). Engine failures are recorded in the output but never cached, so the next run retries them.
+free). Engine failures are recorded in the output but never cached, so the next run retries them. Per item, after
+the cache, every clause that restates the item's own title is removed (`mllmrec.cot.leak.scrub_caption`; counted in
+the report): the paper's captions never name the item, and posters print their titles.
 
 Cache layout and why (DVC semantics checked in dvc 3.67's source, dvc/stage/__init__.py and dvc/stage/cache.py):
 - `cache_dir/part-<hash of its keys>.parquet`: one small Parquet file per finished batch, written atomically
@@ -36,6 +38,7 @@ from pathlib import Path
 import polars as pl
 
 from mllmrec import partcache
+from mllmrec.cot.leak import scrub_caption
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
 
@@ -146,7 +149,9 @@ def textualize(
                 continue
             if res.error:
                 failed[k] = f"engine: {res.error}"
-            rows.append(None if res.error else {
+            elif not res.text.strip():  # a blank caption is never served from the cache: record it, retry next run
+                failed[k] = "empty: the engine returned no caption text"
+            rows.append(None if k in failed else {
                 "image_sha256": sha, "caption": res.text.strip(), "model": model, "revision": revision,
                 "prompt_hash": ph, "generation_params": gp, "finish_reason": res.finish_reason,
                 "completion_tokens": res.completion_tokens,
@@ -158,13 +163,21 @@ def textualize(
     done.update({k: row["caption"] for k, row in new.items()})
 
     errors: Counter = Counter()
-    out_rows = []
-    for item_id, sha, ok_, img_err in items.select("item_id", "image_sha256", "image_ok", "image_error").iter_rows():
+    out_rows, scrubbed, clauses = [], 0, 0
+    cols = ("item_id", "title", "image_sha256", "image_ok", "image_error")
+    for item_id, title, sha, ok_, img_err in items.select(cols).iter_rows():
         k = keys.get(sha) if ok_ else None
         err = (img_err or "missing") if not ok_ else failed.get(k)
+        text = done.get(k) if k and not err else None
+        if text is not None:
+            # per item, after the cache (one image can serve several items): a caption never restates its own title
+            text, n = scrub_caption(text, item_id, title or "")
+            scrubbed, clauses = scrubbed + (n > 0), clauses + n
+            if n and not text:
+                text, err = None, "title only: every clause of the caption restated the item's title"
         if err:
             errors[_reason(err)] += 1
-        out_rows.append({"item_id": item_id, "image_sha256": sha, "caption": done.get(k) if k else None,
+        out_rows.append({"item_id": item_id, "image_sha256": sha, "caption": text,
                          "model": model, "revision": revision, "prompt_hash": ph, "generation_params": gp,
                          "error": err, "cache_key": k})
     captions = pl.DataFrame(out_rows, schema={c: pl.String for c in OUT_COLUMNS})
@@ -179,6 +192,7 @@ def textualize(
         "engine_built": engine is not None,
         "parts_written": parts,
         "stale_temp_files_removed": stale,
+        "title_scrubbed": {"captions": scrubbed, "clauses": clauses},  # title text removed (mostly OCR of the poster)
         "errors": dict(sorted(errors.items())),
         "error_examples": captions.filter(pl.col("error").is_not_null()).head(5).select("item_id", "error").rows(),
         "model": model,

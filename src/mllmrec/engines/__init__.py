@@ -1,4 +1,4 @@
-"""One generation protocol, interchangeable engines (transformers, vllm, openai, pixel_describer). See base.py.
+"""One generation protocol, interchangeable engines (transformers, vllm, openai, pixel_describer, image_tagger). See base.py.
 
     from mllmrec.config import load_section, ModelsParams
     from mllmrec.engines import build_engine
@@ -31,4 +31,8 @@ def build_engine(spec: EngineSpec) -> Engine:
         from mllmrec.engines.pixel_describer import PixelDescriber
 
         return PixelDescriber(spec)
+    if spec.engine == "image_tagger":
+        from mllmrec.engines.image_tagger import ImageTagger
+
+        return ImageTagger(spec)
     raise ValueError(f"unknown engine {spec.engine!r}")  # unreachable: EngineSpec.engine is a Literal

@@ -64,6 +64,33 @@ def _level(x: float, cuts: list[float], words: list[str]) -> str:
     return words[int(np.searchsorted(cuts, x, side="right"))]
 
 
+def tones(rgb: np.ndarray) -> dict[str, str]:
+    """Brightness, saturation, contrast, main colours and warmth of an RGB uint8 array (h, w, 3), as phrases; the
+    part of the description the image_tagger captioner reuses.
+
+    >>> tones(np.full((4, 4, 3), [200, 30, 30], dtype=np.uint8))["colours"]
+    'mostly red'
+    """
+    f = rgb.astype(np.float32) / 255
+    lum = f @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    _, sat, _ = _hsv(f)
+    names = colour_names(rgb).ravel()
+    kinds, counts = np.unique(names, return_counts=True)
+    order = sorted(zip(-counts, kinds.tolist()))  # by share, ties by name: deterministic
+    share = {k: -c / names.size for c, k in order}
+    main = [k for _, k in order if share[k] >= 0.2][:2] or [order[0][1]]
+    minor = [k for _, k in order if 0.05 <= share[k] < 0.2 and k not in main][:2]
+    hue_w = sat * (1 - np.abs(lum - 0.5))  # warmth counts colourful pixels, not black/white
+    warmth = float(((f[..., 0] - f[..., 2]) * hue_w).sum() / max(hue_w.sum(), 1e-6))
+    return {
+        "bright": _level(lum.mean(), [0.2, 0.38, 0.62, 0.8], ["very dark", "dark", "mid-toned", "bright", "very bright"]),
+        "contrast": _level(lum.std(), [0.12, 0.24], ["low contrast", "medium contrast", "high contrast"]),
+        "vivid": _level(sat.mean(), [0.12, 0.3, 0.55], ["nearly monochrome", "muted", "moderately saturated", "vivid"]),
+        "colours": "mostly " + " and ".join(main) + (f" with touches of {' and '.join(minor)}" if minor else ""),
+        "tone": "warm tones" if warmth > 0.08 else "cool tones" if warmth < -0.08 else "balanced tones",
+    }
+
+
 def describe(path: str | Path) -> str:
     """The deterministic description of one image file (raises OSError if it cannot be decoded)."""
     with Image.open(path) as im:
@@ -71,25 +98,10 @@ def describe(path: str | Path) -> str:
         rgb = np.asarray(im.convert("RGB").resize(SIZE, Image.Resampling.BILINEAR), dtype=np.uint8)
     f = rgb.astype(np.float32) / 255
     lum = f @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    _, sat, _ = _hsv(f)
-
     aspect = w / h
     shape = "portrait-format" if aspect < 0.9 else "landscape-format" if aspect > 1.1 else "square"
-    bright = _level(lum.mean(), [0.2, 0.38, 0.62, 0.8], ["very dark", "dark", "mid-toned", "bright", "very bright"])
-    contrast = _level(lum.std(), [0.12, 0.24], ["low contrast", "medium contrast", "high contrast"])
-    vivid = _level(sat.mean(), [0.12, 0.3, 0.55], ["nearly monochrome", "muted", "moderately saturated", "vivid"])
-
-    names = colour_names(rgb).ravel()
-    kinds, counts = np.unique(names, return_counts=True)
-    order = sorted(zip(-counts, kinds.tolist()))  # by share, ties by name: deterministic
-    share = {k: -c / names.size for c, k in order}
-    main = [k for _, k in order if share[k] >= 0.2][:2] or [order[0][1]]
-    minor = [k for _, k in order if 0.05 <= share[k] < 0.2 and k not in main][:2]
-    colours = "mostly " + " and ".join(main) + (f" with touches of {' and '.join(minor)}" if minor else "")
-
-    hue_w = sat * (1 - np.abs(lum - 0.5))  # warmth counts colourful pixels, not black/white
-    warmth = float(((f[..., 0] - f[..., 2]) * hue_w).sum() / max(hue_w.sum(), 1e-6))
-    tone = "warm tones" if warmth > 0.08 else "cool tones" if warmth < -0.08 else "balanced tones"
+    t = tones(rgb)
+    bright, contrast, vivid, colours, tone = t["bright"], t["contrast"], t["vivid"], t["colours"], t["tone"]
 
     thirds = [lum[i * SIZE[1] // 3:(i + 1) * SIZE[1] // 3].mean() for i in range(3)]
     where = ["top", "middle", "bottom"]
