@@ -1,0 +1,157 @@
+"""GPU preflight: a few minutes on a CUDA box before a multi-hour paper run, through the code the stages run.
+
+    python scripts/gpu_preflight.py                 # a pass/fail table; exit 1 if any check failed
+    python scripts/gpu_preflight.py --steps 3 --dtype bfloat16
+    python scripts/gpu_preflight.py --device cpu --dtype float32   # the same checks on CPU (the test suite's run)
+
+With a tiny Qwen3 model built on the fly (tests/tiny_models.py: no download) and the learning guards' synthetic data
+(tests/learning_project.py), on the GPU: LoRA SFT steps (`train_sft`), GRPO steps (`train_grpo`, HF generation),
+exact likelihood ranking (`likelihood_predictions`, checked against one-by-one scoring), batched generation
+(the transformers engine) and, if vllm is installed, the vLLM engine (skipped with a message otherwise). Each row:
+pass/fail, seconds and peak GPU memory. On a machine without CUDA it says so and exits 0: nothing to check there.
+"""
+
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import typer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny model builder and the guards' data
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # pass | FAIL | skip
+    seconds: float = 0.0
+    peak_mib: float | None = None
+    detail: str = ""
+
+
+def table(checks: list[Check]) -> str:
+    """The markdown table the preflight prints.
+
+    >>> print(table([Check("sft", "pass", 1.25, 812.0, "3 steps"), Check("vllm", "skip", detail="not installed")]))
+    | check | status | seconds | peak GPU MiB | detail |
+    |---|---|---|---|---|
+    | sft | pass | 1.2 | 812 | 3 steps |
+    | vllm | skip | - | - | not installed |
+    """
+    rows = ["| check | status | seconds | peak GPU MiB | detail |", "|---|---|---|---|---|"]
+    for c in checks:
+        secs = f"{c.seconds:.1f}" if c.status != "skip" else "-"
+        mem = f"{c.peak_mib:.0f}" if c.peak_mib is not None else "-"
+        rows.append(f"| {c.name} | {c.status} | {secs} | {mem} | {c.detail} |")
+    return "\n".join(rows)
+
+
+def run_check(name: str, fn, cuda: bool) -> Check:
+    """Run one check; an exception is a FAIL with its first line, never the end of the preflight."""
+    import torch
+
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    try:
+        detail = fn()
+        status = "pass"
+    except Exception as e:  # noqa: BLE001 - every failure becomes a table row
+        traceback.print_exc()
+        detail, status = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160], "FAIL"
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    return Check(name, status, time.perf_counter() - t, peak, detail)
+
+
+def main(steps: int = 3, dtype: str = "bfloat16", device: str = "cuda") -> None:
+    import torch
+
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        print("gpu_preflight: no CUDA device visible (torch.cuda.is_available() is False): nothing to check here; "
+              "run it on the GPU box, with the CUDA lock installed (requirements/gpu.txt)")
+        raise typer.Exit(0)
+
+    from learning_project import PROMPT, TEXTS, samples
+    from tiny_models import build_tiny_lm
+    from transformers import AutoTokenizer
+
+    from mllmrec.config import EngineSpec, GrpoParams, SftParams
+    from mllmrec.engines import build_engine
+    from mllmrec.engines.base import SamplingParams
+    from mllmrec.evaluation.likelihood import score_brute_force
+    from mllmrec.evaluation.policy import generative_predictions, likelihood_predictions, load_policy
+    from mllmrec.prompts import answer_line, build_messages, completion_template, render_prompt
+    from mllmrec.training.grpo import grpo_rows, train_grpo
+    from mllmrec.training.sft import sft_examples, tokenize_examples, train_sft
+
+    print(f"gpu_preflight: {torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s), torch "
+          f"{torch.__version__}, CUDA {torch.version.cuda}, bf16 supported: {torch.cuda.is_bf16_supported()}"
+          if cuda else f"gpu_preflight: on CPU ({device}), torch {torch.__version__}: the checks' code, not a GPU")
+    tmp = Path(tempfile.mkdtemp(prefix="gpu_preflight_"))
+    base = build_tiny_lm(tmp / "tiny")
+    tok = AutoTokenizer.from_pretrained(base)
+    train, test = samples(64, "train", 0), samples(8, "test", 1)
+    lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
+    checks = []
+
+    def sft():
+        rows, _ = tokenize_examples(sft_examples(train, TEXTS, tok, PROMPT, None), tok, 4096)
+        params = SftParams(lora=lora, lr=1e-3, max_steps=steps, batch_size=4, grad_accum=1, dtype=dtype,
+                           save_steps=10_000, checkpoint_dir=str(tmp / "sft.ckpt"))  # fmt: skip
+        info = train_sft(rows, str(base), "", tok, params, tmp / "sft")
+        return f"{info['global_step']} LoRA steps, {info['dtype']}, loss {info['loss'][-1]['loss']:.3f}"
+
+    def grpo():
+        params = GrpoParams(model=str(tmp / "sft"), lora=lora, num_generations=4, max_steps=steps, batch_size=8,
+                            grad_accum=1, max_completion_length=16, dtype=dtype, save_steps=10_000,
+                            checkpoint_dir=str(tmp / "grpo.ckpt"), monitor={"every": 0})  # fmt: skip
+        info = train_grpo(grpo_rows(train, TEXTS, tok, PROMPT, None), None, TEXTS, tok, params, PROMPT, None,
+                          tmp / "grpo")  # fmt: skip
+        return f"{info['global_step']} steps x 8 completions (HF generation), {info['dtype']}"
+
+    def ranking():
+        model, tk = load_policy(str(tmp / "sft"), "", torch.device(device), getattr(torch, dtype))
+        preds = likelihood_predictions(model, tk, test, TEXTS, PROMPT, None, 8192)
+        s = test.row(0, named=True)  # the packed scorer must equal one forward per candidate (bf16: loosely)
+        messages = build_messages(s, TEXTS, PROMPT)
+        prefix, suffix = completion_template(tk, messages, None)
+        brute = score_brute_force(model, tk, render_prompt(tk, messages, None),
+                                  [prefix + answer_line(c, TEXTS) + suffix for c in s["candidates"]])
+        gap = float(np.abs(np.array(preds["scores"][0].to_list()) - brute).max())
+        if gap > 0.05 * max(1.0, float(np.abs(brute).max())):
+            raise AssertionError(f"packed and one-by-one log-likelihoods differ by {gap:.3f}")
+        return f"{test.height} samples x 10 candidates; packed vs one-by-one max gap {gap:.4f}"
+
+    def generation(engine: str):
+        def run():
+            eng = build_engine(EngineSpec(engine=engine, model=str(tmp / "sft"), device=device, dtype=dtype,
+                                          batch_size=8, max_model_len=2048, gpu_memory_utilization=0.3))
+            preds = generative_predictions(eng, test, TEXTS, PROMPT, SamplingParams(max_new_tokens=16), batch=8)
+            return f"{preds.height} prompts batched, greedy"
+        return run
+
+    checks.append(run_check("sft (train_sft, LoRA)", sft, cuda))
+    checks.append(run_check("grpo (train_grpo)", grpo, cuda) if checks[-1].status == "pass"
+                  else Check("grpo (train_grpo)", "skip", detail="needs the SFT check's model"))
+    for name, fn in (("likelihood ranking", ranking), ("generation, transformers engine", generation("transformers"))):
+        checks.append(run_check(name, fn, cuda) if checks[0].status == "pass" else Check(name, "skip", detail="no SFT model"))
+    try:
+        import vllm  # noqa: F401
+
+        checks.append(run_check("generation, vLLM engine", generation("vllm"), cuda))
+    except ImportError:
+        checks.append(Check("generation, vLLM engine", "skip", detail="vllm not installed (pip install -e '.[gpu]')"))
+    print(table(checks))
+    failed = [c.name for c in checks if c.status == "FAIL"]
+    print(f"gpu_preflight: {'FAILED: ' + ', '.join(failed) if failed else 'all checks passed or skipped'}")
+    raise typer.Exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    typer.run(main)
