@@ -103,6 +103,56 @@ def test_launch_command():
     assert "--config_file" in launch_command(LaunchParams(num_processes=4, config_file=str(cfg)), ["x.py"])
 
 
+def test_multi_node_launch_takes_the_rank_from_the_environment(monkeypatch):
+    from pydantic import ValidationError
+
+    from mllmrec.config import LaunchParams
+    from mllmrec.errors import UserError
+    from mllmrec.launch import launch_command
+
+    two = LaunchParams(num_processes=16, num_machines=2, main_process_ip="10.0.0.1", main_process_port=29600)
+    monkeypatch.setenv("MLLMREC_MACHINE_RANK", "1")
+    cmd = launch_command(two, ["stages/sft.py"])
+    assert cmd[1:11] == ["launch", "--num_processes", "16", "--num_machines", "2", "--machine_rank", "1",
+                         "--main_process_ip", "10.0.0.1", "--main_process_port"] and cmd[11] == "29600"
+    monkeypatch.setenv("MLLMREC_MACHINE_RANK", "2")
+    with pytest.raises(UserError, match="MLLMREC_MACHINE_RANK='2': expected 0 .. 1"):
+        launch_command(two, ["stages/sft.py"])
+    with pytest.raises(ValidationError, match="needs launch.main_process_ip"):
+        LaunchParams(num_processes=2, num_machines=2)
+    with pytest.raises(ValidationError, match="not a multiple of launch.num_machines"):
+        LaunchParams(num_processes=3, num_machines=2, main_process_ip="10.0.0.1")
+
+
+def test_vllm_server_check_names_the_fix_or_passes(tmp_path):
+    import http.server
+    import socket
+    import threading
+
+    from mllmrec.errors import UserError
+    from mllmrec.training.grpo import check_vllm_server
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/health/" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_vllm_server(f"http://127.0.0.1:{server.server_port}")  # a live server: no error
+    finally:
+        server.shutdown()
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(UserError, match=f"no vLLM server answers at http://127.0.0.1:{port}/health/.*trl vllm-serve"):
+        check_vllm_server(f"http://127.0.0.1:{port}", timeout_s=2)
+
+
 def weights_differ(a: Path, b: Path) -> bool:
     from safetensors.torch import load_file
 

@@ -369,8 +369,22 @@ class EvaluateParams(Section):
 class LaunchParams(Section):
     """How a training stage is launched: >1 process re-execs it under `accelerate launch` (mllmrec.launch)."""
 
-    num_processes: int = Field(1, ge=1)  # DDP ranks (GPUs; on CPU: gloo processes). Part of the effective batch
+    num_processes: int = Field(1, ge=1)  # DDP ranks over ALL machines (GPUs; CPU: gloo). Part of the effective batch
     config_file: str | None = None  # accelerate config, e.g. configs/accelerate/deepspeed_zero3.yaml; None = DDP
+    # multi-node: the same params on every node (so dvc.lock matches); each node's rank comes from the environment,
+    # MLLMREC_MACHINE_RANK (0 = the main node, the one that runs `dvc repro`; README "Scaling out")
+    num_machines: int = Field(1, ge=1)
+    main_process_ip: str | None = None  # the main node's address, reachable from every node
+    main_process_port: int = Field(29500, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _nodes(self) -> "LaunchParams":
+        if self.num_machines > 1 and not self.main_process_ip:
+            raise ValueError("launch.num_machines > 1 needs launch.main_process_ip (the main node's address)")
+        if self.num_processes % self.num_machines:
+            raise ValueError(f"launch.num_processes = {self.num_processes} is not a multiple of launch.num_machines "
+                             f"= {self.num_machines} (the same number of processes on every node)")
+        return self
 
 
 class RewardParams(Section):
@@ -433,8 +447,11 @@ class GrpoParams(Section):
     max_samples: int | None = Field(None, ge=1)  # seeded subset of data/augment/grpo.parquet (demo); None = all
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPUs)
     gradient_checkpointing: bool = False
-    # vLLM colocate (GPU boxes, `pip install -e .[gpu]`): generation in the training process, weights synced per step
+    # vLLM (GPU boxes, `pip install -e .[gpu]`). colocate: generation in the training process, weights synced per
+    # step; server: a separate `trl vllm-serve` process on its own GPUs at vllm_server_base_url (README "Scaling out")
     use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    vllm_server_base_url: str | None = None  # server mode, e.g. http://10.0.0.5:8000; None = TRL's 0.0.0.0:8000
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     vllm_enable_sleep_mode: bool = False  # offload vLLM weights/KV during the optimizer step (memory vs latency)
     vllm_max_model_length: int | None = Field(None, ge=64)

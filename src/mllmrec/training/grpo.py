@@ -86,6 +86,25 @@ class MonitorCallback(ValidMonitor):
                 }, ensure_ascii=False) + "\n")
 
 
+def check_vllm_server(base_url: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the fix, when GRPO's vLLM server is not up (TRL would wait 240 s, then raise from deep
+    inside its client): the health endpoint `trl vllm-serve` exposes must answer 200."""
+    import urllib.error
+    import urllib.request
+
+    url = base_url.rstrip("/") + "/health/"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as r:
+            if r.status == 200:
+                return
+            problem = f"HTTP {r.status}"
+    except (urllib.error.URLError, OSError) as e:
+        problem = str(getattr(e, "reason", e))
+    raise UserError(f"grpo.vllm_mode = server: no vLLM server answers at {url} ({problem}); start one on its own "
+                    f"GPUs first, e.g. `CUDA_VISIBLE_DEVICES=7 trl vllm-serve --model <grpo.model> --port 8000`, "
+                    f"and set grpo.vllm_server_base_url to its address")
+
+
 def truncate_samples(path: Path, step: int) -> None:
     """Drop completion samples logged after `step` (the checkpoint a resumed run restarts from): redone steps
     would otherwise appear twice."""
@@ -161,6 +180,8 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
                         f"{eff} completions is not divisible by num_generations = {params.num_generations}")
     if params.use_vllm and not torch.cuda.is_available():
         raise UserError("params.yaml: grpo.use_vllm needs a CUDA GPU and `pip install -e .[gpu]`; set it false on CPU")
+    if params.use_vllm and params.vllm_mode == "server" and state.is_main_process:
+        check_vllm_server(params.vllm_server_base_url or "http://0.0.0.0:8000")
     dtype = training_dtype(params.dtype)
     ckpt_dir = Path(params.checkpoint_dir)
     fp = fingerprint(rows, params.model, params)
@@ -191,7 +212,7 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
         mask_truncated_completions=params.mask_truncated_completions,
         temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=None,
         repetition_penalty=params.repetition_penalty, generation_kwargs={},
-        use_vllm=params.use_vllm, vllm_mode="colocate",
+        use_vllm=params.use_vllm, vllm_mode=params.vllm_mode, vllm_server_base_url=params.vllm_server_base_url,
         vllm_gpu_memory_utilization=params.vllm_gpu_memory_utilization,
         vllm_enable_sleep_mode=params.vllm_enable_sleep_mode, vllm_max_model_length=params.vllm_max_model_length,
         remove_unused_columns=False,  # candidates/target reach the reward functions as keyword arguments
