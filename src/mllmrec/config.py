@@ -92,13 +92,6 @@ class RecboleFields(Section):
     title: str | None = None  # default: the first of movie_title, title, name present in the .item header
 
 
-class AmazonParams(Section):
-    """Amazon Reviews 2018 / 2023 jsonl: which id joins reviews to metadata."""
-
-    # 2023: parent_asin groups colour/size variants, and the metadata is keyed by it; 2018 has only asin
-    item_key: Literal["parent_asin", "asin"] = "parent_asin"
-
-
 class IngestParams(Section):
     format: Literal["movielens_csv", "movielens_dat", "mllmrec_tsv", "microlens", "csv", "recbole", "amazon"]
     root: str = Field(description="dataset folder; image paths in the items table are relative to it")
@@ -110,7 +103,6 @@ class IngestParams(Section):
     interactions: CsvInteractions | None = None  # format csv only
     titles: CsvTitles | None = None  # format csv only
     recbole: RecboleFields = RecboleFields()
-    amazon: AmazonParams = AmazonParams()
     require_image: bool = False  # drop items whose image is missing/corrupt (counted in the report)
     image_workers: int = Field(4, ge=1)
 
