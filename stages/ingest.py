@@ -16,7 +16,8 @@ import polars as pl
 from mllmrec.cli import run
 from mllmrec.config import IngestParams, load_section
 from mllmrec.data.images import attach_images
-from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, read_dataset, sort_ids
+from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, sort_ids
+from mllmrec.data.sources import read_dataset
 from mllmrec.io import write_json, write_parquet
 
 OUT = Path("data/ingest")

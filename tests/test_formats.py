@@ -21,7 +21,8 @@ from test_ingest import N_ITEMS, N_RATINGS, expected_sequences, sequences
 
 from mllmrec.config import EvalParams, IngestParams, load_section
 from mllmrec.data.images import attach_images
-from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, read_dataset, sort_ids
+from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, sort_ids
+from mllmrec.data.sources import read_dataset
 from mllmrec.data.split import make_candidates, make_samples, user_sequences
 from mllmrec.errors import UserError
 from mllmrec.evaluation.baselines import popularity_scorer, random_scorer

@@ -31,7 +31,8 @@ from PIL import Image
 
 from mllmrec.config import IngestParams
 from mllmrec.data.images import attach_images
-from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, read_dataset, sort_ids
+from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, sort_ids
+from mllmrec.data.sources import read_dataset
 from mllmrec.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

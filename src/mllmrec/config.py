@@ -132,12 +132,21 @@ class IngestParams(Section):
         return self
 
 
+class AuthorsCandidates(Section):
+    """One of the MLLMRec-R1 authors' cached candidate files (mllmrec.data.authors), used instead of our draw."""
+
+    file: str = Field(min_length=1)  # relative to ingest.root, e.g. processed/test_generate_seed42_neg9.json
+    split: Literal["train", "valid", "test"] = "test"
+
+
 class SplitParams(Section):
     min_inter: int = Field(10, ge=3)  # users need >= min_inter items; history window = min_inter - 1
     train_windows: int = Field(1, ge=1)  # train samples per user; >1 adds sliding windows further back
     window_stride: int = Field(1, ge=1)
     num_negatives: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [9, 99], min_length=1)
     seed: int = 0
+    # the authors' exact candidates for a split (its samples without an authors' row are dropped, counted)
+    candidates_from: list[AuthorsCandidates] = Field(default_factory=list)
 
 
 class EvalParams(Section):
@@ -342,6 +351,11 @@ class DraftCotParams(Section):
 class RefineCotParams(Section):
     """`refine_cot`: the editor rewrites each draft into `Step 1:` ... `Step 4:`, then the leak audit runs."""
 
+    # authors_json: no editor call; the authors' refined CoT (`authors_file`, relative to ingest.root, e.g.
+    # movielens_deepseek_cot.json) joined by user + items, then audited like an editor's output
+    source: Literal["editor", "authors_json"] = "editor"
+    authors_file: str | None = None
+
     prompt: str = Field(default_factory=lambda: template("refine_cot"))  # {history}, {draft}, {target} (or "")
     # the authors' editor saw the true next item: sharper CoTs, but they describe the answer (a leak the policy then
     # copies: reward inflation). Off by default; the leak audit below runs either way.
@@ -362,6 +376,8 @@ class RefineCotParams(Section):
                 raise ValueError(f"the editor prompt needs a {p} placeholder")
         if self.show_target and "{target}" not in self.prompt:
             raise ValueError("show_target is on but the editor prompt has no {target} placeholder")
+        if self.source == "authors_json" and not self.authors_file:
+            raise ValueError("source authors_json needs authors_file (e.g. movielens_deepseek_cot.json)")
         return self
 
 

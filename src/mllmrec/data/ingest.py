@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mllmrec.config import CsvInteractions, CsvTitles, IngestParams
+from mllmrec.config import CsvInteractions, CsvTitles
 from mllmrec.errors import UserError
 
 # ids become file names and prompt tokens ([ITEM_<id>]): no path separators, no leading dot, no spaces
@@ -347,34 +347,6 @@ def title_frame(rows: list[tuple], path: Path, report: Report, malformed: list[s
     empty = df.filter(pl.col("title") == "")
     report.skip("empty_title", empty.height, [f"{path.name}:{n}" for n in empty["line"].head(MAX_EXAMPLES)])
     return df.filter(pl.col("title") != "").with_columns(file=pl.lit(path.name))
-
-
-def read_dataset(root: Path, params: IngestParams, report: Report) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Raw (interactions, titles) frames for one format, before id checks and dedup."""
-    # the recbole and amazon modules build on this module's readers: imported here, not at the top (a cycle)
-    from mllmrec.data import amazon, recbole
-
-    fmt = params.format
-    if not root.is_dir():
-        raise UserError(f"{root}: dataset root is not a folder (params ingest.root)")
-    if fmt == "recbole":
-        return recbole.read(root, params, report)
-    if fmt == "amazon":
-        return amazon.read(root, params, report)
-    layout = LAYOUTS[fmt]
-    names = (params.interactions_file,) if params.interactions_file else layout.interactions
-    titles = read_titles(resolve(root, params.titles_file or layout.titles, "titles"), fmt, params.encoding, report,
-                         params.titles)
-    spec = params.interactions or PRESETS.get(fmt)
-    frames = []
-    for name in names:
-        path = resolve(root, name, "interactions")
-        frames.append(read_tsv_sequences(path, report) if fmt == "mllmrec_tsv"
-                      else read_delimited(path, spec, report, params.min_rating))
-    if fmt == "mllmrec_tsv":
-        # positions restart per file: a user's test.tsv items come after their train.tsv items
-        frames = [f.with_columns(timestamp=pl.col("timestamp") + i * 10**12) for i, f in enumerate(frames)]
-    return pl.concat(frames, how="vertical_relaxed"), titles
 
 
 def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tuple[pl.DataFrame, pl.DataFrame]:
