@@ -1,6 +1,9 @@
-"""Ingest a dataset layout into normalized Parquet tables and a JSON report.
+"""Ingest a dataset into normalized Parquet tables and a JSON report.
 
     python stages/ingest.py            # reads params.yaml `ingest`, writes data/ingest/
+
+Formats (`ingest.format`, README "Data"): the MovieLens / MicroLens / MLLMRec-R1 layouts, any delimited file with a
+column mapping (csv), RecBole atomic files (recbole), Amazon Reviews 2018 / 2023 jsonl (amazon).
 
 Outputs: items.parquet (item_id, title, image_path, image_sha256, image_format, image_ok, image_error),
 interactions.parquet (user_id, item_id, timestamp, position; time-ordered per user), report.json.
@@ -13,7 +16,8 @@ import polars as pl
 from mllmrec.cli import run
 from mllmrec.config import IngestParams, load_section
 from mllmrec.data.images import attach_images
-from mllmrec.data.ingest import DEFAULT_FILES, Report, ingest_report, normalize, read_dataset, sort_ids
+from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, sort_ids
+from mllmrec.data.sources import read_dataset
 from mllmrec.io import write_json, write_parquet
 
 OUT = Path("data/ingest")
@@ -24,11 +28,10 @@ def main(out: Path = OUT) -> None:
     root = Path(params.root)
 
     report = Report()
-    inter, titles = read_dataset(root, params.format, params.interactions_file, params.titles_file,
-                                 params.encoding, report)
+    inter, titles = read_dataset(root, params, report)
     inter, items = normalize(inter, titles, report)
     items, image_counts = attach_images(sort_ids(items, "item_id"), root,
-                                        params.image_dir or DEFAULT_FILES[params.format].image_dir,
+                                        params.image_dir or LAYOUTS[params.format].image_dir,
                                         params.image_workers)
     if params.require_image:
         without = items.filter(~pl.col("image_ok"))

@@ -9,14 +9,18 @@ The editor sees history titles + captions and the draft (never images; the targe
 `max_attempts` with a new seed, then recorded as failed with its reason. Every edited CoT is then audited for
 mentions of its target (mllmrec.cot.leak) and scrubbed or dropped (`leak_action`). Outputs: data/cot/refined.parquet,
 data/cot/refine_report.json (counts by reason, leak rate before/after), the cache `refine_cot.cache_dir`.
+
+    # the authors' refined CoT instead of an editor: refine_cot = {source: authors_json,
+    #   authors_file: movielens_deepseek_cot.json}   (relative to ingest.root; joined by user + items, audited alike)
 """
 
 from pathlib import Path
 
 from mllmrec import partcache
 from mllmrec.cli import run
-from mllmrec.config import ModelsParams, RefineCotParams, load_section
+from mllmrec.config import IngestParams, ModelsParams, RefineCotParams, load_section
 from mllmrec.cot.generate import refine, to_sampling
+from mllmrec.data.authors import read_cot
 from mllmrec.engines import build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
 from mllmrec.prompts import load_item_texts
@@ -32,10 +36,17 @@ def main(out: Path = OUT) -> None:
     captions = read_parquet(Path("data/textualize/captions.parquet"), "textualize")
 
     model, revision = partcache.model_identity(spec)
+    given, joined = None, None
+    if params.source == "authors_json":
+        given, joined = read_cot(Path(load_section("ingest", IngestParams).root) / params.authors_file, drafts)
+        model, revision = f"authors_json:{Path(params.authors_file).name}", ""
     refined, report = refine(
         drafts, load_item_texts(items, captions), params=params, sampling=to_sampling(params.sampling),
         model=model, revision=revision, make_engine=lambda: build_engine(spec), cache_dir=Path(params.cache_dir),
+        given=given,
     )  # fmt: skip
+    if joined is not None:
+        report["authors_json"] = joined
 
     write_parquet(refined, out / "refined.parquet")
     write_json(report, out / "refine_report.json")

@@ -5,14 +5,19 @@
 Outputs: candidates_n<N>.parquet (sample_id, user_id, split, history, target, candidates, target_index, seed,
 num_negatives) for each N in split.num_negatives; train_sequences.parquet (each kept user's items before the valid
 target: what baselines train on); report.json.
+
+With `split.candidates_from`, a split's samples take the MLLMRec-R1 authors' cached candidates instead of our draw
+(mllmrec.data.authors; files relative to ingest.root, their size N must be in num_negatives).
 """
 
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
 
 from mllmrec.cli import run
-from mllmrec.config import SplitParams, load_section
+from mllmrec.config import IngestParams, SplitParams, load_section
+from mllmrec.data.authors import apply_candidates, read_candidates
 from mllmrec.data.ingest import sort_ids
 from mllmrec.data.split import make_candidates, make_samples, user_sequences
 from mllmrec.errors import UserError
@@ -36,8 +41,22 @@ def main(out: Path = OUT) -> None:
     # the candidate pool: every item some kept user interacted with, in a fixed order
     items = sort_ids(kept.select(pl.col("items").explode().unique().alias("item_id")), "item_id")["item_id"]
 
+    authors = {}  # N -> [(file name, split, their rows, counts)]
+    if params.candidates_from:
+        root = Path(load_section("ingest", IngestParams).root)
+        for source in params.candidates_from:
+            counts = Counter()
+            rows = read_candidates(root / source.file, counts)
+            n_neg = rows["candidates"].list.len()[0] - 1
+            if n_neg not in params.num_negatives:
+                raise UserError(f"{root / source.file}: candidate lists of {n_neg} + 1 items, but split.num_negatives "
+                                f"is {params.num_negatives}; add {n_neg}")
+            authors.setdefault(n_neg, []).append((source.file, source.split, rows, counts))
+    ingested = set(inter["item_id"].unique())
     for n_neg in params.num_negatives:
         cands = make_candidates(samples, kept, items.to_list(), n_neg, params.seed)
+        for _, split, rows, counts in authors.get(n_neg, []):
+            cands = apply_candidates(cands, rows, split, ingested, counts)
         write_parquet(cands, out / f"candidates_n{n_neg}.parquet")
     write_parquet(
         kept.select("user_id", pl.col("items").list.head(pl.col("n") - 2)),  # valid + test targets held out
@@ -49,6 +68,9 @@ def main(out: Path = OUT) -> None:
         "samples": dict(samples.group_by("split").len().sort("split").iter_rows()),
         "candidate_pool_items": items.len(),
     }
+    if authors:  # only then: the report of a plain split keeps its bytes
+        report["authors_candidates"] = {f: dict(sorted(c.items())) for group in authors.values()
+                                        for f, _, _, c in group}
     write_json(report, out / "report.json")
     print(f"split: {report}")
 

@@ -29,8 +29,10 @@ from ingest_fixtures import (
 )
 from PIL import Image
 
+from mllmrec.config import IngestParams
 from mllmrec.data.images import attach_images
-from mllmrec.data.ingest import DEFAULT_FILES, Report, ingest_report, normalize, read_dataset, sort_ids
+from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, sort_ids
+from mllmrec.data.sources import read_dataset
 from mllmrec.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,9 +43,9 @@ N_RATINGS = sum(len(ratings()[u]) for u in USERS)  # 82
 def ingest(root: Path, fmt: str, encoding: str = "utf-8", image_dir: str | None = None):
     """The library calls of stages/ingest.py, in its order: (interactions, items, report dict)."""
     report = Report()
-    inter, titles = read_dataset(root, fmt, None, None, encoding, report)
+    inter, titles = read_dataset(root, IngestParams(format=fmt, root=str(root), encoding=encoding), report)
     inter, items = normalize(inter, titles, report)
-    items, counts = attach_images(sort_ids(items, "item_id"), root, image_dir or DEFAULT_FILES[fmt].image_dir, 2)
+    items, counts = attach_images(sort_ids(items, "item_id"), root, image_dir or LAYOUTS[fmt].image_dir, 2)
     return inter, items, ingest_report(report, inter, items, counts)
 
 

@@ -7,7 +7,7 @@
 import codecs
 import re
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,13 +22,87 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CsvFile(Section):
+    """One delimited text file: separator, header on/off, and our column -> its header name (header: true) or its
+    0-based position (header: false)."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+    OPTIONAL: ClassVar[tuple[str, ...]] = ()
+    separator: str = Field(",", min_length=1)  # any string: "," "\t" "::" "|"
+    header: bool = True
+    columns: dict[str, str | int]
+
+    @model_validator(mode="after")
+    def _columns(self) -> "CsvFile":
+        unknown = sorted(set(self.columns) - {*self.REQUIRED, *self.OPTIONAL})
+        missing = [c for c in self.REQUIRED if c not in self.columns]
+        if unknown or missing:
+            raise ValueError(f"columns needs {list(self.REQUIRED)} (optional {list(self.OPTIONAL)}); "
+                             + (f"unknown {unknown}" if unknown else f"missing {missing}"))
+        want = str if self.header else int
+        wrong = [k for k, v in self.columns.items() if not isinstance(v, want) or isinstance(v, bool)
+                 or (want is int and v < 0)]
+        if wrong:
+            raise ValueError(f"columns {wrong}: with header {str(self.header).lower()} give "
+                             + ("the header name" if self.header else "the 0-based field position (0, 1, ...)"))
+        return self
+
+
+class CsvInteractions(CsvFile):
+    """`ingest.interactions` of format csv: user, item, timestamp (+ rating for `min_rating`)."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("user", "item", "timestamp")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("rating",)
+    # integer: unix seconds or milliseconds, kept as they are (only their order is used); float: a number, fraction
+    # dropped (RecBole's timestamp:float); iso8601 (2024-05-01T12:00:00+02:00); or a strftime format (%d/%m/%Y %H:%M).
+    # Datetimes become unix seconds (UTC when the text has no offset).
+    timestamp: str = "integer"
+    fields: int | None = Field(None, ge=1)  # exact field count per line; default: the header's, else at least enough
+
+    @field_validator("timestamp")
+    @classmethod
+    def _timestamp(cls, v: str) -> str:
+        if v not in ("integer", "float", "iso8601") and "%" not in v:
+            raise ValueError("expected integer, float, iso8601 or a strftime format such as '%Y-%m-%d %H:%M:%S'")
+        return v
+
+
+class CsvTitles(CsvFile):
+    """`ingest.titles` of format csv: item, title (+ image: a file name inside image_dir, or a path inside root)."""
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ("item", "title")
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("image",)
+    quoted: bool = True  # csv quoting ("a, b"); false: every separator splits (tab files with bare quotes)
+
+    @model_validator(mode="after")
+    def _quoting(self) -> "CsvTitles":
+        if self.quoted and len(self.separator) != 1:
+            raise ValueError(f"a quoted titles file needs a one-character separator (got {self.separator!r}); "
+                             "set quoted: false")
+        return self
+
+
+class RecboleFields(Section):
+    """Field names (without the `:type` suffix) in RecBole's `.inter` / `.item` atomic files."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    timestamp: str = "timestamp"
+    rating: str = "rating"  # read only with ingest.min_rating
+    title: str | None = None  # default: the first of movie_title, title, name present in the .item header
+
+
 class IngestParams(Section):
-    format: Literal["movielens_csv", "movielens_dat", "mllmrec_tsv", "microlens"]
+    format: Literal["movielens_csv", "movielens_dat", "mllmrec_tsv", "microlens", "csv", "recbole", "amazon"]
     root: str = Field(description="dataset folder; image paths in the items table are relative to it")
-    interactions_file: str | None = None  # default per format, see mllmrec.data.ingest.DEFAULT_FILES
+    interactions_file: str | None = None  # default per format, see mllmrec.data.ingest.LAYOUTS
     titles_file: str | None = None
     image_dir: str | None = None
     encoding: str = "utf-8"  # of the titles file; ml-1m's movies.dat is latin-1
+    min_rating: float | None = None  # keep interactions rated >= this (formats with a rating); drops are counted
+    interactions: CsvInteractions | None = None  # format csv only
+    titles: CsvTitles | None = None  # format csv only
+    recbole: RecboleFields = RecboleFields()
     require_image: bool = False  # drop items whose image is missing/corrupt (counted in the report)
     image_workers: int = Field(4, ge=1)
 
@@ -41,6 +115,29 @@ class IngestParams(Section):
             raise ValueError(f"unknown encoding {v!r} (a Python codec name: utf-8, latin-1, cp1252, ...)") from None
         return v
 
+    @model_validator(mode="after")
+    def _csv_needs_its_files(self) -> "IngestParams":
+        if self.format == "csv":
+            missing = [k for k in ("interactions_file", "titles_file", "interactions", "titles")
+                       if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"format csv needs {missing} (see README, Data)")
+        elif self.interactions is not None or self.titles is not None:
+            raise ValueError(f"interactions/titles column mappings are for format csv, not {self.format}")
+        if self.min_rating is not None and self.format in ("mllmrec_tsv", "microlens"):
+            raise ValueError(f"min_rating: format {self.format} has no rating column")
+        if (self.min_rating is not None and self.format == "csv" and self.interactions
+                and "rating" not in self.interactions.columns):
+            raise ValueError("min_rating needs a rating column in interactions.columns")
+        return self
+
+
+class AuthorsCandidates(Section):
+    """One of the MLLMRec-R1 authors' cached candidate files (mllmrec.data.authors), used instead of our draw."""
+
+    file: str = Field(min_length=1)  # relative to ingest.root, e.g. processed/test_generate_seed42_neg9.json
+    split: Literal["train", "valid", "test"] = "test"
+
 
 class SplitParams(Section):
     min_inter: int = Field(10, ge=3)  # users need >= min_inter items; history window = min_inter - 1
@@ -48,6 +145,8 @@ class SplitParams(Section):
     window_stride: int = Field(1, ge=1)
     num_negatives: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [9, 99], min_length=1)
     seed: int = 0
+    # the authors' exact candidates for a split (its samples without an authors' row are dropped, counted)
+    candidates_from: list[AuthorsCandidates] = Field(default_factory=list)
 
 
 class EvalParams(Section):
@@ -266,6 +365,11 @@ class DraftCotParams(Section):
 class RefineCotParams(Section):
     """`refine_cot`: the editor rewrites each draft into `Step 1:` ... `Step 4:`, then the leak audit runs."""
 
+    # authors_json: no editor call; the authors' refined CoT (`authors_file`, relative to ingest.root, e.g.
+    # movielens_deepseek_cot.json) joined by user + items, then audited like an editor's output
+    source: Literal["editor", "authors_json"] = "editor"
+    authors_file: str | None = None
+
     prompt: str = Field(default_factory=lambda: template("refine_cot"))  # {history}, {draft}, {target} (or "")
     # the authors' editor saw the true next item: sharper CoTs, but they describe the answer (a leak the policy then
     # copies: reward inflation). Off by default; the leak audit below runs either way.
@@ -286,6 +390,8 @@ class RefineCotParams(Section):
                 raise ValueError(f"the editor prompt needs a {p} placeholder")
         if self.show_target and "{target}" not in self.prompt:
             raise ValueError("show_target is on but the editor prompt has no {target} placeholder")
+        if self.source == "authors_json" and not self.authors_file:
+            raise ValueError("source authors_json needs authors_file (e.g. movielens_deepseek_cot.json)")
         return self
 
 

@@ -183,8 +183,12 @@ def attempt_sampling(base: SamplingParams, attempt: int, retry_temperature: floa
 
 
 def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParams, model: str, revision: str,
-           make_engine: Callable[[], Engine], cache_dir: Path) -> tuple[pl.DataFrame, dict]:
-    """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop)."""
+           make_engine: Callable[[], Engine], cache_dir: Path, given: dict[str, str] | None = None
+           ) -> tuple[pl.DataFrame, dict]:
+    """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop).
+
+    `given` (sample_id -> refined text, the authors' CoT file): no editor call; each text is parsed and audited
+    as an editor's output would be, a sample without one fails as `not_in_authors_file`."""
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
     stats: Counter = Counter(dict.fromkeys(["model_calls", "cache_hits", "engine_retries", "parts_written"], 0))
@@ -195,9 +199,15 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
     state = {sid: {"attempt_reasons": [], "raw": None, "cot_edited": None, "fail_reason": None}
              for sid in samples}  # fmt: skip
     for sid, s in samples.items():
-        if s["draft"] is None:
+        if given is not None:  # the authors' text stands in for the editor's (a missing draft does not matter)
+            st, text = state[sid], given.get(sid)
+            st["raw"] = text
+            st["cot_edited"], reason = parse_steps(text) if text is not None else (None, "not_in_authors_file")
+            st["attempt_reasons"].append(reason)
+            st["fail_reason"] = None if st["cot_edited"] else reason
+        elif s["draft"] is None:
             state[sid]["fail_reason"] = "no_draft"
-    for attempt in range(params.max_attempts):
+    for attempt in range(0 if given is not None else params.max_attempts):
         pending = [sid for sid, st in state.items() if st["fail_reason"] is None and st["cot_edited"] is None]
         if not pending:
             break

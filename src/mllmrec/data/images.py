@@ -1,4 +1,5 @@
-"""Find, hash and decode each item's image: `images/<item_id>.<ext>` relative to the dataset root."""
+"""Find, hash and decode each item's image: `<image_dir>/<item_id>.<ext>` relative to the dataset root, or the file
+an `image` column of the items names (inside image_dir)."""
 
 import hashlib
 from collections import Counter
@@ -41,9 +42,15 @@ def check_image(path: Path) -> tuple[str | None, str | None, str | None]:
 
 
 def attach_images(items: pl.DataFrame, root: Path, image_dir: str, workers: int) -> tuple[pl.DataFrame, Counter]:
-    """Add image_path (relative to root), image_sha256, image_format, image_ok, image_error columns."""
+    """Add image_path (relative to root), image_sha256, image_format, image_ok, image_error columns (an `image`
+    column, from a titles file's mapped image column, is replaced by them)."""
     folder = root / image_dir
-    index = index_image_dir(folder)
+    if "image" in items.columns:  # named files: the listing is of those names (a missing file is "missing")
+        named = dict(zip(items["item_id"], items["image"]))
+        index = {i: [n] for i, n in named.items() if n and (folder / n).is_file()}
+        items = items.drop("image")
+    else:
+        index = index_image_dir(folder)
     counts: Counter = Counter()
     jobs: dict[str, Path] = {}
     outside: set[str] = set()

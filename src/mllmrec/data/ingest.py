@@ -6,6 +6,10 @@ Layouts (params `ingest.format`):
 - mllmrec_tsv:   the MLLMRec-R1 authors' `train.tsv` / `test.tsv` (user<TAB>space-separated items, in time order)
                  + `<dataset>_titles.csv` (item,title) + `images/<item>.<ext>`
 - microlens:     `*pairs*.csv` (user,item,timestamp) + `*title*.csv` (item,title) + `covers/<item>.jpg`
+- csv:           any delimited interactions + titles file, columns mapped in params (`ingest.interactions`,
+                 `ingest.titles`); the four layouts above are presets of the same readers
+- recbole:       RecBole atomic files `<name>.inter` + `<name>.item` (mllmrec.data.recbole)
+- amazon:        Amazon Reviews 2018 / 2023 jsonl(.gz) reviews + `meta_*` metadata (mllmrec.data.amazon)
 
 Every dropped row or item is counted by reason in the report, with the first few file:line examples.
 """
@@ -15,12 +19,15 @@ import io
 import re
 import unicodedata
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from mllmrec.config import CsvInteractions, CsvTitles
 from mllmrec.errors import UserError
 
 # ids become file names and prompt tokens ([ITEM_<id>]): no path separators, no leading dot, no spaces
@@ -51,12 +58,26 @@ class Layout:
     image_dir: str
 
 
-DEFAULT_FILES = {
+LAYOUTS = {
     "movielens_csv": Layout(("ratings.csv",), "movies.csv", "posters"),
     "movielens_dat": Layout(("ratings.dat",), "movies.dat", "images"),
     "mllmrec_tsv": Layout(("train.tsv", "test.tsv"), "*_titles.csv", "images"),
     "microlens": Layout(("*pairs*.csv",), "*title*.csv", "covers"),
+    "csv": Layout((), "", "images"),  # both files are required params
+    "recbole": Layout(("*.inter",), "*.item", "images"),
+    # reviews `<Category>.json(l)(.gz)`, metadata `meta_<Category>.json(l)(.gz)` (categories are capitalized)
+    "amazon": Layout(("[!m]*.json*",), "meta_*.json*", "images"),
 }
+
+# the delimited layouts are presets of format csv (the rating column is read only with ingest.min_rating)
+PRESETS = {
+    "movielens_csv": CsvInteractions(columns={"user": "userId", "item": "movieId", "timestamp": "timestamp",
+                                              "rating": "rating"}),
+    "movielens_dat": CsvInteractions(separator="::", header=False, fields=4,  # UserID::MovieID::Rating::Timestamp
+                                     columns={"user": 0, "item": 1, "rating": 2, "timestamp": 3}),
+    "microlens": CsvInteractions(columns={"user": "user", "item": "item", "timestamp": "timestamp"}),
+}
+OUR_NAMES = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
 
 
 def resolve(root: Path, pattern: str, what: str) -> Path:
@@ -86,36 +107,59 @@ def read_lines(path: Path) -> pl.LazyFrame:
     ).filter(pl.col("raw").str.strip_chars() != "")
 
 
-def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: Report, width: int | None = None
+def timestamp_expr(col: pl.Expr, kind: str) -> pl.Expr:
+    """Parse a timestamp column (see CsvInteractions.timestamp) to Int64; null where it does not parse."""
+    if kind == "integer":
+        return col.cast(pl.Int64, strict=False)
+    if kind == "float":  # nan / inf cast to null
+        return col.cast(pl.Float64, strict=False).floor().cast(pl.Int64, strict=False)
+    if kind == "iso8601":
+        return col.map_elements(iso_seconds, return_dtype=pl.Int64, skip_nulls=True)
+    return col.str.strptime(pl.Datetime("us"), kind, strict=False).dt.epoch("s")
+
+
+def iso_seconds(text: str) -> int | None:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp())
+
+
+def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating: float | None = None
                    ) -> pl.DataFrame:
     """Read user/item/timestamp from a delimited interactions file.
 
-    `columns` maps our name -> header name (file has a header) or field index (no header). Lines with the wrong
-    number of fields or a non-integer timestamp are counted as `malformed_line`, never silently parsed.
+    `spec.columns` maps our name -> header name (file has a header) or field index (no header). Lines with the wrong
+    number of fields or a timestamp that does not parse are counted as `malformed_line`, never silently parsed;
+    with `min_rating`, rows rated below it are counted as `below_min_rating`.
     """
+    sep = spec.separator
+    columns = {OUR_NAMES[k]: v for k, v in spec.columns.items() if k != "rating" or min_rating is not None}
     lines = read_lines(path).collect(engine="streaming")
-    has_header = isinstance(next(iter(columns.values())), str)
     # most files hold no whitespace at all (no \r, no padding): then every strip below is a no-op, skip them all.
     # Non-ASCII lines take the stripping path too (Unicode has more spaces); a length test finds them fastest.
     raw = lines["raw"]
     padded = raw.str.contains(r"[\t-\r ]").any() or (raw.str.len_bytes() != raw.str.len_chars()).any()
     fields = (pl.col("raw").str.strip_suffix("\r") if padded else pl.col("raw")).str.split(sep)
-    if has_header:
+    width = spec.fields
+    if spec.header:
         if lines.height == 0:  # only blank lines
             raise UserError(f"{path}: file is empty")
         if "\r" in lines["raw"][0].rstrip("\r"):
             raise UserError(f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n, e.g. "
                             f"`tr '\\r' '\\n' < {path.name} > fixed.csv`")
-        header = lines["raw"][0].strip().split(sep)
+        header = [h.strip() for h in lines["raw"][0].removeprefix("\ufeff").split(sep)]
         missing = [c for c in columns.values() if c not in header]
         if missing:
             raise UserError(f"{path}:1: missing column(s) {missing}; header is {brief(header)} "
-                            f"(check ingest.format and ingest.encoding)")
+                            f"(check ingest.format, the column names and ingest.encoding)")
         index = {ours: header.index(theirs) for ours, theirs in columns.items()}
-        width = len(header)
+        width = width or len(header)
         lines = lines.slice(1)
     else:
         index = dict(columns)  # headerless: `width` fields exactly when the format fixes it, else at least enough
+
     def field(i: int) -> pl.Expr:
         got = pl.col("f").list.get(i, null_on_oob=True)
         return got.str.strip_chars() if padded else got
@@ -127,16 +171,28 @@ def read_delimited(path: Path, sep: str, columns: dict[str, str | int], report: 
         (pl.col("f").list.len() == width if width else pl.col("f").list.len() > max(index.values())).alias("ok"),
         *[field(i).alias(name) for name, i in index.items()],
     )
-    if "timestamp" in index:
-        ts = pl.col("timestamp").cast(pl.Int64, strict=False)
-        parsed = parsed.with_columns(ok=pl.col("ok") & ts.is_not_null(), timestamp=ts)
+    ts = timestamp_expr(pl.col("timestamp"), spec.timestamp)
+    parsed = parsed.with_columns(ok=pl.col("ok") & ts.is_not_null(), timestamp=ts)
+    if min_rating is not None:
+        rating = pl.col("rating").cast(pl.Float64, strict=False)
+        parsed = parsed.with_columns(ok=pl.col("ok") & rating.is_not_null(), rating=rating)
     df = parsed.collect(engine="streaming")
     if df.height == 0:
-        raise UserError(f"{path}: no data lines" + (" after the header" if has_header else " (file is blank)"))
-    bad = df.filter(~pl.col("ok"))
+        raise UserError(f"{path}: no data lines" + (" after the header" if spec.header else " (file is blank)"))
     report.read["interaction_lines"] += df.height
+    bad = df.filter(~pl.col("ok"))
     report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
-    return (df.filter("ok") if bad.height else df).drop("ok").with_columns(file=pl.lit(path.name))
+    df = df.filter("ok") if bad.height else df
+    if min_rating is not None:
+        df = drop_below(df, min_rating, path.name, report)
+    return df.drop("ok").with_columns(file=pl.lit(path.name))
+
+
+def drop_below(df: pl.DataFrame, min_rating: float, file: str, report: Report) -> pl.DataFrame:
+    """Keep rows with rating >= min_rating (the rating column is dropped); the rest are counted."""
+    low = df.filter(pl.col("rating") < min_rating)
+    report.skip("below_min_rating", low.height, [f"{file}:{n}" for n in low["line"].head(MAX_EXAMPLES)])
+    return df.filter(pl.col("rating") >= min_rating).drop("rating")
 
 
 def read_tsv_sequences(path: Path, report: Report) -> pl.DataFrame:
@@ -194,12 +250,49 @@ def clean_title(title: str) -> str:
 
 
 RECORD_START = re.compile(r"[\r\n]\s*\d+,")  # inside a title: a line break, then what looks like a row's `<id>,`
+TITLE_ID_COLUMNS = ("movieId", "item", "item_id", "itemId")  # the presets' titles files: the first one present
 
 
-def read_titles(path: Path, fmt: str, encoding: str, report: Report) -> pl.DataFrame:
-    """item_id + title from a small titles file (csv with header, or ml-1m `::` lines)."""
+def text_rows(path: Path, text: str, sep: str, quoted: bool) -> Iterator[tuple[int, list[str], int]]:
+    """(first line, fields, last line) of each row: csv quoting when `quoted`, else every separator splits."""
+    if not quoted:
+        for n, line in enumerate(text.split("\n"), start=1):
+            yield n, line.removesuffix("\r").split(sep), n
+        return
+    reader = csv.reader(io.StringIO(text), delimiter=sep, strict=True)  # strict: a quote left open is an error
+    start = 1
+    try:
+        for parts in reader:
+            yield start, parts, reader.line_num
+            start = reader.line_num + 1
+    except csv.Error as e:  # field over the size limit, quote open at the end of the file, ...
+        where = f"{start}" if reader.line_num <= start else f"{start} (the row read on to line {reader.line_num})"
+        raise UserError(f"{path}:{where}: not valid CSV: {e} (an unclosed quote?)") from None
+
+
+def title_columns(path: Path, header: list[str] | None, spec: CsvTitles | None) -> dict[str, int]:
+    """our name (item, title, image) -> field index, from the params mapping or the presets' header names."""
+    if spec is None:
+        id_col = next((c for c in TITLE_ID_COLUMNS if c in header), None)
+        if id_col is None or "title" not in header:
+            raise UserError(f"{path}:1: expected an id column (movieId/item/item_id) and 'title'; header is "
+                            f"{brief(header)} (check ingest.format and ingest.encoding)")
+        return {"item": header.index(id_col), "title": header.index("title")}
+    if header is None:
+        return dict(spec.columns)
+    missing = [c for c in spec.columns.values() if c not in header]
+    if missing:
+        raise UserError(f"{path}:1: expected an id column {spec.columns['item']!r} and {spec.columns['title']!r}"
+                        f"{' and ' + repr(spec.columns['image']) if 'image' in spec.columns else ''}: missing "
+                        f"{missing}; header is {brief(header)} (check ingest.titles.columns and ingest.encoding)")
+    return {ours: header.index(theirs) for ours, theirs in spec.columns.items()}
+
+
+def read_titles(path: Path, fmt: str, encoding: str, report: Report, spec: CsvTitles | None = None) -> pl.DataFrame:
+    """item_id + title (+ image with a mapped image column) from a small titles file: a delimited file (with a
+    header for the presets, as `spec` says for format csv), or ml-1m `::` lines."""
     text = decode_text(path, encoding)
-    rows: list[tuple[str, str, int]] = []
+    rows: list[tuple] = []
     malformed: list[str] = []
     if fmt == "movielens_dat":
         for n, line in enumerate(text.splitlines(), start=1):
@@ -215,72 +308,45 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report) -> pl.DataF
     else:
         if "\r" in text and "\n" not in text:
             raise UserError(f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n")
-        reader = csv.reader(io.StringIO(text), strict=True)  # strict: a quote left open at the end is an error
-        start = 1
-        try:
-            header = [h.strip() for h in next(reader)]
-            id_col = next((c for c in ("movieId", "item", "item_id", "itemId") if c in header), None)
-            if id_col is None or "title" not in header:
-                raise UserError(f"{path}:1: expected an id column (movieId/item/item_id) and 'title'; header is "
-                                f"{brief(header)} (check ingest.format and ingest.encoding)")
-            i_id, i_title = header.index(id_col), header.index("title")
-            start = reader.line_num + 1
-            for parts in reader:
-                first, start = start, reader.line_num + 1  # the physical line this row began on
-                if not parts or not "".join(parts).strip():
-                    continue
-                if len(parts) != len(header):
-                    malformed.append(f"{path.name}:{first}")
-                    continue
-                if RECORD_START.search(parts[i_title]):
-                    raise UserError(f"{path}:{first}: a quote opened on this line closes only on line "
-                                    f"{reader.line_num}, so the rows in between would be read as one title; fix the "
-                                    f"quote")
-                rows.append((parts[i_id].strip(), parts[i_title], first))
-        except csv.Error as e:  # field over the size limit, quote open at the end of the file, ...
-            where = f"{start}" if reader.line_num <= start else f"{start} (the row read on to line {reader.line_num})"
-            raise UserError(f"{path}:{where}: not valid CSV: {e} (an unclosed quote?)") from None
+        quoted = spec.quoted if spec else True
+        found = text_rows(path, text, spec.separator if spec else ",", quoted)
+        header = None
+        if spec is None or spec.header:
+            header = [h.strip() for h in next(found)[1]]
+        index = title_columns(path, header, spec)
+        need = len(header) if header else max(index.values()) + 1
+        for first, parts, last in found:
+            if not parts or not "".join(parts).strip():
+                continue
+            if (len(parts) != need) if header else (len(parts) < need):
+                malformed.append(f"{path.name}:{first}")
+                continue
+            if quoted and RECORD_START.search(parts[index["title"]]):
+                raise UserError(f"{path}:{first}: a quote opened on this line closes only on line {last}, so the "
+                                f"rows in between would be read as one title; fix the quote")
+            rows.append((parts[index["item"]].strip(), parts[index["title"]], first,
+                         *([parts[index["image"]].strip()] if "image" in index else [])))
     report.read["title_lines"] += len(rows) + len(malformed)
     report.skip("malformed_title_line", len(malformed), malformed)
+    return title_frame(rows, path, report, malformed)
+
+
+def title_frame(rows: list[tuple], path: Path, report: Report, malformed: list[str] = ()) -> pl.DataFrame:
+    """(item_id, title, line[, image]) rows -> cleaned titles (normalization counted, empty titles skipped)."""
     if not rows:  # every interaction would be an unknown item: say why here, not downstream
         raise UserError(f"{path}: no title rows" + (f" ({len(malformed)} malformed, e.g. {malformed[0]})"
                                                     if malformed else ""))
-    df = pl.DataFrame(rows, schema={"item_id": pl.String, "title": pl.String, "line": pl.Int64}, orient="row")
+    schema = {"item_id": pl.String, "title": pl.String, "line": pl.Int64}
+    if len(rows[0]) == 4:
+        schema["image"] = pl.String
+    df = pl.DataFrame(rows, schema=schema, orient="row")
     changed = df.with_columns(clean=pl.col("title").map_elements(clean_title, return_dtype=pl.String))
     n_changed = changed.filter(pl.col("clean") != pl.col("title")).height
     report.notes["titles_normalized"] += n_changed  # kept, but counted: the text differs from the file
-    df = changed.select("item_id", pl.col("clean").alias("title"), "line")
+    df = changed.with_columns(title=pl.col("clean")).drop("clean")
     empty = df.filter(pl.col("title") == "")
     report.skip("empty_title", empty.height, [f"{path.name}:{n}" for n in empty["line"].head(MAX_EXAMPLES)])
     return df.filter(pl.col("title") != "").with_columns(file=pl.lit(path.name))
-
-
-def read_dataset(root: Path, fmt: str, interactions_file: str | None, titles_file: str | None, encoding: str,
-                 report: Report) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Raw (interactions, titles) frames for one layout, before id checks and dedup."""
-    layout = DEFAULT_FILES[fmt]
-    if not root.is_dir():
-        raise UserError(f"{root}: dataset root is not a folder (params ingest.root)")
-    names = (interactions_file,) if interactions_file else layout.interactions
-    titles = read_titles(resolve(root, titles_file or layout.titles, "titles"), fmt, encoding, report)
-    frames = []
-    for name in names:
-        path = resolve(root, name, "interactions")
-        if fmt == "movielens_csv":
-            cols = {"user_id": "userId", "item_id": "movieId", "timestamp": "timestamp"}
-            frames.append(read_delimited(path, ",", cols, report))
-        elif fmt == "movielens_dat":
-            frames.append(read_delimited(path, "::", {"user_id": 0, "item_id": 1, "timestamp": 3}, report,
-                                         width=4))  # UserID::MovieID::Rating::Timestamp
-        elif fmt == "microlens":
-            frames.append(read_delimited(path, ",", {"user_id": "user", "item_id": "item", "timestamp": "timestamp"},
-                                         report))
-        else:
-            frames.append(read_tsv_sequences(path, report))
-    if fmt == "mllmrec_tsv":
-        # positions restart per file: a user's test.tsv items come after their train.tsv items
-        frames = [f.with_columns(timestamp=pl.col("timestamp") + i * 10**12) for i, f in enumerate(frames)]
-    return pl.concat(frames, how="vertical_relaxed"), titles
 
 
 def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -342,7 +408,7 @@ def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tupl
     })
     used = int(np.count_nonzero(np.bincount(item_code, minlength=len(item_ids))))
     report.notes["items_without_interactions"] += titles.height - used  # not skipped: still in the table
-    return inter, titles.select("item_id", "title")
+    return inter, titles.select("item_id", "title", *(["image"] if "image" in titles.columns else []))
 
 
 def ingest_report(report: Report, inter: pl.DataFrame, items: pl.DataFrame, image_counts: Counter) -> dict:
