@@ -15,7 +15,7 @@ from pathlib import Path
 
 from mllmrec import partcache
 from mllmrec.cli import run
-from mllmrec.config import ModelsParams, RefineCotParams, load_section
+from mllmrec.config import ExecutorParams, ModelsParams, RefineCotParams, load_section
 from mllmrec.cot.generate import refine, to_sampling
 from mllmrec.engines import build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
@@ -35,6 +35,7 @@ def main(out: Path = OUT) -> None:
     refined, report = refine(
         drafts, load_item_texts(items, captions), params=params, sampling=to_sampling(params.sampling),
         model=model, revision=revision, make_engine=lambda: build_engine(spec), cache_dir=Path(params.cache_dir),
+        executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )  # fmt: skip
 
     write_parquet(refined, out / "refined.parquet")
