@@ -64,6 +64,7 @@ def _captions(tmp: Path, make_engine, executor, name: str):
     return out, report, {p.name: p.read_bytes() for p in cache.glob("part-*.parquet")}
 
 
+@pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
 def test_textualize_on_ray_writes_the_local_parts_and_rows(cluster, tmp_path):
     local, local_report, local_parts = _captions(tmp_path, lambda: build_engine(PIXEL), None, "local")
     on_ray, ray_report, ray_parts = _captions(tmp_path, lambda: build_engine(PIXEL), RAY, "ray")
@@ -77,6 +78,7 @@ def test_textualize_on_ray_writes_the_local_parts_and_rows(cluster, tmp_path):
     assert again["model_calls"] == 0 and again["cache_hits"] == 12 and not again["engine_built"]
 
 
+@pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
 def test_a_worker_killed_mid_batch_costs_that_batch_only(cluster, tmp_path):
     marker = tmp_path / "died"
     local, _, local_parts = _captions(tmp_path, lambda: build_engine(PIXEL), None, "local")
@@ -88,6 +90,7 @@ def test_a_worker_killed_mid_batch_costs_that_batch_only(cluster, tmp_path):
     assert report["model_calls"] == 12 and report["parts_written"] == 6  # the lost batch's calls are not counted
 
 
+@pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
 def test_draft_on_ray_matches_local(cluster, tmp_path, tiny_lm_dir):
     spec = EngineSpec(engine="transformers", model=str(tiny_lm_dir), device="cpu", dtype="float32")
     texts = load_item_texts(ITEMS, CAPTIONS)
@@ -106,6 +109,7 @@ def test_draft_on_ray_matches_local(cluster, tmp_path, tiny_lm_dir):
     assert ray_report.pop("executor")["batch_retries"] == 0 and ray_report == local_report
 
 
+@pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
 def test_missing_resources_fail_fast(cluster, tmp_path):
     ex = open_executor(ExecutorParams(kind="ray", num_gpus_per_worker=1), lambda: None)
     with pytest.raises(UserError, match=r"GPU 2 needed .* 0 in the cluster"), ex:

@@ -4,8 +4,8 @@
     with executor.open_executor(params.executor, make_engine) as ex:       # ExecutorParams; make_engine builds one
         done = partcache.run_batches(todo, compute, cache_dir, SCHEMA, batch_size, ex)
 
-    ray start --head --num-cpus 2                                           # a cluster (README "Scaling out")
-    python stages/textualize.py -S executor.kind=ray -S executor.address=auto   # (or the same through dvc repro)
+    ray start --head                                                        # a cluster (README "Scaling out")
+    dvc exp run -S executor.kind=ray -S executor.address=auto               # textualize/draft/refine on it
 
 `compute(engine, jobs) -> partcache.BatchOut` must be picklable (a module-level function, or a functools.partial
 of one): under Ray it runs inside an actor that holds its own engine, built there by `make_engine` (the stages pass
