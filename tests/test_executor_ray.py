@@ -8,15 +8,17 @@ posters) and draft (tiny LM) through Ray write byte-identical parts and rows to 
 `ray` package fail fast with a UserError that says what to do.
 """
 
+import json
 import os
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from cot_util import CAPTIONS, ITEMS, make_samples
-from textualize_util import PROMPT, make_dataset
+from textualize_util import PROMPT, make_dataset, poster_ids, write_project
 
 from mllmrec.config import EngineSpec, ExecutorParams
 from mllmrec.cot.generate import draft
@@ -76,6 +78,25 @@ def test_textualize_on_ray_writes_the_local_parts_and_rows(cluster, tmp_path):
     # the shared cache: a local rerun on the Ray run's parts computes nothing (and builds no engine)
     _, again, _ = _captions(tmp_path, lambda: build_engine(PIXEL), None, "ray")
     assert again["model_calls"] == 0 and again["cache_hits"] == 12 and not again["engine_built"]
+
+
+@pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
+def test_the_textualize_stage_joins_a_cluster_by_address(cluster, tmp_path):
+    """The stage script as DVC runs it, params `executor` naming this module's cluster: same files as local."""
+    address = ray.get_runtime_context().gcs_address  # HOST:PORT, what `ray start --head` prints
+    outs = {}
+    for kind in ("local", "ray"):
+        proj = write_project(tmp_path / kind, poster_ids(8), batch_size=2)
+        with (proj / "params.yaml").open("a") as f:
+            f.write(f"executor: {{kind: {kind}, address: '{address}', num_workers: 2}}\n")
+        subprocess.run([sys.executable, str(HERE.parent / "stages" / "textualize.py")], cwd=proj, check=True,
+                       capture_output=True, env=os.environ)  # fmt: skip
+        out = proj / "data" / "textualize"
+        outs[kind] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.parquet")}
+        outs[kind + "_report"] = json.loads((out / "report.json").read_text())
+    assert outs["ray"] == outs["local"] and len(outs["local"]) == 1 + 4  # captions.parquet + 8 posters / 2
+    assert outs["ray_report"].pop("executor") == {"kind": "ray", "workers": 2, "batch_retries": 0}
+    assert outs["ray_report"] == outs["local_report"]
 
 
 @pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
