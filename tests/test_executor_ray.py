@@ -112,6 +112,15 @@ def test_a_worker_killed_mid_batch_costs_that_batch_only(cluster, tmp_path):
 
 
 @pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
+def test_a_batch_that_keeps_losing_its_worker_stops_the_run(cluster, tmp_path):
+    no_retries = ExecutorParams(kind="ray", num_workers=1, max_retries=0)
+    victim = make_dataset(tmp_path / "data", n=12)[1]["item_id"][0] + ".jpg"
+    with pytest.raises(UserError, match=r"batch 0 \(2 jobs\) lost its Ray worker 1 times \(executor.max_retries = 0"):
+        _captions(tmp_path, lambda: DieOnce(str(tmp_path / "died"), victim), no_retries, "ray")
+    assert not list((tmp_path / "ray").glob("part-*"))  # only that batch was in flight; nothing half-written
+
+
+@pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
 def test_draft_on_ray_matches_local(cluster, tmp_path, tiny_lm_dir):
     spec = EngineSpec(engine="transformers", model=str(tiny_lm_dir), device="cpu", dtype="float32")
     texts = load_item_texts(ITEMS, CAPTIONS)

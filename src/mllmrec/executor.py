@@ -122,19 +122,20 @@ class RayExecutor:
                 f"{r} {n:g} needed (num_workers × num_{r.lower()}s_per_worker), {h:g} in the cluster"
                 for r, (n, h) in short.items()) + "; lower executor.num_workers / num_*_per_worker or add nodes "
                 "(`ray start --address=HEAD_IP:6379` on each)")
-        for _ in range(p.num_workers):
-            self.actors.append(self._new_actor())
-        try:
-            ray.get([a.ready.remote() for a in self.actors], timeout=SCHEDULE_TIMEOUT_S)
-        except ray.exceptions.GetTimeoutError:
-            raise UserError(f"Ray placed none or only some of {p.num_workers} executor actors within "
-                            f"{SCHEDULE_TIMEOUT_S:.0f} s (cluster busy?); see `ray status`") from None
+        self.actors = self._new_actors(p.num_workers)
         self.stats["workers"] = p.num_workers
 
-    def _new_actor(self):
-        p = self.params
-        cls = self.ray.remote(num_cpus=p.num_cpus_per_worker, num_gpus=p.num_gpus_per_worker)(_Worker)
-        return cls.remote(self.make_engine)
+    def _new_actors(self, n: int) -> list:
+        """n actors, placed (not queued) within SCHEDULE_TIMEOUT_S."""
+        p, ray = self.params, self.ray
+        cls = ray.remote(num_cpus=p.num_cpus_per_worker, num_gpus=p.num_gpus_per_worker)(_Worker)
+        actors = [cls.remote(self.make_engine) for _ in range(n)]
+        try:
+            ray.get([a.ready.remote() for a in actors], timeout=SCHEDULE_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            raise UserError(f"Ray placed only some of {n} executor actor(s) within {SCHEDULE_TIMEOUT_S:.0f} s "
+                            "(cluster busy, or a node gone?); see `ray status`") from None
+        return actors
 
     def map(self, compute: Callable, batches: list[list]) -> Iterator[tuple[int, object]]:
         if not batches:
@@ -158,7 +159,7 @@ class RayExecutor:
                     raise UserError(f"batch {i} ({len(batches[i])} jobs) lost its Ray worker {tries[i]} times "
                                     f"(executor.max_retries = {self.params.max_retries}); last error: {e}") from None
                 ray.kill(actor)
-                replacement = self._new_actor()
+                [replacement] = self._new_actors(1)
                 self.actors[self.actors.index(actor)] = replacement
                 idle.append(replacement)
                 pending.appendleft(i)
