@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Refresh the hashed locks from pyproject.toml's ranges (run after changing a dependency; commit both files):
 #     bash scripts/lock.sh            # needs network access to the package index; installs uv in a temporary venv
-# requirements/cpu.txt: runtime + dev extras with the CPU torch build (README's two commands and .ci/run install it).
+# requirements/cpu.txt: runtime + dev + ray extras with the CPU torch build (README's two commands and .ci/run install it).
 # requirements/gpu.txt: runtime + gpu extra (vllm) with the CUDA torch build that vllm pins.
 # Both are resolved for Linux x86-64, CPython 3.11 (the CI machine); other platforms: regenerate with their
 # --python-platform / --python-version, or install from pyproject's ranges (`pip install -e .`).
@@ -22,7 +22,7 @@ for u in ${PIP_EXTRA_INDEX_URL:-$(pip config get global.extra-index-url 2>/dev/n
   links+=(--extra-index-url "$u")
 done
 # torch's exact build comes in on stdin ("-"): +cpu is PyTorch's CPU wheel, the plain version on PyPI is a CUDA build
-echo "torch==$TORCH+cpu" | "$uv" pip compile pyproject.toml - --extra dev -o requirements/cpu.txt "${common[@]}" \
+echo "torch==$TORCH+cpu" | "$uv" pip compile pyproject.toml - --extra dev --extra ray -o requirements/cpu.txt "${common[@]}" \
   "${links[@]}" --index-strategy unsafe-best-match
 echo "torch==$TORCH" | "$uv" pip compile pyproject.toml - --extra gpu -o requirements/gpu.txt "${common[@]}" --no-config
 echo "requirements/cpu.txt: $(grep -c '==' requirements/cpu.txt) pins; requirements/gpu.txt: $(grep -c '==' requirements/gpu.txt) pins"

@@ -15,7 +15,7 @@ import polars as pl
 
 from mllmrec import partcache
 from mllmrec.cli import run
-from mllmrec.config import DraftCotParams, IngestParams, ModelsParams, load_section
+from mllmrec.config import DraftCotParams, ExecutorParams, IngestParams, ModelsParams, load_section
 from mllmrec.cot.generate import draft, select_train_samples, to_sampling
 from mllmrec.engines import build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
@@ -38,6 +38,7 @@ def main(out: Path = OUT) -> None:
         samples, load_item_texts(items, captions, root), mode=params.mode, prompt=params.prompt,
         sampling=to_sampling(params.sampling), model=model, revision=revision, make_engine=lambda: build_engine(spec),
         cache_dir=Path(params.cache_dir), batch_size=params.batch_size, max_caption_chars=params.max_caption_chars,
+        executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )  # fmt: skip
     report["train_samples_available"] = cands.filter(pl.col("split") == "train").height
 

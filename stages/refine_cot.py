@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mllmrec import partcache
 from mllmrec.cli import run
-from mllmrec.config import IngestParams, ModelsParams, RefineCotParams, load_section
+from mllmrec.config import ExecutorParams, IngestParams, ModelsParams, RefineCotParams, load_section
 from mllmrec.cot.generate import refine, to_sampling
 from mllmrec.data.authors import read_cot
 from mllmrec.engines import build_engine
@@ -43,7 +43,7 @@ def main(out: Path = OUT) -> None:
     refined, report = refine(
         drafts, load_item_texts(items, captions), params=params, sampling=to_sampling(params.sampling),
         model=model, revision=revision, make_engine=lambda: build_engine(spec), cache_dir=Path(params.cache_dir),
-        given=given,
+        given=given, executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )  # fmt: skip
     if joined is not None:
         report["authors_json"] = joined

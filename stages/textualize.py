@@ -14,7 +14,7 @@ from pathlib import Path
 import typer
 
 from mllmrec.cli import run
-from mllmrec.config import IngestParams, ModelsParams, TextualizeParams, load_section
+from mllmrec.config import ExecutorParams, IngestParams, ModelsParams, TextualizeParams, load_section
 from mllmrec.data.textualize import textualize
 from mllmrec.engines import SamplingParams, build_engine
 from mllmrec.io import read_parquet, write_json, write_parquet
@@ -41,6 +41,7 @@ def main(
         items, root, prompt=params.prompt, sampling=sampling, model=model, revision=revision,
         make_engine=lambda: build_engine(spec), cache_dir=Path(params.cache_dir), batch_size=params.batch_size,
         cache_only=cache_only,
+        executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )  # fmt: skip
 
     write_parquet(captions, out / "captions.parquet")

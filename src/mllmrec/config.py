@@ -188,14 +188,17 @@ class BaselinesParams(Section):
 S = TypeVar("S", bound=Section)
 
 
-def load_section(name: str, model: type[S], path: Path = PARAMS_FILE) -> S:
-    """Validate one section of params.yaml; errors name the file and the dotted key."""
+def load_section(name: str, model: type[S], path: Path = PARAMS_FILE, default: S | None = None) -> S:
+    """Validate one section of params.yaml; errors name the file and the dotted key. `default`: returned when the
+    section is absent (an optional section, e.g. `executor` in a project written before it existed)."""
     try:
         params = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
         raise UserError(f"{path}: not found (run from the project root)") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML: {e}") from None
+    if name not in params and default is not None:
+        return default
     if name not in params:
         raise UserError(f"{path}: missing section '{name}'")
     try:
@@ -213,6 +216,33 @@ def section_model(name: str) -> type[Section] | None:
     """The pydantic model of a params.yaml section, by the naming every section follows: `draft_cot` ->
     DraftCotParams (None for an unknown section)."""
     return globals().get("".join(p.capitalize() for p in name.split("_")) + "Params")
+
+
+# ---- executor: where the generating stages (textualize, draft_cot, refine_cot) compute their batches ----
+
+
+class ExecutorParams(Section):
+    """local: in the stage's process. ray: one engine per Ray actor, batches sharded over them (mllmrec.executor);
+    the driver writes the same cache parts either way, so outputs and the cache are shared between the two."""
+
+    kind: Literal["local", "ray"] = "local"
+    # null: a throwaway Ray cluster on this machine; "auto": the cluster this node joined (`ray start`);
+    # "HOST:PORT" (the head's GCS, 6379 by default) or "ray://HOST:10001" (Ray Client)
+    address: str | None = None
+    num_workers: int = Field(2, ge=1)  # actors = engines = batches in flight
+    num_cpus_per_worker: float = Field(1, ge=0)
+    num_gpus_per_worker: float = Field(0, ge=0)
+    max_retries: int = Field(2, ge=0)  # per batch, when its worker dies mid-batch (the batch is resent, no more)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v in (None, "auto"):
+            return v
+        port = v.removeprefix("ray://").rpartition(":")[2]
+        if not port.isdigit():
+            raise ValueError(f"{v!r}: expected null, auto, HOST:PORT or ray://HOST:PORT")
+        return v
 
 
 # ---- models: one EngineSpec per role (captioner, drafter, editor, policy); engines build from it ----

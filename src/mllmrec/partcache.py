@@ -4,6 +4,7 @@
     key = partcache.content_key("draft", model, revision, messages, gen_params)   # what determines the output
     done = partcache.read_parts(cache_dir, SCHEMA, keys={key})                     # committed rows for those keys
     partcache.write_part(cache_dir, rows, SCHEMA)                                  # one finished batch, atomically
+    done = partcache.run_batches(todo, compute, cache_dir, SCHEMA, batch_size, executor)   # all of them
 
 Layout (see src/mllmrec/data/textualize.py for the DVC side: the folder is a `persist: true` output): one small Parquet
 file per finished batch, `part-<hash of its keys>.parquet`, written temp + rename and never modified, so a kill
@@ -14,7 +15,9 @@ misses the cache while going back to old settings hits it again.
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -98,34 +101,56 @@ def folder_identity(model: str, revision: str = "") -> tuple[str, str]:
     return model, "local-" + h.hexdigest()[:16]
 
 
+@dataclass
+class BatchOut:
+    """What a batch's compute returns: one row per job (None = not cached), why those were not, counters to sum."""
+
+    rows: list[dict | None]
+    failed: dict[str, object] = field(default_factory=dict)  # cache_key -> error, for the stage's output
+    counts: dict[str, int] = field(default_factory=dict)  # e.g. model_calls, engine_retries
+
+
+@dataclass
+class Computed:
+    rows: dict[str, dict]  # cache_key -> committed row (with cache_key)
+    failed: dict[str, object]
+    counts: Counter
+    parts: int
+
+
 def run_batches(
     todo: list[tuple[str, object]],
-    compute: Callable[[list[object]], list[dict | None]],
+    compute: Callable[[object, list[object]], BatchOut],
     cache_dir: Path,
     schema: dict,
     batch_size: int,
+    executor,
     progress: str | None = None,
-) -> tuple[dict[str, dict], int]:
-    """Compute `todo` = [(cache_key, job)] in batches, committing each batch's rows as one part.
+) -> Computed:
+    """Compute `todo` = [(cache_key, job)] in batches on `executor` (mllmrec.executor), committing each as one part.
 
-    `compute(jobs)` returns one row dict per job (without `cache_key`), or None for a job that failed in a way that
-    must not be cached (endpoint down: the next run retries it). Returns ({key: row}, number of parts written).
+    `compute(engine, jobs)` is picklable (it may run in a Ray actor, on that actor's engine) and returns a BatchOut:
+    one row dict per job (without `cache_key`), or None for a job that failed in a way that must not be cached
+    (endpoint down: the next run retries it). Parts are written HERE, by the driver, as batches come back (in any
+    order under Ray: a part's name and bytes depend only on its rows), so every executor writes the same parts.
     `progress` names the work in the progress display (mllmrec.progress); None shows none.
     """
-    out, parts = {}, 0
+    batches = [todo[s : s + batch_size] for s in range(0, len(todo), batch_size)]
+    done = Computed({}, {}, Counter(), 0)
     with Progress(progress or "", len(todo), enabled=progress is not None and bool(todo)) as bar:
-        for s in range(0, len(todo), batch_size):
-            batch = todo[s : s + batch_size]
+        for i, res in executor.map(compute, [[job for _, job in b] for b in batches]):
             rows = []
-            for (k, _), row in zip(batch, compute([job for _, job in batch]), strict=True):
+            for (k, _), row in zip(batches[i], res.rows, strict=True):
                 if row is not None:
-                    out[k] = {**row, "cache_key": k}
-                    rows.append(out[k])
+                    done.rows[k] = {**row, "cache_key": k}
+                    rows.append(done.rows[k])
             if rows:
                 write_part(cache_dir, rows, schema)
-                parts += 1
-            bar.advance(len(batch))
-    return out, parts
+                done.parts += 1
+            done.failed.update(res.failed)
+            done.counts.update(res.counts)
+            bar.advance(len(batches[i]))
+    return done
 
 
 def keyed(rows: pl.DataFrame) -> dict[str, dict]:

@@ -20,6 +20,7 @@ import polars as pl
 
 from mllmrec import partcache
 from mllmrec.errors import UserError
+from mllmrec.executor import LocalExecutor
 
 EMB_SCHEMA = {"cache_key": pl.String, "vector": pl.List(pl.Float32)}
 MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -65,6 +66,10 @@ class Embedder:
         return torch.nn.functional.normalize(vec, dim=-1).numpy()
 
 
+def _embed_batch(embedder, batch: list[str]) -> partcache.BatchOut:
+    return partcache.BatchOut([{"vector": v.tolist()} for v in embedder.encode(batch)])
+
+
 def embed_cached(texts: list[str], embedder_id: tuple[str, str], make_embedder, cache_dir: Path, batch_size: int,
                  stats: dict) -> dict[str, np.ndarray]:  # fmt: skip
     """{text: vector} for every distinct text, computing only those not in the cache (built lazily)."""
@@ -74,16 +79,10 @@ def embed_cached(texts: list[str], embedder_id: tuple[str, str], make_embedder, 
     key = {t: partcache.content_key("embed", *embedder_id, t) for t in uniq}
     cached = partcache.keyed(partcache.read_parts(cache_dir, EMB_SCHEMA, set(key.values())))
     todo = [(key[t], t) for t in uniq if key[t] not in cached]
-    box: list = []
-
-    def compute(batch: list[str]) -> list[dict]:
-        if not box:
-            box.append(make_embedder())  # only on a miss: a fully cached rerun loads nothing
-        return [{"vector": v.tolist()} for v in box[0].encode(batch)]
-
-    done, parts = partcache.run_batches(todo, compute, cache_dir, EMB_SCHEMA, batch_size, progress="embedding")
-    stats.update(texts=len(uniq), cache_hits=len(uniq) - len(todo), model_calls=len(todo), parts_written=parts)
-    rows = {**cached, **done}
+    with LocalExecutor(make_embedder) as ex:  # built only on a miss: a fully cached rerun loads nothing
+        done = partcache.run_batches(todo, _embed_batch, cache_dir, EMB_SCHEMA, batch_size, ex, progress="embedding")
+    stats.update(texts=len(uniq), cache_hits=len(uniq) - len(todo), model_calls=len(todo), parts_written=done.parts)
+    rows = {**cached, **done.rows}
     return {t: np.asarray(rows[key[t]]["vector"], dtype=np.float32) for t in uniq}
 
 

@@ -17,16 +17,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 
 from mllmrec import partcache
+from mllmrec.config import ExecutorParams
 from mllmrec.cot.leak import find_leaks, scrub
 from mllmrec.cot.text import is_echo, item_line, parse_steps
 from mllmrec.data.split import seeded_subset
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
+from mllmrec.executor import open_executor
 from mllmrec.prompts import ItemText
 
 GEN_SCHEMA = {
@@ -98,39 +101,42 @@ def request_key(stage: str, model: str, revision: str, req: GenerationRequest, s
     return partcache.content_key(stage, model, revision, list(req.messages), shas, asdict(req.sampling))
 
 
-def _generate_cached(stage, reqs: dict[str, GenerationRequest], make_engine, engine_box: list, cache_dir: Path,
-                     batch_size: int, model: str, revision: str, stats: Counter) -> dict[str, dict]:
+def generate_batch(engine: Engine, batch: list[tuple[str, GenerationRequest]], *, model: str,
+                   revision: str) -> partcache.BatchOut:
+    """Rows for [(cache_key, request)] on `engine`; picklable (may run in a Ray actor). Transport failures: not cached."""
+    results = engine.generate([r for _, r in batch])
+    rows, failed = [], {}
+    for (k, _), res in zip(batch, results, strict=True):
+        if res.error:
+            failed[k] = {"error": res.error}
+            rows.append(None)
+        else:
+            rows.append({"text": res.text, "reasoning_chars": len(res.reasoning), "finish_reason": res.finish_reason,
+                         "completion_tokens": res.completion_tokens, "model": model, "revision": revision})
+    return partcache.BatchOut(rows, failed, {"model_calls": len(batch),
+                                             "engine_retries": sum(r.retries for r in results)})
+
+
+def _generate_cached(reqs: dict[str, GenerationRequest], ex, cache_dir: Path, batch_size: int, model: str,
+                     revision: str, stats: Counter) -> dict[str, dict]:
     """{key: cached/computed row} for every key; a transport failure gives {"error": ...} (not cached)."""
     cached = partcache.keyed(partcache.read_parts(cache_dir, GEN_SCHEMA, set(reqs)))
     todo = [(k, (k, r)) for k, r in reqs.items() if k not in cached]
     stats["cache_hits"] += len(reqs) - len(todo)
-    failed: dict[str, dict] = {}
+    done = partcache.run_batches(todo, partial(generate_batch, model=model, revision=revision), cache_dir,
+                                 GEN_SCHEMA, batch_size, ex, progress=f"{model} generating")
+    stats.update(done.counts)
+    stats["parts_written"] += done.parts
+    return {**cached, **done.rows, **done.failed}
 
-    def compute(batch: list[tuple[str, GenerationRequest]]) -> list[dict | None]:
-        if not engine_box:
-            engine_box.append(make_engine())  # only now: a fully cached run never loads a model
-        results = engine_box[0].generate([r for _, r in batch])
-        stats["model_calls"] += len(batch)
-        rows = []
-        for (k, _), res in zip(batch, results, strict=True):
-            stats["engine_retries"] += res.retries
-            if res.error:
-                failed[k] = {"error": res.error}
-                rows.append(None)
-            else:
-                rows.append({"text": res.text, "reasoning_chars": len(res.reasoning), "finish_reason":
-                             res.finish_reason, "completion_tokens": res.completion_tokens, "model": model,
-                             "revision": revision})  # fmt: skip
-        return rows
 
-    done, parts = partcache.run_batches(todo, compute, cache_dir, GEN_SCHEMA, batch_size, progress=f"{model} generating")
-    stats["parts_written"] += parts
-    return {**cached, **done, **failed}
+def _executor_report(ex) -> dict:
+    return {"executor": ex.stats} if ex.stats else {}  # ray: workers and batches resent after a worker died
 
 
 def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, sampling: SamplingParams, model: str,
           revision: str, make_engine: Callable[[], Engine], cache_dir: Path, batch_size: int,
-          max_caption_chars: int = 400) -> tuple[pl.DataFrame, dict]:  # fmt: skip
+          max_caption_chars: int = 400, executor: ExecutorParams | None = None) -> tuple[pl.DataFrame, dict]:  # fmt: skip
     """One draft per sample: (samples + draft, draft_error, finish_reason, cache_key; report)."""
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +149,8 @@ def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, samplin
         k = request_key("draft", model, revision, req, shas)
         keys.append(k)
         reqs.setdefault(k, req)
-    rows = _generate_cached("draft", reqs, make_engine, [], cache_dir, batch_size, model, revision, stats)
+    with open_executor(executor, make_engine) as ex:
+        rows = _generate_cached(reqs, ex, cache_dir, batch_size, model, revision, stats)
     errors: Counter = Counter()
     out = []
     for k in keys:
@@ -157,7 +164,7 @@ def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, samplin
     df = df.with_columns(pl.lit(model).alias("draft_model"), pl.lit(revision).alias("draft_revision"))
     report = {"samples": samples.height, "drafted": int(df["draft"].is_not_null().sum()), "mode": mode,
               "errors": dict(sorted(errors.items())), "input_notes": dict(sorted(notes.items())), **stats,
-              "model": model, "revision": revision}  # fmt: skip
+              "model": model, "revision": revision, **_executor_report(ex)}  # fmt: skip
     print(f"draft: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")  # not in the report
     return df, report
 
@@ -183,8 +190,8 @@ def attempt_sampling(base: SamplingParams, attempt: int, retry_temperature: floa
 
 
 def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParams, model: str, revision: str,
-           make_engine: Callable[[], Engine], cache_dir: Path, given: dict[str, str] | None = None
-           ) -> tuple[pl.DataFrame, dict]:
+           make_engine: Callable[[], Engine], cache_dir: Path, given: dict[str, str] | None = None,
+           executor: ExecutorParams | None = None) -> tuple[pl.DataFrame, dict]:
     """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop).
 
     `given` (sample_id -> refined text, the authors' CoT file): no editor call; each text is parsed and audited
@@ -194,7 +201,6 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
     stats: Counter = Counter(dict.fromkeys(["model_calls", "cache_hits", "engine_retries", "parts_written"], 0))
     stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
     notes: Counter = Counter()
-    engine_box: list = []
     samples = {s["sample_id"]: s for s in drafts.iter_rows(named=True)}
     state = {sid: {"attempt_reasons": [], "raw": None, "cot_edited": None, "fail_reason": None}
              for sid in samples}  # fmt: skip
@@ -207,34 +213,34 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
             st["fail_reason"] = None if st["cot_edited"] else reason
         elif s["draft"] is None:
             state[sid]["fail_reason"] = "no_draft"
-    for attempt in range(0 if given is not None else params.max_attempts):
-        pending = [sid for sid, st in state.items() if st["fail_reason"] is None and st["cot_edited"] is None]
-        if not pending:
-            break
-        samp = attempt_sampling(sampling, attempt, params.retry_temperature)
-        keys, reqs = {}, {}
-        for sid in pending:
-            req = refine_request(samples[sid], texts, params.prompt, params.show_target, samp,
-                                 notes if attempt == 0 else Counter(), params.max_caption_chars)  # fmt: skip
-            keys[sid] = request_key(f"refine:{attempt}", model, revision, req, [])
-            reqs.setdefault(keys[sid], req)
-        rows = _generate_cached("refine", reqs, make_engine, engine_box, cache_dir, params.batch_size, model,
-                                revision, stats)  # fmt: skip
-        for sid in pending:
-            r, st = rows[keys[sid]], state[sid]
-            if "error" in r:  # transport failure after the engine's own retries: recorded, retried next run
-                st["attempt_reasons"].append("engine_error")
-                st["fail_reason"], st["raw"] = "engine_error", r["error"]
-                continue
-            cot, reason = parse_steps(r["text"], r["finish_reason"])
-            if cot is not None and is_echo(cot, reqs[keys[sid]].messages[-1]["content"]):
-                cot, reason = None, "echo"  # the instructions parroted back: format without content
-            st["attempt_reasons"].append(reason)
-            st["raw"] = r["text"]
-            if cot is not None:
-                st["cot_edited"] = cot
-            elif attempt == params.max_attempts - 1:
-                st["fail_reason"] = reason
+    with open_executor(executor, make_engine) as ex:  # one engine (per Ray actor) for every attempt
+        for attempt in range(0 if given is not None else params.max_attempts):
+            pending = [sid for sid, st in state.items() if st["fail_reason"] is None and st["cot_edited"] is None]
+            if not pending:
+                break
+            samp = attempt_sampling(sampling, attempt, params.retry_temperature)
+            keys, reqs = {}, {}
+            for sid in pending:
+                req = refine_request(samples[sid], texts, params.prompt, params.show_target, samp,
+                                     notes if attempt == 0 else Counter(), params.max_caption_chars)  # fmt: skip
+                keys[sid] = request_key(f"refine:{attempt}", model, revision, req, [])
+                reqs.setdefault(keys[sid], req)
+            rows = _generate_cached(reqs, ex, cache_dir, params.batch_size, model, revision, stats)
+            for sid in pending:
+                r, st = rows[keys[sid]], state[sid]
+                if "error" in r:  # transport failure after the engine's own retries: recorded, retried next run
+                    st["attempt_reasons"].append("engine_error")
+                    st["fail_reason"], st["raw"] = "engine_error", r["error"]
+                    continue
+                cot, reason = parse_steps(r["text"], r["finish_reason"])
+                if cot is not None and is_echo(cot, reqs[keys[sid]].messages[-1]["content"]):
+                    cot, reason = None, "echo"  # the instructions parroted back: format without content
+                st["attempt_reasons"].append(reason)
+                st["raw"] = r["text"]
+                if cot is not None:
+                    st["cot_edited"] = cot
+                elif attempt == params.max_attempts - 1:
+                    st["fail_reason"] = reason
     out, fails, kinds_n = [], Counter(), Counter()
     for sid, st in state.items():
         s = samples[sid]
@@ -281,6 +287,7 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
         "leak_rate_after": round(leaks_after / max(1, int(df["cot"].is_not_null().sum())), 4),
         "show_target": params.show_target, "input_notes": dict(sorted(notes.items())), **stats,
         "model": model, "revision": revision, "generation_params": json.loads(json.dumps(asdict(sampling))),
+        **_executor_report(ex),
     }  # fmt: skip; no durations: the report is a DVC output, the same run gives the same bytes
     print(f"refine: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")
     return df, report

@@ -4,6 +4,7 @@
     captions, report = textualize(items, root, prompt=..., sampling=SamplingParams(max_new_tokens=128),
                                   model="pixel-describer", revision="pd-1", make_engine=lambda: engine,
                                   cache_dir=Path("data/textualize/cache"), batch_size=16)
+    # executor=ExecutorParams(kind="ray", address="auto"): the same parts and captions, batches on a Ray cluster
 
 Cache key = sha256(image sha256, model, revision, prompt, generation params). Identical images share one request;
 a rerun with nothing changed makes zero model calls (the engine is not even built); new items cost only their own
@@ -33,14 +34,17 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import polars as pl
 
 from mllmrec import partcache
+from mllmrec.config import ExecutorParams
 from mllmrec.cot.leak import scrub_caption
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
+from mllmrec.executor import open_executor
 
 PART_SCHEMA = {
     "cache_key": pl.String, "image_sha256": pl.String, "caption": pl.String, "model": pl.String,
@@ -87,6 +91,37 @@ def _reason(error: str) -> str:
     return error.split(":", 1)[0].strip() or "error"
 
 
+def caption_batch(engine: Engine, jobs: list[tuple[str, str, str]], *, prompt: str, sampling: SamplingParams,
+                  model: str, revision: str) -> partcache.BatchOut:
+    """Captions for jobs [(cache_key, image sha256, image path)] on `engine`; picklable (may run in a Ray actor)."""
+    gp, ph = gen_params_json(sampling), prompt_hash(prompt)
+    failed: dict[str, str] = {}
+    # the cache is keyed by the sha256 ingest recorded: an image edited since then would poison its key forever
+    changed = {k for k, sha, path in jobs if file_sha256(path) != sha}
+    for k in changed:
+        failed[k] = "changed: image bytes differ from the sha256 ingest recorded (rerun `dvc repro ingest`)"
+    jobs_ok = [j for j in jobs if j[0] not in changed]
+    reqs = [GenerationRequest(messages=({"role": "user", "content": prompt},), images=(path,), sampling=sampling)
+            for _, _, path in jobs_ok]  # fmt: skip
+    results = dict(zip([k for k, _, _ in jobs_ok], engine.generate(reqs) if reqs else [], strict=True))
+    rows = []
+    for k, sha, _ in jobs:
+        res = results.get(k)
+        if res is None:
+            rows.append(None)
+            continue
+        if res.error:
+            failed[k] = f"engine: {res.error}"
+        elif not res.text.strip():  # a blank caption is never served from the cache: record it, retry next run
+            failed[k] = "empty: the engine returned no caption text"
+        rows.append(None if k in failed else {
+            "image_sha256": sha, "caption": res.text.strip(), "model": model, "revision": revision,
+            "prompt_hash": ph, "generation_params": gp, "finish_reason": res.finish_reason,
+            "completion_tokens": res.completion_tokens,
+        })  # fmt: skip
+    return partcache.BatchOut(rows, failed, {"model_calls": len(reqs)})
+
+
 def textualize(
     items: pl.DataFrame,
     root: Path,
@@ -100,6 +135,7 @@ def textualize(
     batch_size: int,
     cache_only: bool = False,
     progress: bool = True,
+    executor: ExecutorParams | None = None,
 ) -> tuple[pl.DataFrame, dict]:
     """Captions for `items` (item_id, image_path, image_sha256, image_ok, image_error) and a run report."""
     t0 = time.perf_counter()
@@ -126,41 +162,12 @@ def textualize(
                         f"model {model}@{revision or '-'} and this prompt, e.g. items {first.head(5).to_list()}; "
                         f"run `dvc pull` first or unset MLLMREC_CACHE_ONLY to caption them")
 
-    engine, calls, failed = None, 0, {}  # failed: cache_key -> error (never cached: retried next run)
-
-    def caption(jobs: list[tuple[str, str, str]]) -> list[dict | None]:
-        nonlocal engine, calls
-        if engine is None:
-            engine = make_engine()  # only now: a fully cached run never loads a model
-        # the cache is keyed by the sha256 ingest recorded: an image edited since then would poison its key forever
-        changed = {k for k, sha, path in jobs if file_sha256(path) != sha}
-        for k in changed:
-            failed[k] = "changed: image bytes differ from the sha256 ingest recorded (rerun `dvc repro ingest`)"
-        jobs_ok = [j for j in jobs if j[0] not in changed]
-        reqs = [GenerationRequest(messages=({"role": "user", "content": prompt},), images=(path,), sampling=sampling)
-                for _, _, path in jobs_ok]  # fmt: skip
-        calls += len(reqs)
-        results = dict(zip([k for k, _, _ in jobs_ok], engine.generate(reqs) if reqs else [], strict=True))
-        rows = []
-        for k, sha, _ in jobs:
-            res = results.get(k)
-            if res is None:
-                rows.append(None)
-                continue
-            if res.error:
-                failed[k] = f"engine: {res.error}"
-            elif not res.text.strip():  # a blank caption is never served from the cache: record it, retry next run
-                failed[k] = "empty: the engine returned no caption text"
-            rows.append(None if k in failed else {
-                "image_sha256": sha, "caption": res.text.strip(), "model": model, "revision": revision,
-                "prompt_hash": ph, "generation_params": gp, "finish_reason": res.finish_reason,
-                "completion_tokens": res.completion_tokens,
-            })  # fmt: skip
-        return rows
-
-    new, parts = partcache.run_batches([(k, (k, sha, path)) for k, (sha, path) in todo.items()], caption, cache_dir,
-                                       PART_SCHEMA, batch_size, progress="captioning" if progress else None)
-    done.update({k: row["caption"] for k, row in new.items()})
+    compute = partial(caption_batch, prompt=prompt, sampling=sampling, model=model, revision=revision)
+    with open_executor(executor, make_engine) as ex:
+        new = partcache.run_batches([(k, (k, sha, path)) for k, (sha, path) in todo.items()], compute, cache_dir,
+                                    PART_SCHEMA, batch_size, ex, progress="captioning" if progress else None)
+    done.update({k: row["caption"] for k, row in new.rows.items()})
+    failed, calls = new.failed, new.counts["model_calls"]  # failed: cache_key -> error (never cached: retried next run)
 
     errors: Counter = Counter()
     out_rows, scrubbed, clauses = [], 0, 0
@@ -189,8 +196,8 @@ def textualize(
         "cache_hits": hits,
         "invalid_cache_rows": invalid,
         "model_calls": calls,
-        "engine_built": engine is not None,
-        "parts_written": parts,
+        "engine_built": bool(todo),
+        "parts_written": new.parts,
         "stale_temp_files_removed": stale,
         "title_scrubbed": {"captions": scrubbed, "clauses": clauses},  # title text removed (mostly OCR of the poster)
         "errors": dict(sorted(errors.items())),
@@ -199,6 +206,7 @@ def textualize(
         "revision": revision,
         "prompt_hash": ph,
         "generation_params": json.loads(gp),
+        **({"executor": ex.stats} if ex.stats else {}),  # ray: workers and batches resent after a worker died
     }  # no durations: the report is a DVC output, the same run gives the same bytes
     print(f"textualize: {calls} model calls in {secs:.1f} s" + (f" ({calls / secs:.1f}/s)" if calls else ""))
     return captions, report
