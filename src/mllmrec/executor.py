@@ -26,32 +26,9 @@ CONNECT_TIMEOUT_S = 5.0  # a TCP probe before ray.init: an unreachable head fail
 SCHEDULE_TIMEOUT_S = 120.0  # actors not placed by then: the cluster is busy or lacks a resource ray cannot see
 
 
-class LocalExecutor:
-    """Batches in order, in this process, on one engine built at the first batch (a fully cached run builds none)."""
-
-    def __init__(self, make_engine: Callable):
-        self.make_engine, self.engine = make_engine, None
-        self.stats: dict = {}  # nothing to report: a local run's report stays what it always was
-
-    @property
-    def built(self) -> bool:
-        return self.engine is not None
-
-    def map(self, compute: Callable, batches: list[list]) -> Iterator[tuple[int, object]]:
-        for i, jobs in enumerate(batches):
-            if self.engine is None:
-                self.engine = self.make_engine()
-            yield i, compute(self.engine, jobs)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
-
-
 class _Worker:
-    """One Ray actor = one engine, built on its first batch (an engine that fails to build raises, not dies)."""
+    """One engine, built on its first batch: a local run's only worker, or one Ray actor (an engine that fails to
+    build raises, not dies)."""
 
     def __init__(self, make_engine: Callable):
         self.make_engine, self.engine = make_engine, None
@@ -63,6 +40,29 @@ class _Worker:
         if self.engine is None:
             self.engine = self.make_engine()
         return compute(self.engine, jobs)
+
+
+class LocalExecutor:
+    """Batches in order, in this process, on one worker (a fully cached run builds no engine)."""
+
+    def __init__(self, make_engine: Callable):
+        self.worker = _Worker(make_engine)
+        self.stats: dict = {}  # nothing to report: a local run's report stays what it always was
+
+    def map(self, compute: Callable, batches: list[list]) -> Iterator[tuple[int, object]]:
+        for i, jobs in enumerate(batches):
+            yield i, self.worker.run(compute, jobs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def report_entry(ex) -> dict:
+    """The stage report's `executor` entry: Ray runs only (workers, batches resent after a worker died)."""
+    return {"executor": ex.stats} if ex.stats else {}
 
 
 def _import_ray():
@@ -94,10 +94,6 @@ class RayExecutor:
         self.params, self.make_engine = params, make_engine
         self.ray, self.actors, self.started_ray = None, [], False
         self.stats = {"kind": "ray", "workers": 0, "batch_retries": 0}
-
-    @property
-    def built(self) -> bool:
-        return bool(self.actors)
 
     def _start(self) -> None:
         ray, p = _import_ray(), self.params

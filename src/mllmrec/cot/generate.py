@@ -29,7 +29,7 @@ from mllmrec.cot.text import is_echo, item_line, parse_steps
 from mllmrec.data.split import seeded_subset
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
-from mllmrec.executor import open_executor
+from mllmrec.executor import open_executor, report_entry
 from mllmrec.prompts import ItemText
 
 GEN_SCHEMA = {
@@ -130,10 +130,6 @@ def _generate_cached(reqs: dict[str, GenerationRequest], ex, cache_dir: Path, ba
     return {**cached, **done.rows, **done.failed}
 
 
-def _executor_report(ex) -> dict:
-    return {"executor": ex.stats} if ex.stats else {}  # ray: workers and batches resent after a worker died
-
-
 def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, sampling: SamplingParams, model: str,
           revision: str, make_engine: Callable[[], Engine], cache_dir: Path, batch_size: int,
           max_caption_chars: int = 400, executor: ExecutorParams | None = None) -> tuple[pl.DataFrame, dict]:  # fmt: skip
@@ -164,7 +160,7 @@ def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, samplin
     df = df.with_columns(pl.lit(model).alias("draft_model"), pl.lit(revision).alias("draft_revision"))
     report = {"samples": samples.height, "drafted": int(df["draft"].is_not_null().sum()), "mode": mode,
               "errors": dict(sorted(errors.items())), "input_notes": dict(sorted(notes.items())), **stats,
-              "model": model, "revision": revision, **_executor_report(ex)}  # fmt: skip
+              "model": model, "revision": revision, **report_entry(ex)}  # fmt: skip
     print(f"draft: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")  # not in the report
     return df, report
 
@@ -287,7 +283,7 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
         "leak_rate_after": round(leaks_after / max(1, int(df["cot"].is_not_null().sum())), 4),
         "show_target": params.show_target, "input_notes": dict(sorted(notes.items())), **stats,
         "model": model, "revision": revision, "generation_params": json.loads(json.dumps(asdict(sampling))),
-        **_executor_report(ex),
+        **report_entry(ex),
     }  # fmt: skip; no durations: the report is a DVC output, the same run gives the same bytes
     print(f"refine: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")
     return df, report

@@ -44,7 +44,7 @@ from mllmrec.config import ExecutorParams
 from mllmrec.cot.leak import scrub_caption
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
-from mllmrec.executor import open_executor
+from mllmrec.executor import open_executor, report_entry
 
 PART_SCHEMA = {
     "cache_key": pl.String, "image_sha256": pl.String, "caption": pl.String, "model": pl.String,
@@ -206,7 +206,7 @@ def textualize(
         "revision": revision,
         "prompt_hash": ph,
         "generation_params": json.loads(gp),
-        **({"executor": ex.stats} if ex.stats else {}),  # ray: workers and batches resent after a worker died
+        **report_entry(ex),
     }  # no durations: the report is a DVC output, the same run gives the same bytes
     print(f"textualize: {calls} model calls in {secs:.1f} s" + (f" ({calls / secs:.1f}/s)" if calls else ""))
     return captions, report

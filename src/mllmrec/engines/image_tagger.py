@@ -28,6 +28,7 @@ import numpy as np
 from PIL import Image
 
 from mllmrec.engines.base import GenerationRequest, GenerationResult
+from mllmrec.engines.pixel_describer import SIZE, tones
 from mllmrec.errors import UserError
 
 MODEL_ID = "image-tagger"
@@ -163,8 +164,6 @@ class ImageTagger:
         return out
 
     def caption(self, im: Image.Image, labels: list[str] | None) -> str:
-        from mllmrec.engines.pixel_describer import SIZE, tones
-
         colours = tones(np.asarray(im.resize(SIZE, Image.Resampling.BILINEAR), dtype=np.uint8))
         if labels is None:  # too small for the models
             return f"a tiny {im.width} x {im.height} px image; " + compose([], 0, [], colours)
