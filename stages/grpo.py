@@ -41,7 +41,7 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
 
     from mllmrec.data.split import seeded_subset
     from mllmrec.training.grpo import grpo_rows, train_grpo
-    from mllmrec.training.monitor import valid_subset
+    from mllmrec.training.monitor import train_subset, valid_subset
     from mllmrec.training.sft import check_budget
 
     tokenizer = AutoTokenizer.from_pretrained(params.model)
@@ -50,11 +50,12 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
     check_budget("grpo", params.max_steps, params.batch_size * params.grad_accum * params.launch.num_processes
                  // params.num_generations, params.epochs, len(rows), "prompts")
     valid = valid_subset(Path("data/split"), params.monitor)
+    monitor_train = train_subset(samples, params.monitor)
     print(f"grpo: {len(rows)} prompts ({sum(r['has_cot'] for r in rows)} with CoT) x {params.num_generations} "
           f"generations, reward {params.reward.kind}, beta {params.beta}, loss {params.loss_type}, "
           f"monitor {0 if valid is None else valid.height} valid samples every {params.monitor.every} steps")
 
-    info = train_grpo(rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, out)
+    info = train_grpo(rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, out, monitor_train)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:

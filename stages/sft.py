@@ -6,7 +6,8 @@ Checkpoints go to `sft.checkpoint_dir` (checkpoints/sft: git-ignored, not a DVC 
 a rerun after a kill resumes from the newest complete checkpoint of the same run (same data + params).
 Outputs: models/sft (merged weights in the training dtype + tokenizer with chat template + sft_info.json),
 plots/sft_loss.csv (train loss per logged step), plots/sft_valid.csv (valid HR@K / NDCG@K by likelihood ranking every
-`sft.monitor.every` steps: whether more steps help).
+`sft.monitor.every` steps: whether more steps help; with `sft.monitor.train_samples` also train HR@K on samples it
+trains on: memorising vs not fitting).
 """
 
 from pathlib import Path
@@ -37,7 +38,7 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
-    from mllmrec.training.monitor import ValidMonitor, valid_subset
+    from mllmrec.training.monitor import ValidMonitor, train_subset, valid_subset
 
     tokenizer = AutoTokenizer.from_pretrained(policy.model, revision=policy.revision or None)
     examples = sft_examples(samples, texts, tokenizer, prompt, policy.enable_thinking)
@@ -50,7 +51,8 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
     check_budget("sft", params.max_steps, params.batch_size * params.grad_accum * params.launch.num_processes,
                  params.epochs, len(rows), "samples")
     valid = valid_subset(Path("data/split"), params.monitor)
-    monitor = ValidMonitor(valid, texts, tokenizer, prompt, policy.enable_thinking, params.monitor, "sft")
+    monitor = ValidMonitor(valid, texts, tokenizer, prompt, policy.enable_thinking, params.monitor, "sft",
+                           train_subset(samples, params.monitor))
     notes = {"with_cot": int(samples["has_cot"].sum()), "skipped_too_long": len(skipped),
              "enable_thinking": policy.enable_thinking}
     info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, [monitor])

@@ -119,6 +119,30 @@ def test_generative_and_likelihood_evaluation_agree_on_the_learned_model(sft_mod
     assert gen["valid"].mean() >= 0.9 and agree >= 0.9, f"valid {gen['valid'].mean()}, same top-1 {agree}: {bad}"
 
 
+def test_monitor_scores_train_and_valid_subsets_on_their_own_samples(sft_model):
+    """The SFT/GRPO monitor's train-vs-valid columns (monitor.train_samples) each rank their own frame: on the learned
+    model, training samples follow the rule (train HR@1 high) and valid samples whose targets were moved off the
+    rule's answer cannot be hit (valid HR@1 ~0): swapped or shared frames would make the two equal."""
+    import torch
+    from transformers import TrainerState
+
+    from mllmrec.config import MonitorParams
+    from mllmrec.training.monitor import ValidMonitor, train_subset, valid_rows
+
+    params = MonitorParams(every=1, samples=VALID.height, train_samples=40, ks=[1])
+    off_rule = VALID.with_columns(target=pl.struct("candidates", "target").map_elements(
+        lambda r: r["candidates"][(r["candidates"].index(r["target"]) + 1) % len(r["candidates"])],
+        return_dtype=pl.String))
+    model, tok = load_policy(str(sft_model), "", torch.device("cpu"), torch.float32)
+    monitor = ValidMonitor(off_rule, TEXTS, tok, PROMPT, None, params, "sft", train_subset(TRAIN, params))
+    state = TrainerState()
+    monitor.evaluate(model, state)
+    [row] = valid_rows(state.log_history, params.ks)
+    assert row["train_HR@1"] >= 0.9 and row["valid_HR@1"] <= 0.1, row
+    with pytest.raises(Exception, match="train_samples = 400"):
+        train_subset(TRAIN, MonitorParams(train_samples=400))
+
+
 def test_grpo_raises_the_hit_rate_of_its_own_completions(early_sft, tmp_path):
     # the paper reward; `rank_aware` gives exactly the same reward to one-id answers (all this policy writes), so a
     # rank_aware run was step-for-step identical: one run guards both (multi-id scoring: tests/test_rewards.py)

@@ -539,6 +539,9 @@ class MonitorParams(Section):
 
     every: int = Field(5, ge=0)  # optimizer steps between valid evaluations (also at step 0 and the end); 0 = off
     samples: int = Field(64, ge=1)  # seeded, fixed subset of the valid split (more than the split holds: refused)
+    # also rank this many of the stage's own training samples (seeded, fixed) at the same steps: train vs valid HR
+    # tells memorising (train up, valid flat) from not fitting (both flat); 0 = off
+    train_samples: int = Field(0, ge=0)
     num_negatives: int = Field(9, ge=1)  # which data/split/candidates_n<N>.parquet
     ks: list[int] = Field(default_factory=lambda: [1, 3, 5], min_length=1)
     max_tokens: int = Field(8192, ge=16)  # tokens per packed likelihood forward

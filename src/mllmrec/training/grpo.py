@@ -60,8 +60,8 @@ class MonitorCallback(ValidMonitor):
     """The valid HR@K learning curve (mllmrec.training.monitor) plus completion samples with their rewards to a JSONL."""
 
     def __init__(self, valid: pl.DataFrame | None, texts, tokenizer, prompt_params, enable_thinking,
-                 params: GrpoParams, samples_path: Path):
-        super().__init__(valid, texts, tokenizer, prompt_params, enable_thinking, params.monitor, "grpo")
+                 params: GrpoParams, samples_path: Path, train: pl.DataFrame | None = None):
+        super().__init__(valid, texts, tokenizer, prompt_params, enable_thinking, params.monitor, "grpo", train)
         self.samples_path = samples_path
         self.completions = params.monitor.completions
         self.trainer = None  # set after the trainer exists (completion samples come from its last batch)
@@ -160,8 +160,10 @@ def fingerprint(rows: list[dict], model_path: str, params: GrpoParams) -> str:
 
 
 def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, ItemText], tokenizer,
-               params: GrpoParams, prompt_params: PromptParams, enable_thinking: bool | None, out_dir: Path) -> dict:
-    """Train (resuming if possible), merge the LoRA in the training dtype, save model + tokenizer to out_dir."""
+               params: GrpoParams, prompt_params: PromptParams, enable_thinking: bool | None, out_dir: Path,
+               monitor_train: pl.DataFrame | None = None) -> dict:
+    """Train (resuming if possible), merge the LoRA in the training dtype, save model + tokenizer to out_dir.
+    `monitor_train`: training samples the monitor also ranks (mllmrec.training.monitor.train_subset), or None."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
@@ -227,7 +229,7 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
                       target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
     r = params.reward
     monitor = MonitorCallback(valid, texts, tokenizer, prompt_params, enable_thinking, params,
-                              ckpt_dir / "completions.jsonl")
+                              ckpt_dir / "completions.jsonl", monitor_train)
     reward_funcs = trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss, r.max_answers)
     trainer = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")(
         model=model, reward_funcs=reward_funcs, args=args, train_dataset=Dataset.from_list(rows),
