@@ -7,12 +7,13 @@ all-MiniLM-L6-v2 embeddings; confidence = target softmax probability (or margin)
 confidence >= threshold (& target ranked first). Outputs: data/cot/assessed.parquet (sample_id, cot, format_ok,
 leak flags, scores per candidate, target_rank, confidence, keep, ...), data/cot/assess_report.json,
 metrics/cot.json (drafted/refined/kept counts, leak rates, median confidence), plots/cot_confidence.csv (histogram).
+`executor.kind: ray` embeds on a Ray cluster (one embedder per actor), writing the same cache parts.
 """
 
 from pathlib import Path
 
 from mllmrec.cli import run
-from mllmrec.config import AssessCotParams, load_section
+from mllmrec.config import AssessCotParams, ExecutorParams, load_section
 from mllmrec.cot.assess import Embedder, assess, resolve_embedding_model
 from mllmrec.cot.text import prediction_text
 from mllmrec.io import read_json, read_parquet, write_csv, write_json, write_parquet
@@ -35,6 +36,7 @@ def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path =
     assessed, report = assess(
         refined, load_item_texts(items, captions), params=params, embedder_id=embedder_id,
         make_embedder=lambda: Embedder(params.embedding_model), prediction=prediction_text,
+        executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )  # fmt: skip
     hist = report.pop("histogram")
 

@@ -7,6 +7,8 @@
 `evaluate.launch.num_processes: N > 1` re-execs under `accelerate launch`: each process (one GPU each; gloo ranks on
 CPU) scores every N-th sample with the transformers engine, and the shards are merged back in candidate order before
 metrics, so the outputs are those of one process. vLLM is one process that uses the GPU itself: keep N = 1 with it.
+`executor.kind: ray` (README "Scaling out") runs the generative protocol's batches on a Ray cluster instead, one policy
+engine per actor, with the same predictions; likelihood ranking stays in this process.
 
 Reads params `eval`, `evaluate`, `prompt`, `models.policy`. Outputs metrics/<policy>-likelihood.json and
 metrics/<policy>-generative.json (HR@K / NDCG@K with 95 % CIs, valid-output rate, out-of-candidate count per
@@ -21,13 +23,14 @@ import polars as pl
 import torch
 
 from mllmrec.cli import run
-from mllmrec.config import EvalParams, EvaluateParams, ModelsParams, PromptParams, load_section
+from mllmrec.config import EvalParams, EvaluateParams, ExecutorParams, ModelsParams, PromptParams, load_section
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
 from mllmrec.engines.transformers_engine import pick_device_dtype
 from mllmrec.errors import UserError
 from mllmrec.evaluation.candidates import candidate_sizes, load_candidates, score_predictions
 from mllmrec.evaluation.policy import generative_predictions, likelihood_predictions, load_policy, merge_shards, shard
+from mllmrec.executor import open_executor
 from mllmrec.io import read_parquet, require, write_json, write_parquet
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
@@ -47,9 +50,13 @@ def main(policy: Policy) -> None:
     params = load_section("evaluate", EvaluateParams)
     prompt = load_section("prompt", PromptParams)
     spec = load_section("models", ModelsParams).policy
+    executor = load_section("executor", ExecutorParams, default=ExecutorParams())
     if params.launch.num_processes > 1 and spec.engine != "transformers":
         raise UserError(f"params.yaml: evaluate.launch.num_processes > 1 shards the transformers engine; "
                         f"models.policy.engine is {spec.engine!r}: set evaluate.launch.num_processes: 1")
+    if params.launch.num_processes > 1 and executor.kind != "local":
+        raise UserError("params.yaml: evaluate.launch.num_processes > 1 and executor.kind = ray both shard the "
+                        "generation; pick one (evaluate.launch.num_processes: 1 with Ray)")
     maybe_relaunch(params.launch, "evaluate")
     if policy in TRAINED:
         require(Path(TRAINED[policy]), policy.value)
@@ -84,11 +91,13 @@ def main(policy: Policy) -> None:
         frames.append(preds.with_columns(protocol=pl.lit("likelihood"), num_negatives=pl.lit(n_neg)))
     del model  # free memory before the engine loads its own copy
 
-    engine = build_engine(spec)
-    for n_neg, cands in subsets.items():
-        mine = generative_predictions(engine, shard(cands, rank, world), texts, prompt, sampling, spec.batch_size)
-        preds, metrics["generative"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world), eval_params)
-        frames.append(preds.with_columns(protocol=pl.lit("generative"), num_negatives=pl.lit(n_neg)))
+    with open_executor(executor, lambda: build_engine(spec)) as ex:  # local: one engine here, built on first use
+        for n_neg, cands in subsets.items():
+            mine = generative_predictions(None, shard(cands, rank, world), texts, prompt, sampling, spec.batch_size,
+                                          executor=ex)
+            preds, metrics["generative"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world),
+                                                                          eval_params)
+            frames.append(preds.with_columns(protocol=pl.lit("generative"), num_negatives=pl.lit(n_neg)))
 
     if not state.is_main_process:  # every rank holds the merged results; one writes them
         return

@@ -3,7 +3,8 @@
     pip install -e .[ray]; .venv/bin/pytest tests/test_executor_ray.py -q      # ~1 min on 2 cores (one cluster)
 
 One in-process Ray cluster (2 CPUs, 127.0.0.1) per module. Checks: textualize (pixel describer, a dozen real
-posters) and draft (tiny LM) through Ray write byte-identical parts and rows to a local run; an actor killed mid-batch
+posters), draft (tiny LM) and assess_cot's embeddings through Ray write byte-identical parts and rows to a local
+run, and evaluate's generation returns the local rows; an actor killed mid-batch
 (os._exit) costs that batch only, resent once and counted; an unreachable address, missing resources and a missing
 `ray` package fail fast with a UserError that says what to do.
 """
@@ -137,6 +138,43 @@ def test_draft_on_ray_matches_local(cluster, tmp_path, tiny_lm_dir):
     on_ray, ray_report, ray_parts = run(RAY, "ray")
     assert on_ray.equals(local) and ray_parts == local_parts and len(local_parts) == 3
     assert ray_report.pop("executor")["batch_retries"] == 0 and ray_report == local_report
+
+
+@pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
+def test_evaluate_generation_on_ray_matches_local(cluster, tiny_lm_dir):
+    """evaluate's generative protocol (policy.generative_predictions) on Ray: the same rows as one local engine."""
+    from mllmrec.config import PromptParams
+    from mllmrec.evaluation.policy import generative_predictions
+
+    spec = EngineSpec(engine="transformers", model=str(tiny_lm_dir), device="cpu", dtype="float32")
+    texts, samples = load_item_texts(ITEMS, CAPTIONS), make_samples(10)
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=12, seed=0)
+    local = generative_predictions(build_engine(spec), samples, texts, PromptParams(), greedy, batch=3)
+    with open_executor(RAY, lambda: build_engine(spec)) as ex:  # 4 batches over 2 actors, back in any order
+        on_ray = generative_predictions(None, samples, texts, PromptParams(), greedy, batch=3, executor=ex)
+        assert ex.stats == {"kind": "ray", "workers": 2, "batch_retries": 0}
+    assert on_ray.equals(local) and local["text"].str.len_chars().min() > 0
+    assert on_ray["sample_id"].to_list() == samples["sample_id"].to_list()
+
+
+@pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
+def test_assess_embeddings_on_ray_write_the_local_parts(cluster, tmp_path):
+    from mllmrec.cot.assess import Embedder, embed_cached
+    from mllmrec.partcache import folder_identity
+
+    texts = [f"{t} {c}" for t, c in zip(ITEMS["title"], CAPTIONS["caption"])]
+    ident = folder_identity(str(Embedder("all-MiniLM-L6-v2").path))
+
+    def run(executor, name):
+        stats = {}
+        vec = embed_cached(texts, ident, lambda: Embedder("all-MiniLM-L6-v2"), tmp_path / name, 4, stats, executor)
+        return vec, stats, {p.name: p.read_bytes() for p in (tmp_path / name).glob("part-*.parquet")}
+
+    local, local_stats, local_parts = run(None, "local")
+    on_ray, ray_stats, ray_parts = run(RAY, "ray")
+    assert ray_parts == local_parts and len(local_parts) == 4  # 14 texts / batch 4
+    assert all((on_ray[t] == local[t]).all() for t in texts)
+    assert ray_stats.pop("executor")["batch_retries"] == 0 and ray_stats == local_stats
 
 
 @pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores

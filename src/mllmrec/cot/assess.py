@@ -19,8 +19,9 @@ import numpy as np
 import polars as pl
 
 from mllmrec import partcache
+from mllmrec.config import ExecutorParams
 from mllmrec.errors import UserError
-from mllmrec.executor import LocalExecutor
+from mllmrec.executor import open_executor, report_entry
 
 EMB_SCHEMA = {"cache_key": pl.String, "vector": pl.List(pl.Float32)}
 MINILM_NAMES = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
@@ -71,17 +72,19 @@ def _embed_batch(embedder, batch: list[str]) -> partcache.BatchOut:
 
 
 def embed_cached(texts: list[str], embedder_id: tuple[str, str], make_embedder, cache_dir: Path, batch_size: int,
-                 stats: dict) -> dict[str, np.ndarray]:  # fmt: skip
-    """{text: vector} for every distinct text, computing only those not in the cache (built lazily)."""
+                 stats: dict, executor: ExecutorParams | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """{text: vector} for every distinct text, computing only those not in the cache (built lazily), in this
+    process or on a Ray cluster (`executor`, mllmrec.executor: the same parts either way)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
     uniq = partcache.unique_keys(texts)
     key = {t: partcache.content_key("embed", *embedder_id, t) for t in uniq}
     cached = partcache.keyed(partcache.read_parts(cache_dir, EMB_SCHEMA, set(key.values())))
     todo = [(key[t], t) for t in uniq if key[t] not in cached]
-    with LocalExecutor(make_embedder) as ex:  # built only on a miss: a fully cached rerun loads nothing
+    with open_executor(executor, make_embedder) as ex:  # built only on a miss: a fully cached rerun loads nothing
         done = partcache.run_batches(todo, _embed_batch, cache_dir, EMB_SCHEMA, batch_size, ex, progress="embedding")
-    stats.update(texts=len(uniq), cache_hits=len(uniq) - len(todo), model_calls=len(todo), parts_written=done.parts)
+    stats.update(texts=len(uniq), cache_hits=len(uniq) - len(todo), model_calls=len(todo), parts_written=done.parts,
+                 **report_entry(ex))
     rows = {**cached, **done.rows}
     return {t: np.asarray(rows[key[t]]["vector"], dtype=np.float32) for t in uniq}
 
@@ -131,8 +134,9 @@ def histogram(values: list[float], bins: int, lo: float, hi: float) -> list[dict
 
 
 def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedder_id: tuple[str, str],
-           prediction) -> tuple[pl.DataFrame, dict]:  # fmt: skip
-    """Per-sample candidate scores, target rank, confidence, keep. `prediction(cot) -> text` (Steps 2-4)."""
+           prediction, executor: ExecutorParams | None = None) -> tuple[pl.DataFrame, dict]:  # fmt: skip
+    """Per-sample candidate scores, target rank, confidence, keep. `prediction(cot) -> text` (Steps 2-4);
+    `executor`: where the embeddings are computed (None = this process)."""
     t0 = time.perf_counter()
     has = refined.filter(pl.col("cot").is_not_null())
     cand_text = {}
@@ -144,7 +148,7 @@ def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedde
     preds = {sid: prediction(cot) or "(empty)" for sid, cot in has.select("sample_id", "cot").iter_rows()}
     stats: dict = {}
     vec = embed_cached([*preds.values(), *cand_text.values()], embedder_id, make_embedder,
-                       Path(params.cache_dir), params.batch_size, stats)  # fmt: skip
+                       Path(params.cache_dir), params.batch_size, stats, executor)  # fmt: skip
     rows = []
     for r in refined.iter_rows(named=True):
         row = {"sample_id": r["sample_id"], "scores": None, "target_rank": None, "confidence": None}

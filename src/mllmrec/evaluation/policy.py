@@ -8,6 +8,8 @@
 With several processes (`evaluate.launch.num_processes`), each scores `shard(cands, rank, world)` and
 `merge_shards` gathers the shards back into the candidate file's order on every rank: the merged predictions are
 the same rows in the same order as one process would write (per-sample work does not depend on the other samples).
+Generation can instead run on a Ray cluster (`executor.kind: ray`, mllmrec.executor): the same batches go to the
+actors, one policy engine each, and come back in order, so the predictions equal a local run's.
 """
 
 import polars as pl
@@ -16,7 +18,8 @@ import torch
 from mllmrec.config import PromptParams
 from mllmrec.engines.base import GenerationRequest, SamplingParams
 from mllmrec.evaluation.likelihood import score_candidates
-from mllmrec.progress import track
+from mllmrec.executor import LocalExecutor
+from mllmrec.progress import Progress, track
 from mllmrec.prompts import ItemText, answer_line, build_messages, completion_template, parse_answer, render_prompt
 
 
@@ -39,13 +42,24 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
     )
 
 
+def generate_batch(engine, requests: list[GenerationRequest]) -> list:
+    """One batch of answers on `engine` (module level: under Ray it runs in an actor, on that actor's engine)."""
+    return engine.generate(requests)
+
+
 def generative_predictions(engine, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
-                           sampling: SamplingParams, batch: int = 32) -> pl.DataFrame:
+                           sampling: SamplingParams, batch: int = 32, executor=None) -> pl.DataFrame:
+    """Greedy answers parsed into ranked ids. The batches run on `engine` here, or on `executor` (an opened
+    mllmrec.executor, which builds its own engines; `engine` may then be None) in the same batches."""
     requests = [GenerationRequest(messages=tuple(build_messages(s, texts, prompt)), sampling=sampling)
                 for s in cands.iter_rows(named=True)]
-    results = []
-    for lo in track(range(0, len(requests), batch), total=-(-len(requests) // batch), description="generating"):
-        results += engine.generate(requests[lo:lo + batch])
+    batches = [requests[lo:lo + batch] for lo in range(0, len(requests), batch)]
+    outs: list[list | None] = [None] * len(batches)
+    with Progress("generating", len(requests), enabled=bool(requests)) as bar:
+        for i, out in (executor or LocalExecutor(lambda: engine)).map(generate_batch, batches):
+            outs[i] = out  # Ray returns batches as they finish: put each back in its place
+            bar.advance(len(out))
+    results = [r for out in outs for r in out]
     ranked = [parse_answer(r.text) for r in results]
     return cands.select("sample_id", "user_id", "target", "candidates").with_columns(
         ranked=pl.Series(ranked, dtype=pl.List(pl.String)),
