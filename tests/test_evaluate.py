@@ -68,3 +68,12 @@ def test_sharding_needs_the_transformers_engine(tmp_path, tiny_lm_dir):
     r = run_stage(root, timeout=60)
     assert r.returncode != 0 and "evaluate.launch.num_processes" in r.stderr and "Traceback" not in r.stderr
     assert not (root / "data/predictions").exists()
+
+
+def test_ray_and_several_processes_are_refused_together(tmp_path, tiny_lm_dir):
+    root = project(tmp_path, tiny_lm_dir, num_processes=2)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    (root / "params.yaml").write_text(yaml.safe_dump({**params, "executor": {"kind": "ray"}}, sort_keys=False))
+    r = run_stage(root, timeout=60)
+    assert r.returncode == 2 and "pick one" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (root / "data/predictions").exists()
