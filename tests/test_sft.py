@@ -112,7 +112,7 @@ def project(tmp: Path, model_dir: Path) -> Path:
         "models": {"captioner": spec, "drafter": spec, "editor": spec, "policy": spec},
         "sft": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "lr": 0.01, "max_steps": 24, "batch_size": 2,
                 "grad_accum": 1, "save_steps": 4, "max_length": 1024,
-                "monitor": {"every": 8, "samples": 4, "num_negatives": 2, "ks": [1]}},
+                "monitor": {"every": 8, "samples": 4, "train_samples": 4, "num_negatives": 2, "ks": [1]}},
     }
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp
@@ -149,6 +149,7 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     assert loss["step"].to_list() == list(range(1, 25))  # the curve spans the kill: state restored from checkpoint
     valid = pl.read_csv(proj / "plots/sft_valid.csv")
     assert valid["step"].to_list() == [0, 8, 16, 24] and valid["valid_HR@1"].is_between(0, 1).all()
+    assert valid["train_HR@1"].is_between(0, 1).all()  # the train curve too, across the kill
 
     merged = AutoModelForCausalLM.from_pretrained(proj / "models/sft")
     base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=merged.dtype)  # compare in the saved dtype

@@ -484,7 +484,7 @@ class SftParams(Section):
     seed: int = 0
     # >1 process: accelerate launch (mllmrec.launch); LaunchParams is defined with the grpo section below
     launch: "LaunchParams" = Field(default_factory=lambda: LaunchParams())
-    monitor: "MonitorParams" = Field(default_factory=lambda: MonitorParams(every=50))  # valid HR@K learning curve
+    monitor: "SftMonitorParams" = Field(default_factory=lambda: SftMonitorParams(every=50))  # valid + train HR@K curve
 
 
 class EvaluateParams(Section):
@@ -546,6 +546,12 @@ class MonitorParams(Section):
     ks: list[int] = Field(default_factory=lambda: [1, 3, 5], min_length=1)
     max_tokens: int = Field(8192, ge=16)  # tokens per packed likelihood forward
     seed: int = 0
+
+
+class SftMonitorParams(MonitorParams):
+    """SFT's learning curve always has the train curve too: plots/sft_valid.csv draws train HR next to valid HR."""
+
+    train_samples: int = Field(32, ge=1)
 
 
 class GrpoMonitorParams(MonitorParams):
@@ -614,4 +620,4 @@ class GrpoParams(Section):
         return self
 
 
-SftParams.model_rebuild()  # resolve its forward references to LaunchParams and MonitorParams (defined after it)
+SftParams.model_rebuild()  # resolve its forward references to LaunchParams and SftMonitorParams (defined after it)
