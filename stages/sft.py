@@ -12,6 +12,8 @@ trains on: memorising vs not fitting).
 
 from pathlib import Path
 
+import polars as pl
+
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, PromptParams, SftParams, load_section
 from mllmrec.errors import UserError
@@ -51,8 +53,9 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
     check_budget("sft", params.max_steps, params.batch_size * params.grad_accum * params.launch.num_processes,
                  params.epochs, len(rows), "samples")
     valid = valid_subset(Path("data/split"), params.monitor)
+    trained = samples.filter(~pl.col("sample_id").is_in(skipped))  # the train curve ranks only samples SFT sees
     monitor = ValidMonitor(valid, texts, tokenizer, prompt, policy.enable_thinking, params.monitor, "sft",
-                           train_subset(samples, params.monitor))
+                           train_subset(trained, params.monitor))
     notes = {"with_cot": int(samples["has_cot"].sum()), "skipped_too_long": len(skipped),
              "enable_thinking": policy.enable_thinking}
     info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, [monitor])

@@ -17,6 +17,7 @@ import pytest
 from learning_project import PROMPT, TEXTS, samples
 
 from mllmrec.config import EngineSpec, EvalParams, GrpoParams, SftParams
+from mllmrec.errors import UserError
 from mllmrec.evaluation.candidates import score_predictions
 from mllmrec.evaluation.policy import generative_predictions, likelihood_predictions, load_policy
 
@@ -139,7 +140,7 @@ def test_monitor_scores_train_and_valid_subsets_on_their_own_samples(sft_model):
     monitor.evaluate(model, state)
     [row] = valid_rows(state.log_history, params.ks)
     assert row["train_HR@1"] >= 0.9 and row["valid_HR@1"] <= 0.1, row
-    with pytest.raises(Exception, match="train_samples = 400"):
+    with pytest.raises(UserError, match="train_samples = 400"):
         train_subset(TRAIN, MonitorParams(train_samples=400))
 
 
