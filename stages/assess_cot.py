@@ -14,10 +14,9 @@ from pathlib import Path
 
 from mllmrec.cli import run
 from mllmrec.config import AssessCotParams, ExecutorParams, load_section
-from mllmrec.cot.assess import Embedder, assess, resolve_embedding_model
+from mllmrec.cot.assess import Embedder, assess, embedder_identity
 from mllmrec.cot.text import prediction_text
 from mllmrec.io import read_json, read_parquet, write_csv, write_json, write_parquet
-from mllmrec.partcache import folder_identity
 from mllmrec.prompts import load_item_texts
 
 OUT = Path("data/cot")
@@ -32,7 +31,7 @@ def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path =
     draft_report = read_json(out / "draft_report.json", "draft_cot")
     refine_report = read_json(out / "refine_report.json", "refine_cot")
 
-    embedder_id = folder_identity(str(resolve_embedding_model(params.embedding_model)))
+    embedder_id = embedder_identity(params.embedding_model)
     assessed, report = assess(
         refined, load_item_texts(items, captions), params=params, embedder_id=embedder_id,
         make_embedder=lambda: Embedder(params.embedding_model), prediction=prediction_text,

@@ -3,7 +3,8 @@
     python stages/augment.py          # reads params.yaml `augment`; needs data/split and the assess_cot output
 
 Outputs: data/augment/sft.parquet and data/augment/grpo.parquet (sample_id, user_id, history, candidates, target,
-cot (null when none), has_cot, cot_draw (the persisted uniform draw), cot_kept), data/augment/report.json.
+cot (null when none), has_cot, cot_draw (the persisted uniform draw)), data/augment/report.json (counts: samples,
+kept CoTs among them, requested and used shares).
 """
 
 from pathlib import Path

@@ -132,3 +132,16 @@ def test_project_params_validate():
 
     p = load_section("augment", AugmentParams, ROOT / "params.yaml")
     assert 0 <= p.grpo_cot_prob <= p.sft_cot_prob <= 1
+
+
+def test_sft_file_is_the_same_when_only_the_grpo_side_differs(tmp_path):
+    """The ablation grid's leaky-cot and no-cot arms share one SFT run (DVC run-cache): with no CoT in SFT, the SFT
+    file must not depend on which CoTs were kept or on the GRPO share."""
+    cands = candidates(50)
+    none_kept = cots(cands).with_columns(pl.lit(False).alias("keep"))
+    a, _, _ = augment(cands, none_kept, AugmentParams(sft_cot_prob=0.0, grpo_cot_prob=0.0))
+    b, grpo, rep = augment(cands, cots(cands, keep_every=1), AugmentParams(sft_cot_prob=0.0, grpo_cot_prob=0.5))
+    assert rep["grpo"]["with_cot"] == 25 and grpo["has_cot"].sum() == 25  # the GRPO side does differ
+    a.write_parquet(tmp_path / "a.parquet")
+    b.write_parquet(tmp_path / "b.parquet")
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()

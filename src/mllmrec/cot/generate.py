@@ -245,7 +245,7 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
         kinds = find_leaks(edited, s["target"], title, params.fuzzy_threshold) if edited else []
         kinds_n.update(kinds)
         cot, removed, dropped, drop_reason = edited, 0, False, None
-        if kinds:
+        if kinds and params.leak_action != "keep":
             if params.leak_action == "drop":
                 cot, dropped, drop_reason = None, True, "leak"
             else:

@@ -19,7 +19,9 @@ from mllmrec.config import AugmentParams
 from mllmrec.data.split import seeded_subset
 from mllmrec.errors import UserError
 
-OUT_COLUMNS = ["sample_id", "user_id", "history", "candidates", "target", "cot", "has_cot", "cot_draw", "cot_kept"]
+# what training reads + the persisted draw; nothing that differs between two configs training on the same samples
+# (how many CoTs were eligible is in the report), so ablation arms that differ only in GRPO share one SFT run
+OUT_COLUMNS = ["sample_id", "user_id", "history", "candidates", "target", "cot", "has_cot", "cot_draw"]
 COT_COLUMNS = {"sample_id", "cot", "keep"}  # what we read from the assess_cot output
 
 
@@ -47,7 +49,6 @@ def draw_cot(samples: pl.DataFrame, share: float, rng: np.random.Generator) -> t
         idx = np.flatnonzero(eligible)
         chosen[idx[np.argsort(u[idx], kind="stable")[:n]]] = True
     out = samples.with_columns(
-        cot_kept=pl.Series(eligible),
         has_cot=pl.Series(chosen),
         cot_draw=pl.Series(u),
     ).with_columns(cot=pl.when("has_cot").then("cot").otherwise(None))

@@ -60,9 +60,12 @@ class MonitorCallback(ValidMonitor):
     """The valid HR@K learning curve (mllmrec.training.monitor) plus completion samples with their rewards to a JSONL."""
 
     def __init__(self, valid: pl.DataFrame | None, texts, tokenizer, prompt_params, enable_thinking,
-                 params: GrpoParams, samples_path: Path, train: pl.DataFrame | None = None):
+                 params: GrpoParams, samples_path: Path, train: pl.DataFrame | None = None,
+                 rows: list[dict] = ()):
         super().__init__(valid, texts, tokenizer, prompt_params, enable_thinking, params.monitor, "grpo", train)
         self.samples_path = samples_path
+        # rendered prompt -> its sample: TRL logs the prompt text only; the ablation table joins on sample_id
+        self.sample_of = {r["prompt"]: (r["sample_id"], r["has_cot"]) for r in rows}
         self.completions = params.monitor.completions
         self.trainer = None  # set after the trainer exists (completion samples come from its last batch)
 
@@ -79,8 +82,10 @@ class MonitorCallback(ValidMonitor):
         with self.samples_path.open("a") as f:
             for i in list(pick)[: self.completions]:
                 text = completions[i] if isinstance(completions[i], str) else json.dumps(completions[i])
+                sample_id, has_cot = self.sample_of.get(prompts[i], (None, None))
                 f.write(json.dumps({
-                    "step": state.global_step, "prompt_tail": prompts[i][-200:], "completion": text,
+                    "step": state.global_step, "sample_id": sample_id, "has_cot": has_cot,
+                    "prompt_tail": prompts[i][-200:], "completion": text,
                     "rewards": {k: v[i] for k, v in rewards.items() if i < len(v)},
                     "advantage": adv[i] if i < len(adv) else None,
                 }, ensure_ascii=False) + "\n")
@@ -229,7 +234,7 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
                       target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
     r = params.reward
     monitor = MonitorCallback(valid, texts, tokenizer, prompt_params, enable_thinking, params,
-                              ckpt_dir / "completions.jsonl", monitor_train)
+                              ckpt_dir / "completions.jsonl", monitor_train, rows)
     reward_funcs = trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss, r.max_answers)
     trainer = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")(
         model=model, reward_funcs=reward_funcs, args=args, train_dataset=Dataset.from_list(rows),
