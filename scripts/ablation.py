@@ -105,7 +105,7 @@ def table(arms_file: Path, out: Path = ROOT / "metrics/ablation.md", plots: Path
     plots.mkdir(parents=True, exist_ok=True)
     for stem, rows in plot_rows.items():
         pl.DataFrame(rows).write_csv(plots / f"{stem}.csv")
-    print(json.dumps({"written": [str(out.relative_to(ROOT)), str(plots.relative_to(ROOT))]}), file=sys.stderr)
+    print(json.dumps({"written": [str(out), str(plots)]}), file=sys.stderr)
 
 
 class Action(str, Enum):

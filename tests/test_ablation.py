@@ -122,7 +122,7 @@ def _arm(hits_sft, hits_grpo, rewards, with_cot=0, cot_sids=()):
         "cot": {"train_samples_drafted": 6, "refined_format_ok": 5, "with_cot_after_audit": 5, "kept": with_cot,
                 "leak_rate_before": 0.4, "leak_rate_after": 0.0},
         "augment": {"sft": {"with_cot": with_cot, "requested": 12}, "grpo": {"with_cot": len(cot_sids), "requested": 12}},
-        "completions": completions, "grpo_samples": samples, "titles": TITLES, "seconds": {"sft": 300.0, "grpo": 100.0},
+        "completions": completions, "grpo_samples": samples, "titles": TITLES, "finished": "12:00:00",
     }
 
 

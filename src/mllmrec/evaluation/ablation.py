@@ -10,6 +10,7 @@ answer the item a CoT points at, the tables) take plain frames and dicts, so tes
 
 import io
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -105,8 +106,10 @@ def read_arm(root: Path, sha: str) -> dict:
         "completions": [json.loads(line) for line in jsonl.splitlines() if line.strip()],
         "grpo_samples": parquet("data/augment/grpo.parquet"),
         "titles": dict(parquet("data/ingest/items.parquet").select("item_id", "title").iter_rows()),
-        "seconds": {s: json.loads(_dvc_bytes(root, sha, f"models/{s}/{s}_info.json")).get("train_seconds")
-                    for s in STAGES},
+        # outputs hold no durations (same run, same bytes): the experiment commit's time says when the arm ended
+        "finished": subprocess.run(["git", "show", "-s", "--format=%cd", "--date=format-local:%H:%M:%S", sha],
+                                   cwd=root, text=True, capture_output=True, check=True,
+                                   env={**os.environ, "TZ": "UTC"}).stdout.strip(),
     }
 
 
@@ -232,7 +235,7 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
             f"{aug['sft']['with_cot']} of {aug['sft']['requested']}",
             f"{aug['grpo']['with_cot']} of {aug['grpo']['requested']} ({_grpo_cot_prompts(r)} trained)",
             _mean(first), _mean(last), *(f"{v:.2f}" if v is not None else "—" for v in valid.values()),
-            " / ".join(f"{r['seconds'][s]:.0f}" if r["seconds"][s] is not None else "—" for s in STAGES)])
+            r["finished"]])
         for step, reward in curve.select("step", "reward").iter_rows():
             # every arm a column, empty where it has no value: DVC refuses a plot whose y column is missing
             reward_plot.setdefault(int(step), {"step": int(step), **dict.fromkeys(runs)})[arm] = reward
@@ -241,7 +244,7 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
     md.append(show([
         "arm", "CoT drafted / refined ok / after leak audit / kept", "leak rate before / after audit",
         "SFT samples with CoT (asked)", "GRPO samples with CoT (asked)", f"GRPO reward, first {tail} steps",
-        f"GRPO reward, last {tail} steps", "valid HR@1 after SFT", "valid HR@1 after GRPO", "train s SFT / GRPO"],
+        f"GRPO reward, last {tail} steps", "valid HR@1 after SFT", "valid HR@1 after GRPO", "finished (UTC)"],
         train_rows, "training, per arm", "CoT counts: metrics/cot.json and data/augment/report.json of each experiment; an arm whose "
         "share could not be met reports what it used. Rewards: plots/grpo_train.csv (mean over each step's "
         "completions); valid HR@1: the monitors' last point (plots/sft_valid.csv, plots/grpo_valid.csv)."))
