@@ -8,9 +8,9 @@
 `queue` applies presets/cpu-study.yaml then presets/ablation.yaml to params.yaml (git shows the diff), validates every
 arm's overrides (configs/ablation-arms.yaml) before anything runs, runs the stages every arm shares up to assess_cot
 in the workspace (their caches are `persist: true`, which DVC's run-cache skips; in the queued workspace's dvc.lock
-they are then up to date), and queues `dvc exp run -n <arm> -S ...`. Stages an arm does not change come from the
-run-cache (one zero-shot evaluation, one SFT for arms that differ only after it). Each arm is its own experiment: a
-failed one is marked in the table with the end of its log, the others are unaffected.
+they are then up to date), and queues `dvc exp run -n <arm> -S ...`. (Stages after assess_cot were meant to come
+from DVC's run-cache when an arm does not change them; in queued runs DVC 3.67 reruns them: README.) Each arm is its
+own experiment: a failed one is marked in the table with the error line of its log, the others are unaffected.
 
 `table` reads each arm's files at its experiment commit (git for metrics/plots, `dvc.api` for cached outputs) and
 writes the same bytes every time for the same experiments (seeded bootstraps).
