@@ -167,12 +167,13 @@ def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedde
     sc = pl.DataFrame(rows, schema={"sample_id": pl.String, "scores": pl.List(pl.Float64),
                                     "target_rank": pl.Int64, "confidence": pl.Float64})  # fmt: skip
     df = refined.join(sc, on="sample_id", how="left")
-    reliable = pl.col("format_ok") & ~pl.col("leak_after") & pl.col("cot").is_not_null() & (
-        pl.col("confidence") >= params.threshold)
-    if params.require_top1:
-        reliable = reliable & (pl.col("target_rank") == 1)
     if params.keep == "all":  # the authors' pipeline: every CoT the refine stage left, leaking or not
         reliable = pl.col("cot").is_not_null()
+    else:
+        reliable = pl.col("format_ok") & ~pl.col("leak_after") & pl.col("cot").is_not_null() & (
+            pl.col("confidence") >= params.threshold)
+        if params.require_top1:
+            reliable = reliable & (pl.col("target_rank") == 1)
     df = df.with_columns(reliable.fill_null(False).alias("keep"))
     conf = df["confidence"].drop_nulls()
     lo, hi = (0.0, 1.0) if params.confidence == "softmax" else (-1.0, 1.0)

@@ -181,14 +181,14 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
            ) -> tuple[str, dict[str, list[dict]]]:
     """(markdown, {plot stem: rows}) for the arms that finished; failed or missing arms are listed with why."""
     from mllmrec.evaluation.metrics import bootstrap_ci, per_sample_scores
-    from mllmrec.evaluation.report import comparison_cells, show
+    from mllmrec.evaluation.report import comparison_cells, delta_cell, show
     from mllmrec.evaluation.significance import compare, paired_difference
 
     done = {a: r for a, r in runs.items() if "error" not in r}
     if reference not in done:
         raise UserError(f"the reference arm {reference!r} has no finished experiment "
                         f"({runs.get(reference, {}).get('error', 'not queued')}); the table compares against it")
-    ref = done[reference]["predictions"]["grpo"]
+    ref = {p: _ranks(done[reference]["predictions"]["grpo"], p) for p in ("likelihood", "generative")}
     label = {"sft": "SFT", "grpo": "SFT+GRPO"}
     md = []
 
@@ -206,23 +206,22 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
                                 f"{s_l['NDCG@10'].mean():.3f}", ci_cell(s_g["HR@1"])])
             if (arm, stage) == (reference, "grpo"):
                 continue
-            c = compare(lik, _ranks(ref, "likelihood"), ["HR@1", "HR@5", "NDCG@10"], n_resamples, seed,
+            c = compare(lik, ref["likelihood"], ["HR@1", "HR@5", "NDCG@10"], n_resamples, seed,
                         f"{arm} {stage}", f"{reference} grpo")
             comps.append({"a": f"{arm} {label[stage]}", "b": f"{reference} SFT+GRPO", "n": lik.height, **c})
-            gen_cells.append(compare(gen, _ranks(ref, "generative"), ["HR@1"], n_resamples, seed,
-                                     f"{arm} {stage}", f"{reference} grpo")["HR@1"])
+            gen_cells.append(delta_cell(compare(gen, ref["generative"], ["HR@1"], n_resamples, seed,
+                                                f"{arm} {stage}", f"{reference} grpo")["HR@1"]))
     n = metric_rows[0][2]
     md.append(show(["arm", "policy", "n", "HR@1 [95 % CI]", "HR@5 [95 % CI]", "NDCG@10", "generative HR@1"],
-                   metric_rows, f"test split, 1+9 candidates, {n} users: each arm's policies on the same samples", "likelihood ranking (the full candidate order) unless marked generative (the "
-                     "greedy answer line); 95 % bootstrap CIs."))
+                   metric_rows, f"test split, 1+9 candidates, {n} users: each arm's policies on the same samples",
+                   "likelihood ranking (the full candidate order) unless marked generative (the greedy answer line); "
+                   "95 % bootstrap CIs."))
     header, rows = comparison_cells(comps)
-    _, gen_rows = comparison_cells([{"a": "", "b": "", "n": 0, **{m: g for m in ("HR@1", "HR@5", "NDCG@10")}}
-                                             for g in gen_cells])
-    rows = [row + [g[2]] for row, g in zip(rows, gen_rows)]
+    rows = [row + [g] for row, g in zip(rows, gen_cells)]
     md.append(show(header + ["Δgenerative HR@1 [95 % CI] p"], rows,
-                   f"paired differences against {reference} SFT+GRPO (same users)", "Δ = arm − reference on the same samples, paired bootstrap 95 % CI; p "
-        "two-sided: exact McNemar for HR, sign-flip permutation for NDCG; * p < 0.05, not corrected for the "
-        f"{len(rows)} comparisons."))
+                   f"paired differences against {reference} SFT+GRPO (same users)",
+                   "Δ = arm − reference on the same samples, paired bootstrap 95 % CI; p two-sided: exact McNemar for "
+                   f"HR, sign-flip permutation for NDCG; * p < 0.05, not corrected for the {len(rows)} comparisons."))
 
     train_rows, reward_plot, scatter = [], {}, []
     for arm, r in done.items():
@@ -245,25 +244,25 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
         "arm", "CoT drafted / refined ok / after leak audit / kept", "leak rate before / after audit",
         "SFT samples with CoT (asked)", "GRPO samples with CoT (asked)", f"GRPO reward, first {tail} steps",
         f"GRPO reward, last {tail} steps", "valid HR@1 after SFT", "valid HR@1 after GRPO", "finished (UTC)"],
-        train_rows, "training, per arm", "CoT counts: metrics/cot.json and data/augment/report.json of each experiment; an arm whose "
+        train_rows, "training, per arm",
+        "CoT counts: metrics/cot.json and data/augment/report.json of each experiment; an arm whose "
         "share could not be met reports what it used. Rewards: plots/grpo_train.csv (mean over each step's "
         "completions); valid HR@1: the monitors' last point (plots/sft_valid.csv, plots/grpo_valid.csv)."))
 
     inflation = []
     base = done[reference]
+    base_rewards = prompt_rewards(base["completions"])
     for arm, r in done.items():
         if arm == reference or not _grpo_cot_prompts(r):
             continue
-        a, b = prompt_rewards(r["completions"]), prompt_rewards(base["completions"])
-        joined = a.join(b, on="sample_id", suffix="_ref")
+        joined = prompt_rewards(r["completions"]).join(base_rewards, on="sample_id", suffix="_ref")
         d = paired_difference(joined["reward"].to_numpy(), joined["reward_ref"].to_numpy(), n_resamples, seed,
                               binary=False) if joined.height else None
         rates = copy_rates(r["completions"], r["grpo_samples"], r["titles"], base["completions"])
         test = next(c for c in comps if c["a"] == f"{arm} SFT+GRPO")["HR@1"]
         inflation.append([
             arm, str(joined.height),
-            f"{d['diff']:+.3f} [{d['lo']:+.2f},{d['hi']:+.2f}] p={d['p']:.3f}" if d else "—",
-            f"{test['diff']:+.3f} [{test['lo']:+.2f},{test['hi']:+.2f}] p={test['p']:.3f}",
+            delta_cell(d) if d else "—", delta_cell(test),
             f"{rates['pointing_prompts']} of {rates['cot_prompts']} ({rates['pointing_at_target']} at the target)",
             f"{rates['answer_pointed']} ({rates['completions']})",
             f"{rates.get('baseline_answer_pointed')} ({rates.get('baseline_completions')})"])
@@ -271,7 +270,8 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
         md.append(show([
             "arm", "GRPO prompts paired", "Δ train reward per prompt [95 % CI] p", "Δ test HR@1 (likelihood) p",
             "CoTs naming one candidate", "completions answering it", f"{reference} completions answering it"],
-            inflation, f"reward inflation: arms with CoT in GRPO prompts against {reference}", "train reward: the mean total reward of each prompt's logged completions "
+            inflation, f"reward inflation: arms with CoT in GRPO prompts against {reference}",
+            "train reward: the mean total reward of each prompt's logged completions "
             "(data/grpo/completions.jsonl), paired by prompt, sign-flip p; the item a CoT names: its [ITEM_<id>] "
             "tag or title (mllmrec.cot.leak); the last column is the reference arm on the same prompts without it."))
     failed = [[a, r["error"]] for a, r in runs.items() if "error" in r]

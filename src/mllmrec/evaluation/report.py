@@ -121,17 +121,20 @@ def cells(table: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _signed(x: float, digits: int) -> str:
+    return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0: float noise like -1e-17 prints +0.00, not -0.00
+
+
+def delta_cell(d: dict) -> str:
+    """One paired difference (mllmrec.evaluation.significance.paired_difference) as `Δ [95 % CI] p`, `*` if p < 0.05."""
+    p = "p<0.001" if d["p"] < 0.001 else f"p={d['p']:.3f}"
+    return f"{_signed(d['diff'], 3)} [{_signed(d['lo'], 2)},{_signed(d['hi'], 2)}] {p}{'*' * d['significant']}"
+
+
 def comparison_cells(comps: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a comparison table: Δ [95 % CI] p per metric, `*` when p < 0.05."""
-    def signed(x: float, digits: int) -> str:
-        return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0: float noise like -1e-17 prints +0.00, not -0.00
-
-    def cell(d: dict) -> str:
-        p = "p<0.001" if d["p"] < 0.001 else f"p={d['p']:.3f}"
-        return f"{signed(d['diff'], 3)} [{signed(d['lo'], 2)},{signed(d['hi'], 2)}] {p}{'*' * d['significant']}"
-
     header = ["comparison", "n", *(f"Δ{m} [95 % CI] p" for m in HEADLINE)]
-    return header, [[f"{c['a']} − {c['b']}", str(c["n"]), *(cell(c[m]) for m in HEADLINE)] for c in comps]
+    return header, [[f"{c['a']} − {c['b']}", str(c["n"]), *(delta_cell(c[m]) for m in HEADLINE)] for c in comps]
 
 
 def show(header: list[str], rows: list[list[str]], title: str, legend: str = "") -> str:
