@@ -2,7 +2,7 @@
 function-level imports included) is covered by one of its `deps`, and no listed code dep goes unimported.
 
 A missing entry means `dvc repro` silently keeps stale results after that module changes; a stale one reruns a stage
-for code it never runs."""
+for code it never runs. Also here: every stage that can be restored from DVC's run-cache is declared so that it is."""
 
 import ast
 from pathlib import Path
@@ -80,6 +80,24 @@ def test_stage_lists_the_prompt_templates_of_the_params_it_reads(name):
               if t.stem in sections}
     listed = {d for d in stage.get("deps", []) if isinstance(d, str) and d.startswith("src/mllmrec/templates/")}
     assert listed == wanted, f"dvc.yaml stage {name!r}: template deps {sorted(listed)}, expected {sorted(wanted)}"
+
+
+# Stages allowed to rerun in every queued experiment: seconds of work, and outputs DVC cannot parse as metrics/plots.
+RERUNS = {"report"}
+
+
+@pytest.mark.parametrize("name", sorted(set(STAGES) - RERUNS))
+def test_stage_gets_a_run_cache_entry(name):
+    """DVC saves no run-cache entry for a stage with an uncached plain out (`outs: - x: {cache: false}`; metrics and
+    plots are exempt: dvc/stage/__init__.py, `run_cache=not no_commit and not no_cache_outs`). Without the entry every
+    queued experiment reruns the stage even when nothing it reads changed (the ablation grid's baselines, zero-shot
+    evaluation and shared SFT). Persist stages never get one (dvc/stage/cache.py `_can_hash`): they skip by lock."""
+    stage = STAGES[name].get("do", STAGES[name])
+    outs = [o if isinstance(o, dict) else {o: {}} for o in stage.get("outs", [])]
+    if any((props or {}).get("persist") for out in outs for props in out.values()):
+        return
+    uncached = [path for out in outs for path, props in out.items() if (props or {}).get("cache") is False]
+    assert not uncached, f"dvc.yaml stage {name!r}: uncached outs {uncached}: declare them under metrics: or plots:"
 
 
 def test_the_check_sees_function_level_imports(tmp_path):
