@@ -82,21 +82,25 @@ def test_stage_lists_the_prompt_templates_of_the_params_it_reads(name):
     assert listed == wanted, f"dvc.yaml stage {name!r}: template deps {sorted(listed)}, expected {sorted(wanted)}"
 
 
+def out_entries(name: str) -> list[dict]:
+    """A stage's `outs:` as {path: props} dicts (a bare path has no props)."""
+    outs = STAGES[name].get("do", STAGES[name]).get("outs", [])
+    return [o if isinstance(o, dict) else {o: {}} for o in outs]
+
+
 # Stages allowed to rerun in every queued experiment: seconds of work, and outputs DVC cannot parse as metrics/plots.
 RERUNS = {"report"}
+# Persist stages never get a run-cache entry (dvc/stage/cache.py `_can_hash`): they skip by their lock instead.
+PERSIST = {n for n in STAGES if any((props or {}).get("persist") for o in out_entries(n) for props in o.values())}
 
 
-@pytest.mark.parametrize("name", sorted(set(STAGES) - RERUNS))
+@pytest.mark.parametrize("name", sorted(set(STAGES) - RERUNS - PERSIST))
 def test_stage_gets_a_run_cache_entry(name):
     """DVC saves no run-cache entry for a stage with an uncached plain out (`outs: - x: {cache: false}`; metrics and
     plots are exempt: dvc/stage/__init__.py, `run_cache=not no_commit and not no_cache_outs`). Without the entry every
     queued experiment reruns the stage even when nothing it reads changed (the ablation grid's baselines, zero-shot
-    evaluation and shared SFT). Persist stages never get one (dvc/stage/cache.py `_can_hash`): they skip by lock."""
-    stage = STAGES[name].get("do", STAGES[name])
-    outs = [o if isinstance(o, dict) else {o: {}} for o in stage.get("outs", [])]
-    if any((props or {}).get("persist") for out in outs for props in out.values()):
-        return
-    uncached = [path for out in outs for path, props in out.items() if (props or {}).get("cache") is False]
+    evaluation and shared SFT)."""
+    uncached = [path for out in out_entries(name) for path, props in out.items() if (props or {}).get("cache") is False]
     assert not uncached, f"dvc.yaml stage {name!r}: uncached outs {uncached}: declare them under metrics: or plots:"
 
 
