@@ -64,7 +64,8 @@ def test_repro_then_noop_then_targeted_rerun(project):
     assert "sasrec" in table and "sasrec" in (project / "plots/report/own_samples_n99.csv").read_text()
     assert "sasrec" in (project / "plots/report/same_samples_n9.csv").read_text()
     shown = json.loads(sh("dvc metrics show --json", project, stdout_only=True))[""]["data"]
-    assert set(shown) == {"metrics/headline.json", "metrics/cot.json"}  # the per-method files are plain outs
+    # the per-method files are stage metrics too (so the run-cache can save their stages): headline + cot + one each
+    assert {"metrics/headline.json", "metrics/cot.json", "metrics/sasrec.json", "metrics/random.json"} <= set(shown)
     headline = shown["metrics/headline.json"]["data"]
     assert headline["n9"]["n"] == 300 and set(headline["n9"]["sasrec"]) == {"HR@1", "HR@5", "NDCG@10"}
 
@@ -74,6 +75,11 @@ def test_repro_then_noop_then_targeted_rerun(project):
     (project / "params.yaml").write_text(text)
     assert ran(sh(f"dvc repro {BASELINES}", project)) == {"sasrec"}  # a SASRec param reruns only SASRec
 
+    (project / "params.yaml").write_text(text.replace("    hidden: 24", "    hidden: 16"))
+    back = sh(f"dvc repro {BASELINES}", project)  # params seen before: DVC's run-cache restores, nothing retrains
+    assert ran(back) == set() and "Stage 'sasrec' is cached - skipping run" in back
+    assert json.loads((project / "metrics/sasrec.json").read_text()) == sasrec
+
 
 def test_experiment_changes_only_downstream(project):
     sh(f"dvc repro {BASELINES} && git add -A && git -c user.name=t -c user.email=t@t commit -qm run", project)
@@ -81,7 +87,9 @@ def test_experiment_changes_only_downstream(project):
     assert ran(out) == {"baseline@popularity"}
     shown = sh("dvc exp show --no-pager --csv", project)
     assert "baselines.popularity.seed" in shown
-    assert "HR@1_lo" not in shown  # per-method files (with CIs) are plain outputs; DVC metrics are headline + cot
+    assert "HR@1_lo" in shown  # per-method files (with CIs) are stage metrics...
+    short = sh("dvc exp show --no-pager --csv --drop 'metrics/(?!headline|cot)'", project)
+    assert "HR@1_lo" not in short and "baselines.popularity.seed" in short  # ...and README's --drop hides them
 
 
 def output_hashes(project: Path) -> dict[str, str]:
