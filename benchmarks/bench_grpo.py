@@ -36,18 +36,23 @@ def main() -> None:
     ap.add_argument("--captions", default="history", choices=["none", "history", "all"])
     ap.add_argument("--max-caption-words", type=int, default=None, help="prompt.max_caption_words (demo: 12)")
     ap.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16")
+    ap.add_argument("--trainers", default="stage", help="comma-separated: stage (the grpo stage's cpu_speed_trainer "
+                    "GRPOTrainer), trl (TRL's GRPOTrainer as it is)")
     args = ap.parse_args()
-    results = [bench(args, dtype) for dtype in args.dtypes.split(",")]
+    results = [bench(args, dtype, trainer) for trainer in args.trainers.split(",") for dtype in args.dtypes.split(",")]
     for r in results:
         print(json.dumps(r, indent=2))
     if len(results) > 1:
         base = results[0]
-        print("step time vs " + base["dtype"] + ": " + ", ".join(
-            f"{r['dtype']} {base['step_seconds_median'] / r['step_seconds_median']:.2f}x faster" for r in results[1:]))
+        print(f"step time vs {base['trainer']} {base['dtype']}: " + ", ".join(
+            f"{r['trainer']} {r['dtype']} {base['step_seconds_median'] / r['step_seconds_median']:.2f}x faster"
+            for r in results[1:]))
 
 
-def bench(args, dtype_name: str) -> dict:
-    """One timed GRPO run in `dtype_name`: median seconds per optimizer step and token rates."""
+def bench(args, dtype_name: str, trainer_kind: str) -> dict:
+    """One timed GRPO run in `dtype_name`: median seconds per optimizer step, token rates, peak RSS so far."""
+    import resource
+
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig, TrainerCallback
@@ -57,6 +62,7 @@ def bench(args, dtype_name: str) -> dict:
     from mllmrec.prompts import load_item_texts
     from mllmrec.training.grpo import grpo_rows
     from mllmrec.training.rewards import trl_reward_funcs
+    from mllmrec.training.sft import cpu_speed_trainer
 
     tok = AutoTokenizer.from_pretrained(args.model)
     items = pl.read_parquet("data/ingest/items.parquet")
@@ -98,7 +104,9 @@ def bench(args, dtype_name: str) -> dict:
         gradient_checkpointing=False, save_strategy="no", logging_steps=1, report_to="none", use_cpu=True, seed=0,
         disable_tqdm=True,
     )
-    trainer = GRPOTrainer(model=model, reward_funcs=trl_reward_funcs("paper", -1.0, 1.0, 0.3), args=cfg,
+    trainer_class = (cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies") if trainer_kind == "stage"
+                     else GRPOTrainer)
+    trainer = trainer_class(model=model, reward_funcs=trl_reward_funcs("paper", -1.0, 1.0, 0.3), args=cfg,
                           train_dataset=Dataset.from_list(rows), processing_class=tok,
                           peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
                                                  task_type="CAUSAL_LM"),
@@ -108,7 +116,7 @@ def bench(args, dtype_name: str) -> dict:
     step_s = statistics.median(steps)
     gen_tokens = statistics.mean(lengths) * per_step
     return {
-        "model": args.model, "dtype": dtype_name, "torch_threads": torch.get_num_threads(), "steps_timed": len(steps),
+        "model": args.model, "trainer": trainer_kind, "dtype": dtype_name, "torch_threads": torch.get_num_threads(), "steps_timed": len(steps),
         "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
         "completions_per_step": per_step, "max_completion_length": args.max_completion_length,
         "prompt_tokens_mean": round(statistics.mean(prompt_tokens), 1),
@@ -117,6 +125,7 @@ def bench(args, dtype_name: str) -> dict:
         "generated_tokens_per_s": round(gen_tokens / step_s, 1),
         "processed_tokens_per_s": round(
             per_step * (statistics.mean(prompt_tokens) + statistics.mean(lengths)) / step_s, 1),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
     }
 
 

@@ -4,12 +4,13 @@
     dvc queue start -j 1                      # 2 cores: one arm at a time (`dvc queue status` / `logs <arm>`)
     python scripts/ablation.py table          # metrics/ablation.md + plots/ablation/*.csv from the finished arms
     python scripts/ablation.py queue --preset presets/paper-movielens.yaml    # the same grid at the paper's scale
+    python scripts/ablation.py queue --only no-cot --only captions-history    # some arms, in this order
 
 `queue` applies presets/cpu-study.yaml then presets/ablation.yaml to params.yaml (git shows the diff), validates every
 arm's overrides (configs/ablation-arms.yaml) before anything runs, runs the stages every arm shares up to assess_cot
 in the workspace (their caches are `persist: true`, which DVC's run-cache skips; in the queued workspace's dvc.lock
-they are then up to date), and queues `dvc exp run -n <arm> -S ...`. (Stages after assess_cot were meant to come
-from DVC's run-cache when an arm does not change them; in queued runs DVC 3.67 reruns them: README.) Each arm is its
+they are then up to date), and queues `dvc exp run -n <arm> -S ... evaluate@sft evaluate@grpo` (what the table
+reads; stages after assess_cot that an arm does not change come from DVC's run-cache). Each arm is its
 own experiment: a failed one is marked in the table with the error line of its log, the others are unaffected.
 
 `table` reads each arm's files at its experiment commit (git for metrics/plots, `dvc.api` for cached outputs) and
@@ -36,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ARMS = ROOT / "configs/ablation-arms.yaml"
 PRESETS = [ROOT / "presets/cpu-study.yaml", ROOT / "presets/ablation.yaml"]
 SHARED = ["assess_cot"]  # the persist-cache stages (textualize, draft/refine/assess) every arm starts from
+# what the table reads (the two policies' predictions, and upstream of them everything it needs): an arm skips the
+# baselines and the zero-shot evaluation, which no arm changes except by its prompt and the table does not compare
+TARGETS = ["evaluate@sft", "evaluate@grpo"]
 
 
 def sh(*cmd: str, capture: bool = False) -> str:
@@ -67,10 +71,18 @@ def set_flag(key: str, value) -> str:
     return f"{key}={buf.getvalue().strip().removesuffix('...').strip()}"
 
 
-def queue(arms_file: Path, presets: list[Path]) -> None:
-    """Apply the presets, run the shared CoT stages, queue one experiment per arm."""
+def queue(arms_file: Path, presets: list[Path], only: list[str]) -> None:
+    """Apply the presets, run the shared CoT stages, queue one experiment per arm (those of `only`, in its order)."""
     reference, arms = ablation.load_arms(arms_file)
-    taken = set(ablation.experiment_refs(ROOT)) & set(arms)
+    unknown = [a for a in only if a not in arms]
+    if unknown:
+        raise UserError(f"--only {unknown}: not arms of {arms_file} ({', '.join(arms)})")
+    existing = set(ablation.experiment_refs(ROOT))
+    if only and reference not in only and reference not in existing:
+        raise UserError(f"--only leaves out the reference arm {reference!r}, which has no finished experiment: the "
+                        "table compares every arm with it; add `--only " + reference + "`")
+    arms = {a: arms[a] for a in only} if only else arms
+    taken = existing & set(arms)
     if taken:
         raise UserError(f"experiments {sorted(taken)} exist already; `dvc exp remove {' '.join(sorted(taken))}` "
                         "to run them again")
@@ -82,7 +94,7 @@ def queue(arms_file: Path, presets: list[Path]) -> None:
     sh("dvc", "repro", *SHARED)
     for name, overrides in arms.items():
         sh("dvc", "exp", "run", "--queue", "-n", name, *[a for k, v in overrides.items()
-                                                          for a in ("-S", set_flag(k, v))])
+                                                          for a in ("-S", set_flag(k, v))], *TARGETS)
     print(f"queued {len(arms)} arms (reference {reference}); next: `dvc queue start -j 1`, then "
           "`python scripts/ablation.py table`", file=sys.stderr)
 
@@ -113,10 +125,11 @@ class Action(str, Enum):
     table = "table"
 
 
-def main(action: Action, arms: Path = ARMS, preset: list[Path] = PRESETS) -> None:
+def main(action: Action, arms: Path = ARMS, preset: list[Path] = PRESETS, only: list[str] = []) -> None:  # noqa: B006
     """`--preset` (repeatable) replaces the default presets/cpu-study.yaml + presets/ablation.yaml, e.g.
-    `--preset presets/paper-movielens.yaml` for the grid at the paper's scale on a GPU box."""
-    queue(arms, preset) if action is Action.queue else table(arms)
+    `--preset presets/paper-movielens.yaml` for the grid at the paper's scale on a GPU box. `--only ARM`
+    (repeatable) queues just those arms, in that order (the reference arm too unless it has finished already)."""
+    queue(arms, preset, only) if action is Action.queue else table(arms)
 
 
 if __name__ == "__main__":

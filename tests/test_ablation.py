@@ -17,6 +17,7 @@ from mllmrec.evaluation.ablation import copy_rates, failed_tasks, last_error, lo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+import ablation as ablation_script
 from ablation import PRESETS, arm_params, set_flag
 from apply_preset import apply, validate
 
@@ -59,6 +60,16 @@ def test_bad_arms_are_refused_before_anything_runs(tmp_path):
     bad.write_text("reference: missing\narms:\n  a: {}\n")
     with pytest.raises(UserError, match="reference 'missing'"):
         load_arms(bad)
+
+
+def test_only_names_shipped_arms_and_keeps_the_reference(monkeypatch):
+    # refused before presets are applied or anything runs (no experiments exist: the reference has no result)
+    monkeypatch.setattr(ablation_script.ablation, "experiment_refs", lambda root: {})
+    monkeypatch.setattr(ablation_script, "apply", lambda *a: pytest.fail("params.yaml touched"))
+    with pytest.raises(UserError, match=r"--only \['captions-hist'\]: not arms"):
+        ablation_script.queue(ablation_script.ARMS, PRESETS, ["no-cot", "captions-hist"])
+    with pytest.raises(UserError, match="leaves out the reference arm 'no-cot'"):
+        ablation_script.queue(ablation_script.ARMS, PRESETS, ["captions-history"])
 
 
 def test_set_flags_are_yaml_scalars_dvc_parses_back():
