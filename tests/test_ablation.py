@@ -158,3 +158,14 @@ def test_report_pairs_arms_on_the_same_samples_and_marks_failed_arms():
     assert {r["arm"] for r in plots["reward_vs_valid"]} == {"no-cot", "leaky-cot"}
     with pytest.raises(UserError, match="reference arm 'captions-all'"):
         report(runs, "captions-all")
+
+
+def test_report_says_when_an_arms_cot_missed_every_trained_prompt():
+    """The full-size run's leaky-cot: 5 GRPO rows with CoT, none among the 32 trained prompts, so its GRPO input
+    equals no-cot's; the inflation table has nothing to pair and the report says so instead of leaving it out."""
+    hits = np.random.default_rng(1).random(60) < 0.2
+    ref, missed = _arm(hits, hits, [[0.3, 0.3]] * 8), _arm(hits, hits, [[0.3, 0.3]] * 8)
+    missed["augment"]["grpo"]["with_cot"] = 5
+    text, _ = report({"no-cot": ref, "leaky-cot": missed}, "no-cot")
+    assert "leaky-cot: 5 GRPO rows with CoT, none among the prompts GRPO trained on" in text
+    assert "| leaky-cot | 0 |" not in text and "GRPO prompts paired" not in text  # no empty inflation row

@@ -249,10 +249,14 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
         "share could not be met reports what it used. Rewards: plots/grpo_train.csv (mean over each step's "
         "completions); valid HR@1: the monitors' last point (plots/sft_valid.csv, plots/grpo_valid.csv)."))
 
-    inflation = []
+    inflation, untrained = [], []
     base = done[reference]
     base_rewards = prompt_rewards(base["completions"])
     for arm, r in done.items():
+        if arm != reference and r["augment"]["grpo"]["with_cot"] and not _grpo_cot_prompts(r):
+            # CoT rows in its GRPO file, none among the prompts it trained on: nothing to pair, said, not hidden
+            untrained.append(f"{arm}: {r['augment']['grpo']['with_cot']} GRPO rows with CoT, none among the "
+                             "prompts GRPO trained on (its GRPO input equals the reference's); no inflation to measure.")
         if arm == reference or not _grpo_cot_prompts(r):
             continue
         joined = prompt_rewards(r["completions"]).join(base_rewards, on="sample_id", suffix="_ref")
@@ -274,6 +278,8 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
             "train reward: the mean total reward of each prompt's logged completions "
             "(data/grpo/completions.jsonl), paired by prompt, sign-flip p; the item a CoT names: its [ITEM_<id>] "
             "tag or title (mllmrec.cot.leak); the last column is the reference arm on the same prompts without it."))
+    if untrained:
+        md.append("\n".join(["Arms with CoT in their GRPO rows but none in the prompts they trained on:", "", *untrained, ""]))
     failed = [[a, r["error"]] for a, r in runs.items() if "error" in r]
     if failed:
         md.append(show(["arm", "why"], failed, "arms without a finished experiment"))

@@ -140,8 +140,7 @@ def loss_rows(log_history: list[dict]) -> list[dict]:
 
 def cpu_speed_trainer(base, forward_method: str):
     """`base` (a TRL trainer) without two CPU slowdowns, measured on 2 cores with one SFT step of 4 x 550 tokens
-    (8.7 s, benchmarks/bench_training.py) and a GRPO step of 8 completions (41 s with this class, 45 s without, in one run of
-    `benchmarks/bench_grpo.py --captions none --trainers stage,trl` on 2 AVX2 cores):
+    (8.7 s, benchmarks/bench_training.py) and a GRPO step of 8 completions (30 s, benchmarks/bench_grpo.py):
     - TRL 1.16's fused LM head projects only the positions whose next token is a label on Triton devices and every
       position elsewhere (its tiles must keep one shape on Neuron); on CPU that is a float32 projection of all
       ~2,200 positions onto the 49k vocabulary plus its backward: 5.1 s of the SFT step. On CPU (eager, no
