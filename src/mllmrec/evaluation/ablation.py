@@ -253,11 +253,14 @@ def report(runs: dict[str, dict], reference: str, n_resamples: int = 1000, seed:
     base = done[reference]
     base_rewards = prompt_rewards(base["completions"])
     for arm, r in done.items():
-        if arm != reference and r["augment"]["grpo"]["with_cot"] and not _grpo_cot_prompts(r):
-            # CoT rows in its GRPO file, none among the prompts it trained on: nothing to pair, said, not hidden
-            untrained.append(f"{arm}: {r['augment']['grpo']['with_cot']} GRPO rows with CoT, none among the "
-                             "prompts GRPO trained on (its GRPO input equals the reference's); no inflation to measure.")
-        if arm == reference or not _grpo_cot_prompts(r):
+        if arm == reference:
+            continue
+        if not _grpo_cot_prompts(r):
+            if r["augment"]["grpo"]["with_cot"]:
+                # CoT rows in its GRPO file, none among the prompts it trained on: nothing to pair, said, not hidden
+                untrained.append(f"{arm}: {r['augment']['grpo']['with_cot']} GRPO rows with CoT, none among the "
+                                 "prompts GRPO trained on (its GRPO input equals the reference's); no inflation "
+                                 "to measure.")
             continue
         joined = prompt_rewards(r["completions"]).join(base_rewards, on="sample_id", suffix="_ref")
         d = paired_difference(joined["reward"].to_numpy(), joined["reward_ref"].to_numpy(), n_resamples, seed,
