@@ -1,6 +1,7 @@
-"""Classic baselines scored on the persisted candidates: random, popularity (train counts), SASRec.
+"""Classic baselines scored on the persisted candidates: random, popularity (train counts), last-item Markov
+chain, ItemKNN (co-occurrence), SASRec.
 
-    python stages/baseline.py random        # or: popularity | sasrec
+    python stages/baseline.py random        # or: popularity | markov | itemknn | sasrec
     (reads params.yaml `eval` and `baselines.<method>`)
 
 Outputs: data/predictions/<method>.parquet (per sample: ranked candidates, target rank), metrics/<method>.json
@@ -14,7 +15,7 @@ import polars as pl
 
 from mllmrec.cli import run
 from mllmrec.config import BaselinesParams, EvalParams, load_section
-from mllmrec.evaluation.baselines import popularity_scorer, random_scorer, sasrec_scorer
+from mllmrec.evaluation.baselines import itemknn_scorer, markov_scorer, popularity_scorer, random_scorer, sasrec_scorer
 from mllmrec.evaluation.candidates import SPLIT_DIR, candidate_sizes, load_candidates, rank_by_scores, score_predictions
 from mllmrec.io import atomic, read_parquet, write_csv, write_json, write_parquet
 
@@ -22,6 +23,8 @@ from mllmrec.io import atomic, read_parquet, write_csv, write_json, write_parque
 class Method(str, Enum):
     random = "random"
     popularity = "popularity"
+    markov = "markov"
+    itemknn = "itemknn"
     sasrec = "sasrec"
 
 
@@ -42,6 +45,10 @@ def main(method: Method) -> None:
         write_csv(pl.DataFrame(log), Path("plots/sasrec_train.csv"))
     elif method is Method.popularity:
         scorer = popularity_scorer(train_seqs, params.popularity.seed)
+    elif method is Method.markov:
+        scorer = markov_scorer(train_seqs, params.markov.seed)
+    elif method is Method.itemknn:
+        scorer = itemknn_scorer(train_seqs, params.itemknn.seed)
     else:
         scorer = random_scorer(params.random.seed)
 

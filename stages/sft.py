@@ -1,6 +1,7 @@
 """Supervised fine-tuning of the policy (TRL SFTTrainer + LoRA), merged into a plain model folder.
 
     python stages/sft.py        # reads params.yaml `sft`, `prompt`, `models.policy`; needs data/augment/sft.parquet
+                                # and data/item_tokens/items.parquet (rows = collaborative item tokens; none = text)
 
 Checkpoints go to `sft.checkpoint_dir` (checkpoints/sft: git-ignored, not a DVC output, so DVC never deletes them);
 a rerun after a kill resumes from the newest complete checkpoint of the same run (same data + params).
@@ -37,12 +38,15 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
     captions = None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"),
                                                                    "textualize")
     texts = load_item_texts(items, captions)
+    item_table = read_parquet(Path("data/item_tokens/items.parquet"), "item_tokens")
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
+    from mllmrec.training.item_tokens import add_item_tokens
     from mllmrec.training.monitor import ValidMonitor, train_subset, valid_subset
 
     tokenizer = AutoTokenizer.from_pretrained(policy.model, revision=policy.revision or None)
+    add_item_tokens(tokenizer, item_table["item_id"].to_list())  # before any prompt is tokenized; none: no-op
     examples = sft_examples(samples, texts, tokenizer, prompt, policy.enable_thinking)
     rows, skipped = tokenize_examples(examples, tokenizer, params.max_length)
     lengths = sorted(len(r["input_ids"]) for r in rows)
@@ -58,7 +62,7 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
                            train_subset(trained, params.monitor))
     notes = {"with_cot": int(samples["has_cot"].sum()), "skipped_too_long": len(skipped),
              "enable_thinking": policy.enable_thinking}
-    info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, [monitor])
+    info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, [monitor], item_table)
     if not info["main_process"]:
         return
     write_csv(info["loss"], plot)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import torch
 import pytest
 import yaml
 
@@ -97,13 +98,18 @@ def test_checkpoints_of_another_run_are_cleared(tmp_path):
     assert fp2 != fp and prepare_checkpoints(ckpt, fp2) is None and not list(ckpt.glob("checkpoint-*"))
 
 
-def project(tmp: Path, model_dir: Path) -> Path:
-    """A minimal project folder the sft stage runs in: params.yaml + its three inputs."""
-    (tmp / "data/augment").mkdir(parents=True)
-    (tmp / "data/ingest").mkdir(parents=True)
-    (tmp / "data/split").mkdir(parents=True)
+def project(tmp: Path, model_dir: Path, item_rows: str | None = None) -> Path:
+    """A minimal project folder the sft stage runs in: params.yaml + its inputs. item_rows: collaborative item tokens
+    (a table of seeded vectors, sft.item_rows = frozen | trained); None: text only (an empty table)."""
+    from mllmrec.training.item_tokens import item_table
+
+    for sub in ("augment", "ingest", "split", "item_tokens"):
+        (tmp / "data" / sub).mkdir(parents=True)
     samples(16).write_parquet(tmp / "data/augment/sft.parquet")
     items().write_parquet(tmp / "data/ingest/items.parquet")
+    checkpoint = {"state_dict": {"item_emb.weight": torch.randn(31, 8, generator=torch.Generator().manual_seed(0))},
+                  "items": items()["item_id"].to_list()} if item_rows else None
+    item_table(items(), checkpoint).write_parquet(tmp / "data/item_tokens/items.parquet")
     valid = samples(4).select("sample_id", "user_id", "history", "candidates", "target")
     valid.with_columns(split=pl.lit("valid")).write_parquet(tmp / "data/split/candidates_n2.parquet")
     spec = {"engine": "transformers", "model": str(model_dir)}
@@ -112,18 +118,23 @@ def project(tmp: Path, model_dir: Path) -> Path:
         "models": {"captioner": spec, "drafter": spec, "editor": spec, "policy": spec},
         "sft": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "lr": 0.01, "max_steps": 24, "batch_size": 2,
                 "grad_accum": 1, "save_steps": 4, "max_length": 1024,
-                "monitor": {"every": 8, "samples": 4, "train_samples": 4, "num_negatives": 2, "ks": [1]}},
+                "monitor": {"every": 8, "samples": 4, "train_samples": 4, "num_negatives": 2, "ks": [1]},
+                **({"item_rows": item_rows} if item_rows else {})},
     }
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp
 
 
 @pytest.mark.slow
-def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path):
-    import torch
+@pytest.mark.parametrize("item_rows", [None, "trained"])
+def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path, item_rows):
+    """Text only, and with trained collaborative item tokens (their rows resume from the checkpoint with the LoRA and
+    are merged into an extended vocabulary that plain transformers loads)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    proj = project(tmp_path, tiny_lm_dir)
+    from mllmrec.prompts import item_token_ids
+
+    proj = project(tmp_path, tiny_lm_dir, item_rows)
     cmd = [sys.executable, str(ROOT / "stages/sft.py")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # a 130k-param model: threads only fight over 2 shared cores
     log = (tmp_path / "first.log").open("w")  # a file, not a pipe: a full pipe would block the child
@@ -154,12 +165,26 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     merged = AutoModelForCausalLM.from_pretrained(proj / "models/sft")
     base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=merged.dtype)  # compare in the saved dtype
     assert str(merged.dtype) == f"torch.{info['dtype']}" == str(training_dtype("auto"))  # saved in the training dtype
-    assert not any("lora" in k for k in merged.state_dict())
-    changed = [k for k, v in base.state_dict().items() if not torch.equal(v, merged.state_dict()[k])]
-    assert any("q_proj" in k for k in changed) and any("down_proj" in k for k in changed)
-    assert not any("embed" in k for k in changed)  # LoRA touches only its target modules
+    assert not any("lora" in k or "trainable_tokens" in k for k in merged.state_dict())
     tok = AutoTokenizer.from_pretrained(proj / "models/sft")
     assert tok.chat_template and tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    n_base = base.get_input_embeddings().weight.shape[0]
+    emb = merged.get_input_embeddings().weight
+    changed = [k for k, v in base.state_dict().items() if not torch.equal(v, merged.state_dict()[k][: len(v)])]
+    assert any("q_proj" in k for k in changed) and any("down_proj" in k for k in changed)
+    if item_rows is None:
+        assert not any("embed" in k for k in changed) and emb.shape[0] == n_base  # LoRA touches only its targets
+        return
+    ids = item_token_ids(tok)
+    assert len(ids) == 30 and emb.shape[0] == n_base + 30 == info["vocab_after"]
+    assert torch.equal(emb[:n_base], base.get_input_embeddings().weight)  # the old vocabulary is untouched
+    start = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=merged.dtype)
+    from mllmrec.training.item_tokens import init_item_embeddings
+
+    init_item_embeddings(start, AutoTokenizer.from_pretrained(tiny_lm_dir),
+                         pl.read_parquet(proj / "data/item_tokens/items.parquet"), seed=0)
+    moved = (emb[n_base:] - start.get_input_embeddings().weight[n_base:]).norm(dim=1)
+    assert (moved > 0).sum() >= 10  # the rows of items in the trained answers moved (trained rows, merged)
 
 
 def test_project_params_validate():

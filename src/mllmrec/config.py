@@ -164,6 +164,14 @@ class PopularityParams(Section):
     seed: int = 0  # breaks ties between equally popular items
 
 
+class MarkovParams(Section):
+    seed: int = 0  # popularity back-off's tie-break
+
+
+class ItemKnnParams(Section):
+    seed: int = 0  # popularity back-off's tie-break
+
+
 class SasrecParams(Section):
     max_len: int = Field(50, ge=1)
     hidden: int = Field(64, ge=8)
@@ -179,9 +187,18 @@ class SasrecParams(Section):
     threads: int = Field(2, ge=1)
 
 
+class ItemTokensParams(Section):
+    """Collaborative item tokens (mllmrec.training.item_tokens): off = the paper's text-only policy."""
+    enabled: bool = False
+    init: Literal["sasrec", "random"] = "sasrec"  # random: the control arm (same tokens, no collaborative start)
+    seed: int = 0  # the projection into the LLM's space (and the random arm's vectors)
+
+
 class BaselinesParams(Section):
     random: RandomParams = RandomParams()
     popularity: PopularityParams = PopularityParams()
+    markov: MarkovParams = MarkovParams()
+    itemknn: ItemKnnParams = ItemKnnParams()
     sasrec: SasrecParams = SasrecParams()
 
 
@@ -472,6 +489,9 @@ class SftParams(Section):
 
     lora: LoraParams = LoraParams()
     loss: Literal["completion", "all"] = "completion"  # completion: the answer (+ end of turn) only
+    # collaborative item tokens (data/item_tokens, stages/item_tokens.py): their embedding rows stay at the projected
+    # SASRec vectors (frozen: the LoRA learns to read them; generalises to items SFT never saw) or train with the LoRA
+    item_rows: Literal["frozen", "trained"] = "frozen"
     lr: float = Field(1e-5, gt=0)  # paper: 1e-5
     epochs: float = Field(3, gt=0)  # paper: 3 (5 MicroLens)
     max_steps: int | None = Field(None, ge=1)  # overrides epochs when set (demo budget)

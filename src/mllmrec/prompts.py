@@ -57,7 +57,22 @@ def answer_line(item_id: str, texts: dict[str, ItemText]) -> str:
     >>> answer_line("50", {"50": ItemText("Usual Suspects, The (1995)")})
     '[ITEM_50] Usual Suspects, The (1995)'
     """
-    return f"[ITEM_{item_id}] {texts[item_id].title}"
+    return f"{item_token(item_id)} {texts[item_id].title}"
+
+
+def item_token(item_id: str) -> str:
+    """An item's tag, `[ITEM_<id>]`: one token of the vocabulary for a policy with collaborative item tokens
+    (mllmrec.training.item_tokens), plain text for any other tokenizer. The prompt text is the same for both."""
+    return f"[ITEM_{item_id}]"
+
+
+def item_token_ids(tokenizer) -> dict[str, int]:
+    """{item_id: token id} of the item tokens a tokenizer holds ({} for a plain tokenizer)."""
+    out = {}
+    for text, tid in tokenizer.get_added_vocab().items():
+        if m := ITEM_TAG.fullmatch(text):
+            out[m.group(1)] = tid
+    return out
 
 
 def item_line(n: int, item_id: str, texts: dict[str, ItemText], with_caption: bool, max_words: int | None = None

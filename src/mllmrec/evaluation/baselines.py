@@ -1,11 +1,16 @@
 """Classic baselines as candidate scorers: (candidates frame) -> (samples, candidates) scores, higher = better.
 
     from mllmrec.evaluation.baselines import popularity_scorer, random_scorer, sasrec_scorer
-    scorer = popularity_scorer(train_seqs, seed=0)          # or random_scorer(0), sasrec_scorer(...)
+    scorer = popularity_scorer(train_seqs, seed=0)   # or random_scorer(0), markov_scorer, itemknn_scorer, sasrec_scorer
     preds, summary = score_predictions(rank_by_scores(cands, scorer(cands)), eval_params)
 
-Every scorer sees the persisted candidates (data/split), the same ones the LLM policies are ranked on.
+Every scorer sees the persisted candidates (data/split), the same ones the LLM policies are ranked on. Markov and
+ItemKNN are the cheap collaborative baselines an LLM recommender must beat before its text or reasoning means anything
+(small LLM rankers on MovieLens lose to a last-item transition table); both back off to popularity.
 """
+
+import math
+from collections import Counter, defaultdict
 
 from collections.abc import Callable
 
@@ -35,6 +40,72 @@ def popularity_scorer(train_seqs: pl.DataFrame, seed: int) -> Scorer:
     def score(c: pl.DataFrame) -> np.ndarray:
         pop = np.array([[counts.get(i, 0) for i in row] for row in c["candidates"].to_list()], dtype=float)
         return pop + rng.random(pop.shape) * 0.5
+
+    return score
+
+
+def _popularity_backoff(train_seqs: pl.DataFrame, seed: int):
+    """(counts, tie-break) for the collaborative baselines: a candidate's score is its collaborative evidence plus
+    popularity scaled below one unit of that evidence, plus seeded jitter below one popularity count."""
+    counts = Counter(train_seqs["items"].explode().drop_nulls().to_list())
+    top = max(counts.values(), default=0) + 1
+    rng = np.random.default_rng(seed)
+
+    def backoff(c: pl.DataFrame) -> np.ndarray:
+        pop = np.array([[counts.get(i, 0) for i in row] for row in c["candidates"].to_list()], dtype=float)
+        return (pop + rng.random(pop.shape) * 0.5) / top  # < 1: evidence first, popularity only breaks its ties
+
+    return backoff
+
+
+def markov_scorer(train_seqs: pl.DataFrame, seed: int) -> Scorer:
+    """First-order Markov chain: how often the candidate followed the history's last item in the training sequences;
+    popularity breaks ties (and ranks alone when the last item was never followed by any candidate).
+
+    >>> seqs = pl.DataFrame({"items": [["a", "b", "a", "c"], ["a", "c", "d"]]})
+    >>> markov_scorer(seqs, 0)(pl.DataFrame({"history": [["x", "a"]], "candidates": [["b", "c", "d"]]})).argsort()[0]
+    array([2, 0, 1])
+    """
+    follows: dict[str, Counter] = defaultdict(Counter)
+    for seq in train_seqs["items"].to_list():
+        for a, b in zip(seq, seq[1:]):
+            follows[a][b] += 1
+    backoff = _popularity_backoff(train_seqs, seed)
+
+    def score(c: pl.DataFrame) -> np.ndarray:
+        counts = np.array([[follows[h[-1]].get(i, 0) if h else 0 for i in cands]
+                           for h, cands in zip(c["history"].to_list(), c["candidates"].to_list())], dtype=float)
+        return counts + backoff(c)
+
+    return score
+
+
+def itemknn_scorer(train_seqs: pl.DataFrame, seed: int) -> Scorer:
+    """Item-based kNN: a candidate's score is the sum over the history's items of their cosine similarity in the
+    user-item matrix of the training sequences, co-occurrences / sqrt(users of each); popularity breaks ties.
+
+    >>> seqs = pl.DataFrame({"items": [["a", "b"], ["a", "b"], ["c", "d"], ["c"]]})
+    >>> s = itemknn_scorer(seqs, 0)(pl.DataFrame({"history": [["a"]], "candidates": [["c", "b", "d"]]}))
+    >>> s.argmax(), round(float(s[0, 1]), 2)   # a and b share both of their users: similarity 1
+    (np.int64(1), 1.0)
+    """
+    users = [set(seq) for seq in train_seqs["items"].to_list()]
+    n_users = Counter(i for u in users for i in u)
+    co: dict[str, Counter] = defaultdict(Counter)
+    for u in users:
+        for a in u:
+            co[a].update(u - {a})
+    backoff = _popularity_backoff(train_seqs, seed)
+
+    def sim(a: str, b: str) -> float:
+        n = co[a].get(b, 0) if a in co else 0
+        return n / math.sqrt(n_users[a] * n_users[b]) if n else 0.0
+
+    def score(c: pl.DataFrame) -> np.ndarray:
+        knn = np.array([[sum(sim(h, i) for h in set(hist)) for i in cands]
+                        for hist, cands in zip(c["history"].to_list(), c["candidates"].to_list())], dtype=float)
+        # similarities are < 1 each: scale the back-off below the smallest nonzero evidence a sum can carry here
+        return knn + backoff(c) * 1e-6
 
     return score
 

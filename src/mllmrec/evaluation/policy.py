@@ -17,21 +17,39 @@ import torch
 
 from mllmrec.config import PromptParams
 from mllmrec.engines.base import GenerationRequest, SamplingParams
-from mllmrec.evaluation.likelihood import score_candidates
+from mllmrec.evaluation.likelihood import score_candidates, score_next_token, tokenize_parts
 from mllmrec.executor import LocalExecutor
 from mllmrec.progress import Progress, track
-from mllmrec.prompts import ItemText, answer_line, build_messages, completion_template, parse_answer, render_prompt
+from mllmrec.errors import UserError
+from mllmrec.prompts import (
+    ItemText,
+    answer_line,
+    build_messages,
+    completion_template,
+    item_token_ids,
+    parse_answer,
+    render_prompt,
+)
 
 
 def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
                            enable_thinking: bool | None, max_tokens: int) -> pl.DataFrame:
+    """Candidates ranked by likelihood: of their whole answer line, or, for a policy with item tokens, of the answer's
+    first token, the item's own (one forward per prompt, prompts batched; mllmrec.evaluation.likelihood)."""
+    token_of = item_token_ids(tokenizer)
+    rows = list(cands.iter_rows(named=True))
+    if token_of and all(c in token_of for s in rows for c in s["candidates"]):
+        all_scores = item_token_scores(model, tokenizer, rows, token_of, texts, prompt, enable_thinking, max_tokens)
+    else:
+        all_scores = []
+        for sample in track(rows, total=len(rows), description="likelihood ranking"):
+            messages = build_messages(sample, texts, prompt)
+            prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
+            completions = [prefix + answer_line(c, texts) + suffix for c in sample["candidates"]]
+            all_scores += score_candidates(model, tokenizer, [render_prompt(tokenizer, messages, enable_thinking)],
+                                           [completions], max_tokens)
     ranked, scores = [], []
-    for sample in track(cands.iter_rows(named=True), total=cands.height, description="likelihood ranking"):
-        messages = build_messages(sample, texts, prompt)
-        prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
-        completions = [prefix + answer_line(c, texts) + suffix for c in sample["candidates"]]
-        s = score_candidates(model, tokenizer, [render_prompt(tokenizer, messages, enable_thinking)], [completions],
-                             max_tokens)[0]
+    for sample, s in zip(rows, all_scores):
         order = sorted(range(len(s)), key=lambda j: -s[j])  # stable: ties keep the shuffled candidate order
         ranked.append([sample["candidates"][j] for j in order])
         scores.append(s.tolist())
@@ -40,6 +58,29 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
         valid=pl.lit(True),
         scores=pl.Series(scores, dtype=pl.List(pl.Float64)),
     )
+
+
+def item_token_scores(model, tokenizer, rows: list[dict], token_of: dict[str, int], texts: dict[str, ItemText],
+                      prompt: PromptParams, enable_thinking: bool | None, max_tokens: int) -> list:
+    """log p(candidate's item token | prompt + the assistant turn's prefix): the line likelihood's first factor, the
+    same for every candidate up to the prefix's own log-prob, so the ranking by it is exact for that factor."""
+    encoded = []
+    for sample in rows:
+        messages = build_messages(sample, texts, prompt)
+        prefix, _ = completion_template(tokenizer, messages, enable_thinking)
+        # prompt and completion tokenized apart, as SFT trains them: the prefix's ids, then the item token's
+        prompt_ids, [prefix_ids] = tokenize_parts(tokenizer, render_prompt(tokenizer, messages, enable_thinking),
+                                                  [prefix])
+        encoded.append(prompt_ids + prefix_ids)
+    out: list = []
+    step = 16  # progress granularity; batching inside follows max_tokens
+    with Progress("item-token ranking", len(rows), enabled=bool(rows)) as bar:
+        for lo in range(0, len(rows), step):
+            chunk = rows[lo:lo + step]
+            out += score_next_token(model, tokenizer, encoded[lo:lo + step],
+                                    [[token_of[c] for c in s["candidates"]] for s in chunk], max_tokens)
+            bar.advance(len(chunk))
+    return out
 
 
 def generate_batch(engine, requests: list[GenerationRequest]) -> list:
@@ -102,4 +143,14 @@ def load_policy(model_dir: str, revision: str, device: torch.device, dtype: torc
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir, revision=revision or None)
     model = AutoModelForCausalLM.from_pretrained(model_dir, revision=revision or None, dtype=dtype)
+    check_vocabulary(model, tokenizer, model_dir)
     return model.to(device).eval(), tokenizer
+
+
+def check_vocabulary(model, tokenizer, where: str) -> None:
+    """A checkpoint whose vocabulary does not cover its tokenizer's item tokens: one line naming both."""
+    ids = item_token_ids(tokenizer)
+    n = model.get_input_embeddings().weight.shape[0]
+    if ids and max(ids.values()) >= n:
+        raise UserError(f"{where}: its tokenizer has {len(ids)} item tokens up to id {max(ids.values())}, but the "
+                        f"model's vocabulary has {n} rows; model and tokenizer come from different runs")

@@ -62,10 +62,12 @@ def tokenize_examples(examples: list[dict], tokenizer, max_length: int) -> tuple
     return rows, skipped
 
 
-def fingerprint(rows: list[dict], model: str, revision: str, params: SftParams) -> str:
-    """What a checkpoint was trained on: data tokens, base model, training params. Resume only on a match."""
+def fingerprint(rows: list[dict], model: str, revision: str, params: SftParams, start: str = "none") -> str:
+    """What a checkpoint was trained on: data tokens, base model, training params, the item-token rows' start
+    (`start`, mllmrec.training.item_tokens.table_digest). Resume only on a match."""
     h = hashlib.sha256()
-    h.update(json.dumps([model, revision, params.model_dump(exclude=_NOT_FINGERPRINTED)], sort_keys=True).encode())
+    h.update(json.dumps([model, revision, params.model_dump(exclude=_NOT_FINGERPRINTED), start],
+                        sort_keys=True).encode())
     for r in rows:
         h.update(json.dumps([r["input_ids"], r["completion_mask"]]).encode())
     return h.hexdigest()
@@ -148,9 +150,9 @@ def cpu_speed_trainer(base, forward_method: str):
     - PEFT casts every projection's bf16 input to the fp32 adapters (~0.4 s of copies in the step). The trainer's
       `forward_method` runs the model under accelerate's autocast (native_amp: bf16=True, also on CPU), so the
       adapters can read the bf16 inputs as they are; their fp32 weights stay the master copy the optimizer updates.
-      Generation (no autocast) keeps PEFT's casting."""
+      Generation (no autocast) keeps PEFT's casting. (PEFT's own `disable_input_dtype_casting` fails on the trainable
+      item-token layers, which lack the flag: we switch it on the layers that have it.)"""
     import trl.trainer.utils as trl_utils
-    from peft.helpers import disable_input_dtype_casting
 
     use_triton = trl_utils._use_triton
     if not getattr(use_triton, "compact_on_cpu", False):
@@ -161,18 +163,29 @@ def cpu_speed_trainer(base, forward_method: str):
         trl_utils._use_triton = compact  # only the head's compact-or-not choice reads this name; kernels keep theirs
 
     def forward(self, model, *args, **kwargs):
-        with disable_input_dtype_casting(model, active=self.accelerator.native_amp):
+        layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")
+                  ] if self.accelerator.native_amp else []
+        before = [m.cast_input_dtype_enabled for m in layers]
+        try:
+            for m in layers:
+                m.cast_input_dtype_enabled = False
             return getattr(base, forward_method)(self, model, *args, **kwargs)
+        finally:
+            for m, b in zip(layers, before):
+                m.cast_input_dtype_enabled = b
 
     return type(base.__name__, (base,), {forward_method: forward})
 
 
 def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, params: SftParams, out_dir: Path,
-              notes: dict | None = None, callbacks: list | None = None) -> dict:
+              notes: dict | None = None, callbacks: list | None = None, item_table: pl.DataFrame | None = None
+              ) -> dict:
     """Train (resuming if possible), merge the LoRA, save model + tokenizer to out_dir. Returns run info.
 
     `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info; `callbacks` go to the
-    Trainer (a mllmrec.training.monitor.ValidMonitor adds the valid HR@K learning curve, returned as info["valid_curve"])."""
+    Trainer (a mllmrec.training.monitor.ValidMonitor adds the valid HR@K learning curve, returned as info["valid_curve"]).
+    `item_table` (stages/item_tokens.py, rows = items): collaborative item tokens, one per row, whose embedding rows
+    start from the table's vectors and train with the LoRA; merged into the saved model's (extended) vocabulary."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
@@ -180,13 +193,15 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
+    from mllmrec.training.item_tokens import add_item_tokens, head_reads_trained_rows, init_item_embeddings, table_digest
     from mllmrec.training.monitor import valid_rows
 
+    items = item_table is not None and item_table.height > 0
     if not rows:
         raise UserError("no SFT examples left (all longer than sft.max_length?)")
     dtype = training_dtype(params.dtype)
     ckpt_dir = Path(params.checkpoint_dir)
-    fp = fingerprint(rows, model_path, revision, params)
+    fp = fingerprint(rows, model_path, revision, params, table_digest(item_table) if items else "none")
     # multi-process launches (accelerate/torchrun): one process touches the checkpoint dir; cpu: gloo ranks on CPU
     state = PartialState(cpu=not torch.cuda.is_available())
     resume = prepare_checkpoints(ckpt_dir, fp, params.max_steps) if state.is_main_process else None
@@ -197,6 +212,7 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
         print(f"sft: resuming from {resume} (step {resumed_step})")
 
     model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision or None, dtype=dtype)
+    item_info = init_item_embeddings(model, tokenizer, item_table, params.seed) if items else {}
     bf16 = dtype == torch.bfloat16
     args = SFTConfig(
         output_dir=str(ckpt_dir),
@@ -218,18 +234,25 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
         use_cpu=not torch.cuda.is_available(),  # also lets bf16 train on CPUs that compute it natively
         dataloader_pin_memory=torch.cuda.is_available(),
     )
+    # sft.item_rows = trained: the item rows train as PEFT trainable tokens (tied output rows follow), merged with the
+    # LoRA; frozen: they stay at their start, in the base weights the LoRA is merged into
+    trained_rows = items and params.item_rows == "trained"
+    token_rows = {"trainable_token_indices": add_item_tokens(tokenizer, item_table["item_id"].to_list())
+                  } if trained_rows else {}
     lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
-                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
+                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM", **token_rows)
     trainer = cpu_speed_trainer(SFTTrainer, "compute_loss")(
         model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora,
         callbacks=callbacks)
+    if trained_rows:
+        head_reads_trained_rows(trainer.model)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_s = time.time() - t0
 
     info = {"base_model": model_path, "revision": revision, "dtype": str(dtype).removeprefix("torch."),
             "examples": len(rows), "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
-            "train_seconds": round(train_s, 1), **(notes or {}), "environment": versions(),
+            "train_seconds": round(train_s, 1), **item_info, **(notes or {}), "environment": versions(),
             "loss": loss_rows(trainer.state.log_history),
             "valid_curve": valid_rows(trainer.state.log_history, params.monitor.ks)}
     info["main_process"] = trainer.is_world_process_zero()  # only it writes outputs (multi-process launches)

@@ -1,0 +1,52 @@
+"""Collaborative item tokens' starting vectors: one row per item, from the trained SASRec (or seeded random).
+
+    python stages/item_tokens.py      # reads params.yaml `item_tokens`; needs data/models/sasrec.pt (sasrec stage)
+
+Outputs data/item_tokens/items.parquet (item_id, title, vector: the item's SASRec embedding, null for an item SASRec
+never saw; the SFT stage projects the vectors into the policy's embedding space, mllmrec.training.item_tokens) and
+data/item_tokens/report.json (counts). With `item_tokens.enabled: false` the table has no rows and SFT trains the
+paper's text-only policy; the stage still runs, so a SASRec change does not retrain a text-only policy (the empty
+table's bytes do not change).
+"""
+
+from pathlib import Path
+
+from mllmrec.cli import run
+from mllmrec.config import ItemTokensParams, load_section
+from mllmrec.errors import UserError
+from mllmrec.io import read_parquet, require, write_json, write_parquet
+from mllmrec.training.item_tokens import item_table
+
+OUT = Path("data/item_tokens")
+
+
+def load_sasrec(path: Path) -> dict:
+    import torch
+
+    try:
+        ckpt = torch.load(require(path, "sasrec"), map_location="cpu", weights_only=True)
+        ckpt["state_dict"]["item_emb.weight"], ckpt["items"]
+    except (KeyError, TypeError, RuntimeError, OSError) as e:
+        raise UserError(f"{path}: not a SASRec checkpoint of the sasrec stage ({e}); run `dvc repro sasrec`") from e
+    return ckpt
+
+
+def main(out: Path = OUT) -> None:
+    params = load_section("item_tokens", ItemTokensParams)
+    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
+    checkpoint = load_sasrec(Path("data/models/sasrec.pt")) if params.enabled else None
+    table = item_table(items, checkpoint, params.init, params.seed)
+    missing = table["vector"].null_count()
+    report = {"enabled": params.enabled, "init": params.init, "items": table.height,
+              "from_vectors": table.height - missing, "title_fallback": missing}
+    write_parquet(table, out / "items.parquet")
+    write_json(report, out / "report.json")
+    if not params.enabled:
+        print("item_tokens: disabled (item_tokens.enabled: false): the policy stays text-only")
+        return
+    print(f"item_tokens: {table.height} items, {report['from_vectors']} from {params.init} vectors, {missing} never "
+          "seen by SASRec (they start from the mean embedding of their title's tokens)")
+
+
+if __name__ == "__main__":
+    run(main)
