@@ -10,6 +10,10 @@ metrics, so the outputs are those of one process. vLLM is one process that uses 
 `executor.kind: ray` (README "Scaling out") runs the generative protocol's batches on a Ray cluster instead, one policy
 engine per actor, with the same predictions; likelihood ranking stays in this process.
 
+On the sizes in `evaluate.position_check` the likelihood ranking runs twice more, each sample's candidates reversed and seeded-
+shuffled: HR@1 under each order and its paired difference land in the likelihood metrics (`position`), flagged when
+HR@1 moves by more than half its CI (the report lists them).
+
 Reads params `eval`, `evaluate`, `prompt`, `models.policy`. Outputs metrics/<policy>-likelihood.json and
 metrics/<policy>-generative.json (HR@K / NDCG@K with 95 % CIs, valid-output rate, out-of-candidate count per
 candidate-set size) and data/predictions/<policy>.parquet (per sample and protocol: ranked ids, generated text).
@@ -28,7 +32,13 @@ from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
 from mllmrec.engines.transformers_engine import pick_device_dtype
 from mllmrec.errors import UserError
-from mllmrec.evaluation.candidates import candidate_sizes, load_candidates, score_predictions
+from mllmrec.evaluation.candidates import (
+    candidate_sizes,
+    load_candidates,
+    position_bias,
+    reorder_candidates,
+    score_predictions,
+)
 from mllmrec.evaluation.policy import generative_predictions, likelihood_predictions, load_policy, merge_shards, shard
 from mllmrec.executor import open_executor
 from mllmrec.io import read_parquet, require, write_json, write_parquet
@@ -84,15 +94,26 @@ def main(policy: Policy) -> None:
     # each candidate set read once; both protocols score the same samples
     subsets = {n: load_candidates(n, eval_params.split, params.max_samples, eval_params.seed) for n in sizes}
     model, tokenizer = load_policy(spec.model, spec.revision, *pick_device_dtype(spec))
-    for n_neg, cands in subsets.items():
-        mine = likelihood_predictions(model, tokenizer, shard(cands, rank, world), texts, prompt,
+
+    def ranked(model, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
+        mine = likelihood_predictions(model, tokenizer, shard(frame, rank, world), texts, prompt,
                                       spec.enable_thinking, params.max_tokens)
-        preds, metrics["likelihood"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world), eval_params)
+        return score_predictions(merge_shards(mine, frame, world), eval_params)
+
+    for n_neg, cands in subsets.items():
+        preds, summary = ranked(model, cands)
+        if n_neg in params.position_check:  # the same samples, candidates reversed and shuffled: does order decide?
+            reordered = {how: ranked(model, reorder_candidates(cands, how, eval_params.seed))[0]
+                         for how in ("reversed", "shuffled")}
+            summary["position"] = position_bias(preds, reordered, eval_params, summary)
+        metrics["likelihood"][f"n{n_neg}"] = summary
         frames.append(preds.with_columns(protocol=pl.lit("likelihood"), num_negatives=pl.lit(n_neg)))
     del model  # free memory before the engine loads its own copy
 
     with open_executor(executor, lambda: build_engine(spec)) as ex:  # local: one engine here, built on first use
         for n_neg, cands in subsets.items():
+            if params.generative_num_negatives is not None and n_neg not in params.generative_num_negatives:
+                continue
             mine = generative_predictions(None, shard(cands, rank, world), texts, prompt, sampling, spec.batch_size,
                                           executor=ex)
             preds, metrics["generative"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world),

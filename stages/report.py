@@ -7,7 +7,9 @@ Table 1 shows each metrics file as its stage wrote it. Table 2 rescores every me
 were evaluated on (they may run on a seeded subset; every policy must have the same samples and every baseline must
 cover them), so its rows compare like with like. Table 3 compares, on those samples, each policy-protocol with
 each baseline and with the training stage before it (sft vs zeroshot, grpo vs sft): paired differences, bootstrap
-CIs and p-values (src/mllmrec/evaluation/significance.py). A method is a predictions file's stem (`random`) or, for a policy,
+CIs and p-values (src/mllmrec/evaluation/significance.py). Table 4 (when the evaluate stage ran its position check)
+shows each policy's likelihood HR@1 with the candidates reversed and shuffled, flagging order-sensitive rankers. A
+method is a predictions file's stem (`random`) or, for a policy,
 stem-protocol (`sft-generative`).
 
 Outputs: metrics/report.md (the tables as Markdown, what the README's first command prints at the end),
@@ -33,6 +35,7 @@ from mllmrec.evaluation.report import (
     comparisons,
     headline,
     load_predictions,
+    position_cells,
     rows_of,
     same_sample_rows,
     same_samples,
@@ -49,10 +52,10 @@ def main(metric_files: list[Path],
          headline_file: Path = Path("metrics/headline.json"),
          environment_file: Path = Path("metrics/environment.json")) -> None:
     params = load_section("eval", EvalParams)
-    rows = []
-    for path in metric_files:
-        for size, m in read_json(path).items():
-            rows += rows_of(path.stem, size, m)
+    rows, by_file = [], {path.stem: read_json(path) for path in metric_files}
+    for stem, by_size in by_file.items():
+        for size, m in by_size.items():
+            rows += rows_of(stem, size, m)
     table = pl.DataFrame(rows)
     write_plots(table, plots, "own_samples")
     md = [show(*cells(table), f"{params.split} split, each method on its own samples: HR@K [95 % bootstrap CI]")]
@@ -69,6 +72,12 @@ def main(metric_files: list[Path],
               f"({params.bootstrap} resamples) for NDCG@10; * p < 0.05, not corrected for multiple comparisons.")
     md += [show(*comparison_cells(c), f"paired comparisons, 1+{size.removeprefix('n')} candidates", legend)
            for size, c in comps.items() if c]
+    header, position = position_cells(by_file)
+    if position:
+        md.append(show(header, position, "position bias: likelihood HR@1 with each sample's candidates reordered",
+                       "Δ = reordered − the candidate file's order, same samples (exact McNemar p); FLAGGED when "
+                       "HR@1 moves by more than half the width of its own 95 % CI: the ranker reads the list's "
+                       "order, not only the items."))
     env = versions()
     md.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None) + "\n")
     write_text("\n".join(md), report)

@@ -133,3 +133,36 @@ def test_baseline_missing_a_policy_sample_is_refused(project):
     write_method(project, "popularity", [frame(IDS[1:], np.zeros(59, int), n) for n in (9, 99)])
     with pytest.raises(UserError, match=r"popularity has no prediction for 1 of the 20 samples.*'0:test:0'"):
         run_report(project)
+
+
+
+def test_position_bias_flags_a_ranker_that_follows_the_list_order():
+    """A ranker that always picks the first slot: reversing the candidates moves its HR@1 far beyond its CI; a ranker
+    that reads the items (here: always the target's own score) does not move and is not flagged."""
+    from mllmrec.config import EvalParams
+    from mllmrec.evaluation.candidates import position_bias, reorder_candidates, score_predictions
+    from mllmrec.evaluation.report import position_cells
+
+    n = 200
+    cands = pl.DataFrame({"sample_id": [f"{u}:test" for u in range(n)], "user_id": [str(u) for u in range(n)],
+                          "target": ["t"] * n,
+                          "candidates": [["t", *map(str, range(9))] if u < 120 else [*map(str, range(9)), "t"]
+                                         for u in range(n)]})
+    params = EvalParams(ks=[1], bootstrap=200)
+
+    def check(rank):  # rank: candidates -> ranked list
+        def run(frame):
+            ranked = pl.Series([rank(c) for c in frame["candidates"].to_list()], dtype=pl.List(pl.String))
+            return score_predictions(frame.with_columns(ranked=ranked, valid=pl.lit(True)), params)
+
+        preds, summary = run(cands)
+        return summary, position_bias(preds, {how: run(reorder_candidates(cands, how, 0))[0]
+                                              for how in ("reversed", "shuffled")}, params, summary)
+
+    summary, biased = check(lambda c: c)
+    assert biased["HR@1"] == 0.6 and biased["reversed"]["HR@1"] == 0.4 and biased["reversed"]["p"] < 0.05
+    assert biased["flagged"]
+    _, blind = check(lambda c: sorted(c, key=lambda i: i != "t"))
+    assert not blind["flagged"] and blind["reversed"]["diff"] == blind["shuffled"]["diff"] == 0
+    _, rows = position_cells({"sft-likelihood": {"n9": {**summary, "position": biased}}})
+    assert rows[0][:2] == ["sft-likelihood", "1+9"] and rows[0][-1] == "FLAGGED"

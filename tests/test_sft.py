@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import polars as pl
-import torch
 import pytest
+import torch
 import yaml
 
 from mllmrec.config import AugmentParams, PromptParams, SftParams

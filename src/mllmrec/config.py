@@ -520,6 +520,11 @@ class EvaluateParams(Section):
     max_samples: int | None = Field(None, ge=1)  # seeded subset (eval.seed) of test samples for LLM policies;
     # the report also scores every baseline on exactly this subset, so rows stay comparable
     max_tokens: int = Field(8192, ge=16)  # tokens per packed likelihood forward (prompt + candidate answers)
+    # candidate-set sizes scored by generation too (None = every size in num_negatives; 1+99 prompts are long)
+    generative_num_negatives: list[int] | None = None
+    # position bias: on these sizes the likelihood ranking runs again with each sample's candidates reversed and
+    # seeded-shuffled ([] = off)
+    position_check: list[int] = Field(default_factory=lambda: [9])
     # >1 process: samples sharded across ranks (one GPU each; gloo on CPU), merged in candidate-file order
     launch: "LaunchParams" = Field(default_factory=lambda: LaunchParams())
 

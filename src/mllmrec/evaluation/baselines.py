@@ -9,9 +9,9 @@ ItemKNN are the cheap collaborative baselines an LLM recommender must beat befor
 (small LLM rankers on MovieLens lose to a last-item transition table); both back off to popularity.
 """
 
+import itertools
 import math
 from collections import Counter, defaultdict
-
 from collections.abc import Callable
 
 import numpy as np
@@ -68,7 +68,7 @@ def markov_scorer(train_seqs: pl.DataFrame, seed: int) -> Scorer:
     """
     follows: dict[str, Counter] = defaultdict(Counter)
     for seq in train_seqs["items"].to_list():
-        for a, b in zip(seq, seq[1:]):
+        for a, b in itertools.pairwise(seq):
             follows[a][b] += 1
     backoff = _popularity_backoff(train_seqs, seed)
 

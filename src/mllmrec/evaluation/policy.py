@@ -17,10 +17,10 @@ import torch
 
 from mllmrec.config import PromptParams
 from mllmrec.engines.base import GenerationRequest, SamplingParams
+from mllmrec.errors import UserError
 from mllmrec.evaluation.likelihood import score_candidates, score_next_token, tokenize_parts
 from mllmrec.executor import LocalExecutor
 from mllmrec.progress import Progress, track
-from mllmrec.errors import UserError
 from mllmrec.prompts import (
     ItemText,
     answer_line,

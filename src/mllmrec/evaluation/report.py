@@ -137,6 +137,23 @@ def comparison_cells(comps: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, [[f"{c['a']} − {c['b']}", str(c["n"]), *(delta_cell(c[m]) for m in HEADLINE)] for c in comps]
 
 
+def position_cells(metrics: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the position-bias table, from each likelihood metrics file's `position` block
+    (stages/evaluate.py): HR@1 in the candidate file's order, reversed and shuffled, Δ [CI] p against the first."""
+    header = ["method", "candidates", "HR@1", "HR@1 reversed", "Δ reversed [95 % CI] p", "HR@1 shuffled",
+              "Δ shuffled [95 % CI] p", "order-sensitive"]
+    rows = []
+    for method, by_size in metrics.items():
+        for size, m in by_size.items():
+            if pos := m.get("position"):
+                rev, shuf = pos["reversed"], pos["shuffled"]
+                rows.append([method, f"1+{size.removeprefix('n')}", f"{pos['HR@1']:.3f}", f"{rev['HR@1']:.3f}",
+                             delta_cell({**rev, "significant": rev["p"] < 0.05}), f"{shuf['HR@1']:.3f}",
+                             delta_cell({**shuf, "significant": shuf["p"] < 0.05}),
+                             "FLAGGED" if pos["flagged"] else "no"])
+    return header, rows
+
+
 def show(header: list[str], rows: list[list[str]], title: str, legend: str = "") -> str:
     """Print the table and return it as Markdown (for metrics/report.md)."""
     view = Table(*header, title=title, caption=legend or None)

@@ -27,6 +27,7 @@ import polars as pl
 from mllmrec.config import GrpoParams, PromptParams
 from mllmrec.environment import versions
 from mllmrec.errors import UserError
+from mllmrec.evaluation.policy import check_vocabulary
 from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.training.monitor import ValidMonitor, valid_rows
 from mllmrec.training.rewards import trl_reward_funcs
@@ -203,6 +204,7 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
         truncate_samples(ckpt_dir / "completions.jsonl", resumed_step)
 
     model = AutoModelForCausalLM.from_pretrained(params.model, dtype=dtype)
+    check_vocabulary(model, tokenizer, params.model)  # item tokens: the tokenizer and weights of the same run
     # nothing inherited from generation_config.json: TRL builds its own from the args below; eos = the tokenizer's
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if tokenizer.pad_token is None:

@@ -193,7 +193,12 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from mllmrec.training.item_tokens import add_item_tokens, head_reads_trained_rows, init_item_embeddings, table_digest
+    from mllmrec.training.item_tokens import (
+        add_item_tokens,
+        head_reads_trained_rows,
+        init_item_embeddings,
+        table_digest,
+    )
     from mllmrec.training.monitor import valid_rows
 
     items = item_table is not None and item_table.height > 0
