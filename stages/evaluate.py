@@ -32,14 +32,9 @@ from mllmrec.engines import build_engine
 from mllmrec.engines.base import SamplingParams
 from mllmrec.engines.transformers_engine import pick_device_dtype
 from mllmrec.errors import UserError
-from mllmrec.evaluation.candidates import (
-    candidate_sizes,
-    load_candidates,
-    position_bias,
-    reorder_candidates,
-    score_predictions,
-)
+from mllmrec.evaluation.candidates import candidate_sizes, load_candidates, reorder_candidates, score_predictions
 from mllmrec.evaluation.policy import generative_predictions, likelihood_predictions, load_policy, merge_shards, shard
+from mllmrec.evaluation.significance import position_bias
 from mllmrec.executor import open_executor
 from mllmrec.io import read_parquet, require, write_json, write_parquet
 from mllmrec.launch import maybe_relaunch

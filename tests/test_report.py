@@ -140,8 +140,9 @@ def test_position_bias_flags_a_ranker_that_follows_the_list_order():
     """A ranker that always picks the first slot: reversing the candidates moves its HR@1 far beyond its CI; a ranker
     that reads the items (here: always the target's own score) does not move and is not flagged."""
     from mllmrec.config import EvalParams
-    from mllmrec.evaluation.candidates import position_bias, reorder_candidates, score_predictions
+    from mllmrec.evaluation.candidates import reorder_candidates, score_predictions
     from mllmrec.evaluation.report import position_cells
+    from mllmrec.evaluation.significance import position_bias
 
     n = 200
     cands = pl.DataFrame({"sample_id": [f"{u}:test" for u in range(n)], "user_id": [str(u) for u in range(n)],

@@ -65,22 +65,6 @@ def reorder_candidates(cands: pl.DataFrame, how: str, seed: int) -> pl.DataFrame
     return cands.with_columns(candidates=pl.Series(new, dtype=cands.schema["candidates"]))
 
 
-def position_bias(original: pl.DataFrame, reordered: dict[str, pl.DataFrame], params: EvalParams,
-                  summary: dict) -> dict:
-    """HR@1 under each candidate order and its paired difference from the original order (McNemar p, bootstrap CI);
-    `flagged` when HR@1 moves by more than half the width of its own 95 % CI (summary: the original's metrics)."""
-    from mllmrec.evaluation.significance import compare
-
-    half_ci = (summary.get("HR@1_hi", summary["HR@1"]) - summary.get("HR@1_lo", summary["HR@1"])) / 2
-    out: dict = {"HR@1": summary["HR@1"]}
-    for how, preds in reordered.items():
-        d = compare(preds, original, ["HR@1"], params.bootstrap, params.seed, how, "original")["HR@1"]
-        out[how] = {"HR@1": float(np.mean(preds["target_rank"].to_numpy() == 0)), "diff": d["diff"],
-                    "lo": d["lo"], "hi": d["hi"], "p": d["p"]}
-    out["flagged"] = any(abs(v["diff"]) > half_ci for k, v in out.items() if isinstance(v, dict))
-    return out
-
-
 def score_predictions(preds: pl.DataFrame, params: EvalParams) -> tuple[pl.DataFrame, dict]:
     """Add target_rank and out_of_candidates per sample; return (predictions, summary metrics)."""
     rows = list(zip(preds["ranked"].to_list(), preds["target"].to_list(), preds["candidates"].to_list()))

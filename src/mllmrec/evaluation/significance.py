@@ -80,3 +80,17 @@ def compare(preds_a: pl.DataFrame, preds_b: pl.DataFrame, metrics: list[str], n_
     scores_b = per_sample_scores(joined["target_rank_b"].to_numpy(), ks)
     return {m: paired_difference(scores_a[m], scores_b[m], n_resamples, seed, binary=m.startswith("HR@"))
             for m in metrics}
+
+
+def position_bias(original: pl.DataFrame, reordered: dict[str, pl.DataFrame], params,
+                  summary: dict) -> dict:
+    """HR@1 under each candidate order and its paired difference from the original order (McNemar p, bootstrap CI);
+    `flagged` when HR@1 moves by more than half the width of its own 95 % CI (summary: the original's metrics)."""
+    half_ci = (summary.get("HR@1_hi", summary["HR@1"]) - summary.get("HR@1_lo", summary["HR@1"])) / 2
+    out: dict = {"HR@1": summary["HR@1"]}
+    for how, preds in reordered.items():
+        d = compare(preds, original, ["HR@1"], params.bootstrap, params.seed, how, "original")["HR@1"]
+        out[how] = {"HR@1": float(np.mean(preds["target_rank"].to_numpy() == 0)), "diff": d["diff"],
+                    "lo": d["lo"], "hi": d["hi"], "p": d["p"]}
+    out["flagged"] = any(abs(v["diff"]) > half_ci for k, v in out.items() if isinstance(v, dict))
+    return out
