@@ -26,6 +26,12 @@ def tiny_lm_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_item_lm_dir(tmp_path_factory) -> Path:
+    """The tiny Qwen3 LM with collaborative item tokens [ITEM_1]..[ITEM_40], saved like a merged SFT model."""
+    return tiny_models.build_tiny_item_lm(tmp_path_factory.mktemp("tiny_item_lm"), [str(i) for i in range(1, 41)])
+
+
+@pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory) -> Path:
     """Tiny Llama causal LM, for `transformers serve` (which returns a llama model's raw text)."""
     return tiny_models.build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"))

@@ -100,6 +100,25 @@ def build_tiny_lm(out: Path, seed: int = 0) -> Path:
     return _save_lm(Qwen3ForCausalLM(_qwen3_config(tok)).eval(), tok, out)
 
 
+def build_tiny_item_lm(out: Path, item_ids: list[str], seed: int = 0) -> Path:
+    """The tiny Qwen3 LM with one collaborative item token per id (mllmrec.training.item_tokens, seeded vectors),
+    saved as the sft stage saves a merged model: extended vocabulary + tokenizer with the added tokens."""
+    import polars as pl
+    from transformers import Qwen3ForCausalLM
+
+    from mllmrec.training.item_tokens import init_item_embeddings
+
+    torch.manual_seed(seed)
+    tok = build_tokenizer()
+    model = Qwen3ForCausalLM(_qwen3_config(tok)).eval()
+    table = pl.DataFrame({"item_id": item_ids, "title": item_ids,
+                          "vector": [torch.randn(16).tolist() for _ in item_ids]},
+                         schema_overrides={"vector": pl.List(pl.Float32)})
+    init_item_embeddings(model, tok, table, seed)
+    model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
+    return _save_lm(model, tok, out)
+
+
 def build_tiny_llama(out: Path, seed: int = 0) -> Path:
     """Tiny Llama causal LM: `transformers serve` returns its raw text (its Qwen reply parser would eat random text)."""
     from transformers import LlamaConfig, LlamaForCausalLM
