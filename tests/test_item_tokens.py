@@ -125,6 +125,13 @@ def test_a_checkpoint_whose_vocabulary_misses_the_item_tokens_is_named(tiny_lm_d
         check_vocabulary(model, tok, "models/x")
 
 
+def test_candidates_without_an_item_token_are_named(tiny_item_lm_dir):
+    model, tok = load_policy(str(tiny_item_lm_dir), "", torch.device("cpu"), torch.float32)
+    held = samples(2, "test", False)  # items 0..63; the checkpoint knows [ITEM_1]..[ITEM_40]
+    with pytest.raises(UserError, match=r"has 40 item tokens, but \d+ candidate items have none .*rerun `dvc repro sft`"):
+        likelihood_predictions(model, tok, held, TEXTS, PROMPT, None, 8192)
+
+
 def test_item_tokens_stage_without_sasrec_names_the_stage(tmp_path):
     (tmp_path / "data/ingest").mkdir(parents=True)
     ITEMS_DF.write_parquet(tmp_path / "data/ingest/items.parquet")

@@ -40,7 +40,12 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
     first token, the item's own (one forward per prompt, prompts batched; mllmrec.evaluation.likelihood)."""
     token_of = item_token_ids(tokenizer)
     rows = list(cands.iter_rows(named=True))
-    if token_of and all(c in token_of for s in rows for c in s["candidates"]):
+    if token_of:
+        missing = sorted({c for s in rows for c in s["candidates"] if c not in token_of})
+        if missing:
+            raise UserError(f"{tokenizer.name_or_path}: the policy has {len(token_of)} item tokens, but {len(missing)} "
+                            f"candidate items have none (e.g. {missing[:3]}): it was trained on another item table "
+                            "than data/ingest/items.parquet; rerun `dvc repro sft`")
         all_scores = item_token_scores(model, tokenizer, rows, token_of, texts, prompt, enable_thinking, max_tokens)
     else:
         prompts, completions = [], []
