@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/bench_grpo.py                      # SmolLM2-135M (`dvc repro models`), real prompts
     .venv/bin/python benchmarks/bench_grpo.py --steps 6 --num-generations 8 --max-completion-length 64
     .venv/bin/python benchmarks/bench_grpo.py --dtypes float32,bfloat16   # side by side, prints the speed-up
+    .venv/bin/python benchmarks/bench_grpo.py --micro-batches 1,4         # peak RSS: activations scale with the
+                                                                          # completions in one backward
 
 Each dtype in --dtypes is run in turn in this one process (same prompts, same machine state); with two or more, the
 last line gives each one's step-time ratio to the first. bf16 on CPU is what `dtype: auto` picks where the CPU
@@ -36,20 +38,44 @@ def main() -> None:
     ap.add_argument("--captions", default="history", choices=["none", "history", "all"])
     ap.add_argument("--max-caption-words", type=int, default=None, help="prompt.max_caption_words (demo: 12)")
     ap.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16")
+    ap.add_argument("--micro-batches", default="1", help="comma-separated: the step's completions split into this "
+                    "many micro-batches (grpo.batch_size = completions / N, grpo.grad_accum = N; one generation batch "
+                    "either way); each value runs in its own process, so each peak RSS is its own")
+    ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--trainers", default="stage", help="comma-separated: stage (the grpo stage's cpu_speed_trainer "
                     "GRPOTrainer), trl (TRL's GRPOTrainer as it is)")
     args = ap.parse_args()
-    results = [bench(args, dtype, trainer) for trainer in args.trainers.split(",") for dtype in args.dtypes.split(",")]
+    micro = [int(m) for m in args.micro_batches.split(",")]
+    if len(micro) > 1:  # peak RSS is per process: one child per value, run one after the other
+        import subprocess
+        import sys
+
+        results = []
+        for m in micro:
+            argv = [a for a in sys.argv[1:]]
+            i = argv.index("--micro-batches")
+            argv[i + 1] = str(m)
+            out = subprocess.run([sys.executable, __file__, *argv, "--json-only"], check=True, capture_output=True,
+                                 text=True).stdout
+            results += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    else:
+        results = [bench(args, dtype, trainer, micro[0]) for trainer in args.trainers.split(",")
+                   for dtype in args.dtypes.split(",")]
+    if args.json_only:
+        for r in results:
+            print(json.dumps(r))
+        return
     for r in results:
         print(json.dumps(r, indent=2))
     if len(results) > 1:
         base = results[0]
-        print(f"step time vs {base['trainer']} {base['dtype']}: " + ", ".join(
-            f"{r['trainer']} {r['dtype']} {base['step_seconds_median'] / r['step_seconds_median']:.2f}x faster"
+        print(f"step time vs {base['trainer']} {base['dtype']} x{base['micro_batches']}: " + ", ".join(
+            f"{r['trainer']} {r['dtype']} x{r['micro_batches']} "
+            f"{base['step_seconds_median'] / r['step_seconds_median']:.2f}x faster, peak RSS {r['peak_rss_gb']} GB"
             for r in results[1:]))
 
 
-def bench(args, dtype_name: str, trainer_kind: str) -> dict:
+def bench(args, dtype_name: str, trainer_kind: str, micro_batches: int = 1) -> dict:
     """One timed GRPO run in `dtype_name`: median seconds per optimizer step, token rates, peak RSS so far."""
     import resource
 
@@ -97,8 +123,8 @@ def bench(args, dtype_name: str, trainer_kind: str) -> dict:
     timer = Timer()
     cfg = GRPOConfig(
         output_dir="/tmp/bench_grpo", max_steps=args.steps + 1, learning_rate=1e-5,
-        per_device_train_batch_size=per_step,
-        gradient_accumulation_steps=1, num_generations=args.num_generations, beta=0.1,
+        per_device_train_batch_size=per_step // micro_batches,
+        gradient_accumulation_steps=micro_batches, num_generations=args.num_generations, beta=0.1,
         max_completion_length=args.max_completion_length, temperature=0.9, top_p=0.9, top_k=0, min_p=None,
         repetition_penalty=1.0, generation_kwargs={}, remove_unused_columns=False, bf16=dtype == torch.bfloat16, fp16=False,
         gradient_checkpointing=False, save_strategy="no", logging_steps=1, report_to="none", use_cpu=True, seed=0,
@@ -118,7 +144,7 @@ def bench(args, dtype_name: str, trainer_kind: str) -> dict:
     return {
         "model": args.model, "trainer": trainer_kind, "dtype": dtype_name, "torch_threads": torch.get_num_threads(), "steps_timed": len(steps),
         "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
-        "completions_per_step": per_step, "max_completion_length": args.max_completion_length,
+        "completions_per_step": per_step, "micro_batches": micro_batches, "max_completion_length": args.max_completion_length,
         "prompt_tokens_mean": round(statistics.mean(prompt_tokens), 1),
         "completion_tokens_mean": round(statistics.mean(lengths), 1),
         "step_seconds_median": round(step_s, 2), "step_seconds_all": [round(s, 2) for s in steps],
