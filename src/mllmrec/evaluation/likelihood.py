@@ -46,9 +46,14 @@ def tree_inputs(prompt_ids: list[int], comp_ids: list[list[int]], dtype: torch.d
     return torch.tensor([ids]), torch.tensor([pos]), mask[None, None]
 
 
-def _predictors(n_p: int, comp_ids: list[list[int]]) -> tuple[list[int], list[int], list[int]]:
-    """Which position predicts each completion token (the last prompt token for the first one, then the previous
-    token), the target tokens, and where each completion's tokens start in those lists."""
+@torch.inference_mode()
+def score_packed(model, prompt_ids: list[int], comp_ids: list[list[int]]) -> np.ndarray:
+    """Sum of log-probs of each completion's tokens given the prompt, one forward for all of them."""
+    device = next(model.parameters()).device
+    dtype = next(model.parameters()).dtype
+    ids, pos, mask = tree_inputs(prompt_ids, comp_ids, dtype)
+    n_p = len(prompt_ids)
+    # which position predicts each completion token: the last prompt token for the first one, then the previous
     predictors, targets, starts = [], [], [0]
     offset = n_p
     for c in comp_ids:
@@ -56,71 +61,33 @@ def _predictors(n_p: int, comp_ids: list[list[int]]) -> tuple[list[int], list[in
         targets += c
         offset += len(c)
         starts.append(len(targets))
-    return predictors, targets, starts
-
-
-@torch.inference_mode()
-def score_packed_batch(model, units: list[tuple[list[int], list[list[int]]]]) -> list[np.ndarray]:
-    """Sum of log-probs of each completion's tokens given its prompt, for several packed (prompt, completions) units
-    in ONE forward: each unit is one row (right padding; a padding token sees only itself and nobody sees it)."""
-    device = next(model.parameters()).device
-    dtype = next(model.parameters()).dtype
-    rows = [tree_inputs(p, c, dtype) for p, c in units]
-    t = max(ids.shape[1] for ids, _, _ in rows)
-    ids = torch.zeros(len(rows), t, dtype=torch.long)
-    pos = torch.zeros(len(rows), t, dtype=torch.long)
-    mask = torch.full((len(rows), 1, t, t), torch.finfo(dtype).min, dtype=dtype)
-    mask[:, 0].diagonal(dim1=-2, dim2=-1).zero_()  # padding rows attend to themselves: finite, never seen
-    for r, (i, p, m) in enumerate(rows):
-        n = i.shape[1]
-        ids[r, :n], pos[r, :n], mask[r, 0, :n, :n] = i[0], p[0], m[0, 0]
-    plans = [_predictors(len(p), c) for p, c in units]
-    keep = torch.tensor(sorted({q for predictors, _, _ in plans for q in predictors}), device=device)
+    keep = torch.tensor(sorted(set(predictors)), device=device)
     out = model(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask.to(device),
                 logits_to_keep=keep, use_cache=False)
-    row_of = {q: k for k, q in enumerate(keep.tolist())}
-    results = []
-    for r, (predictors, targets, starts) in enumerate(plans):
-        logits = out.logits[r, [row_of[q] for q in predictors]].float()
-        token_logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
-        results.append(np.array([token_logp[a:b].sum().item() for a, b in itertools.pairwise(starts)]))
-    return results
-
-
-def score_packed(model, prompt_ids: list[int], comp_ids: list[list[int]]) -> np.ndarray:
-    """Sum of log-probs of each completion's tokens given the prompt, one forward for all of them."""
-    return score_packed_batch(model, [(prompt_ids, comp_ids)])[0]
+    row_of = {p: r for r, p in enumerate(keep.tolist())}
+    logits = out.logits[0, [row_of[p] for p in predictors]].float()
+    token_logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
+    sums = torch.tensor([token_logp[a:b].sum().item() for a, b in itertools.pairwise(starts)])
+    return sums.numpy()
 
 
 def score_candidates(model, tokenizer, prompts: list[str], completions: list[list[str]],
                      max_tokens: int = 8192) -> list[np.ndarray]:
-    """Per prompt, the log-likelihood of each of its completions. Completions are packed in groups so that one unit
-    never exceeds `max_tokens` (prompt included; a prompt alone longer than that is still scored), and units of
-    several prompts share a forward while rows x longest unit stay within `max_tokens` (fewer, larger CPU matmuls)."""
-    units, owner = [], []
-    for j, (prompt, comps) in enumerate(zip(prompts, completions)):
+    """Per prompt, the log-likelihood of each of its completions. Completions are packed in groups so that one
+    forward never exceeds `max_tokens` (prompt included); a prompt alone longer than that is still scored."""
+    results = []
+    for prompt, comps in zip(prompts, completions):
         prompt_ids, comp_ids = tokenize_parts(tokenizer, prompt, comps)
-        group, used = [], len(prompt_ids)
+        scores, group, used = [], [], len(prompt_ids)
         for c in comp_ids:
             if group and used + len(c) > max_tokens:
-                units.append((prompt_ids, group))
-                owner.append(j)
+                scores.append(score_packed(model, prompt_ids, group))
                 group, used = [], len(prompt_ids)
             group.append(c)
             used += len(c)
-        units.append((prompt_ids, group))
-        owner.append(j)
-    sizes = [len(p) + sum(map(len, c)) for p, c in units]
-    scores: list[np.ndarray] = []
-    lo = 0
-    while lo < len(units):
-        hi, longest = lo + 1, sizes[lo]
-        while hi < len(units) and max(longest, sizes[hi]) * (hi + 1 - lo) <= max_tokens:
-            longest = max(longest, sizes[hi])
-            hi += 1
-        scores += score_packed_batch(model, units[lo:hi])
-        lo = hi
-    return [np.concatenate([s for s, o in zip(scores, owner) if o == j]) for j in range(len(prompts))]
+        scores.append(score_packed(model, prompt_ids, group))
+        results.append(np.concatenate(scores))
+    return results
 
 
 @torch.inference_mode()

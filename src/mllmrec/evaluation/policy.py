@@ -20,7 +20,7 @@ from mllmrec.engines.base import GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
 from mllmrec.evaluation.likelihood import score_candidates, score_next_token, tokenize_parts
 from mllmrec.executor import LocalExecutor
-from mllmrec.progress import Progress
+from mllmrec.progress import Progress, track
 from mllmrec.prompts import (
     ItemText,
     answer_line,
@@ -30,8 +30,6 @@ from mllmrec.prompts import (
     parse_answer,
     render_prompt,
 )
-
-RANK_CHUNK = 16  # samples per progress step; inside a chunk, forwards are batched up to evaluate.max_tokens
 
 
 def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
@@ -48,18 +46,13 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
                             "than data/ingest/items.parquet; rerun `dvc repro sft`")
         all_scores = item_token_scores(model, tokenizer, rows, token_of, texts, prompt, enable_thinking, max_tokens)
     else:
-        prompts, completions = [], []
-        for sample in rows:
+        all_scores = []
+        for sample in track(rows, total=len(rows), description="likelihood ranking"):
             messages = build_messages(sample, texts, prompt)
             prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
-            prompts.append(render_prompt(tokenizer, messages, enable_thinking))
-            completions.append([prefix + answer_line(c, texts) + suffix for c in sample["candidates"]])
-        all_scores = []
-        with Progress("likelihood ranking", len(rows), enabled=bool(rows)) as bar:
-            for lo in range(0, len(rows), RANK_CHUNK):  # samples share forwards within a chunk (max_tokens)
-                all_scores += score_candidates(model, tokenizer, prompts[lo:lo + RANK_CHUNK],
-                                               completions[lo:lo + RANK_CHUNK], max_tokens)
-                bar.advance(len(prompts[lo:lo + RANK_CHUNK]))
+            completions = [prefix + answer_line(c, texts) + suffix for c in sample["candidates"]]
+            all_scores += score_candidates(model, tokenizer, [render_prompt(tokenizer, messages, enable_thinking)],
+                                           [completions], max_tokens)
     ranked, scores = [], []
     for sample, s in zip(rows, all_scores):
         order = sorted(range(len(s)), key=lambda j: -s[j])  # stable: ties keep the shuffled candidate order
@@ -85,10 +78,11 @@ def item_token_scores(model, tokenizer, rows: list[dict], token_of: dict[str, in
                                                   [prefix])
         encoded.append(prompt_ids + prefix_ids)
     out: list = []
+    step = 16  # progress granularity; batching inside follows max_tokens
     with Progress("item-token ranking", len(rows), enabled=bool(rows)) as bar:
-        for lo in range(0, len(rows), RANK_CHUNK):
-            chunk = rows[lo:lo + RANK_CHUNK]
-            out += score_next_token(model, tokenizer, encoded[lo:lo + RANK_CHUNK],
+        for lo in range(0, len(rows), step):
+            chunk = rows[lo:lo + step]
+            out += score_next_token(model, tokenizer, encoded[lo:lo + step],
                                     [[token_of[c] for c in s["candidates"]] for s in chunk], max_tokens)
             bar.advance(len(chunk))
     return out
