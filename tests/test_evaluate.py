@@ -23,7 +23,7 @@ def project(root: Path, tiny_lm_dir: Path, num_processes: int = 1, engine: str =
     pl.concat([samples(4, "train", 0), samples(7, "test", 2)]).write_parquet(root / "data/split/candidates_n3.parquet")
     spec = {"engine": engine, "model": str(tiny_lm_dir), "dtype": "float32", "batch_size": 2}
     params = {"eval": {"ks": [1, 3], "split": "test", "bootstrap": 50, "seed": 0},
-              "evaluate": {"max_new_tokens": 12, "launch": {"num_processes": num_processes}},
+              "evaluate": {"max_new_tokens": 12, "launch": {"num_processes": num_processes}, "position_check": [3]},
               "prompt": {"captions": "none"},
               "models": {"captioner": {"engine": "pixel_describer", "model": "pixel-describer"},
                          "drafter": spec, "editor": spec, "policy": spec}}
@@ -37,7 +37,10 @@ def run_stage(root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_evaluate_one_then_two_processes_same_outputs(tmp_path, tiny_lm_dir):
+@pytest.mark.parametrize("model", ["tiny_lm_dir", "tiny_item_lm_dir"])
+def test_evaluate_one_then_two_processes_same_outputs(tmp_path, model, request):
+    """Also for a policy with collaborative item tokens (one-forward ranking, prompts batched across samples)."""
+    tiny_lm_dir = request.getfixturevalue(model)
     one = project(tmp_path / "one", tiny_lm_dir)
     r = run_stage(one)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -49,8 +52,11 @@ def test_evaluate_one_then_two_processes_same_outputs(tmp_path, tiny_lm_dir):
         m = json.loads((one / f"metrics/zeroshot-{protocol}.json").read_text())["n3"]
         assert m["n"] == 7 and 0 <= m["HR@1"] <= m["HR@3"] <= 1 and 0 <= m["valid_rate"] <= 1
     assert preds.filter(pl.col("protocol") == "likelihood")["valid"].all()  # a ranking always exists
+    position = json.loads((one / "metrics/zeroshot-likelihood.json").read_text())["n3"]["position"]
+    assert set(position) == {"HR@1", "reversed", "shuffled", "flagged"} and 0 <= position["reversed"]["p"] <= 1
     # stderr is a pipe here, as in `dvc repro > log`: progress still shows, as plain lines
-    assert "likelihood ranking: 7/7 (100%)" in r.stderr and "generating: " in r.stderr
+    ranking = "item-token ranking" if model == "tiny_item_lm_dir" else "likelihood ranking"
+    assert f"{ranking}: 7/7 (100%)" in r.stderr and "generating: " in r.stderr
 
     two = project(tmp_path / "two", tiny_lm_dir, num_processes=2)
     r = run_stage(two, timeout=400)

@@ -86,13 +86,13 @@ def tokens_model(tiny_lm_dir, table):
 
 
 def test_item_token_ranking_is_the_line_likelihoods_first_factor(tiny_lm_dir):
-    """One forward per prompt (several prompts per forward) gives each candidate's item-token log-prob: exactly the
-    first term of the packed line-likelihood scorer (checked against brute force in test_likelihood.py)."""
+    """One forward per prompt gives each candidate's item-token log-prob: exactly the first term of the packed
+    line-likelihood scorer (checked against brute force in test_likelihood.py)."""
     table = item_table(ITEMS_DF, {"state_dict": {"item_emb.weight": torch.randn(len(ITEMS) + 1, 16)}, "items": ITEMS})
     model, tok, info = tokens_model(tiny_lm_dir, table)
     assert info["item_tokens"] == len(ITEMS) and info["vocab_after"] == info["vocab_before"] + len(ITEMS)
     held = samples(6, "test", False)
-    fast = likelihood_predictions(model, tok, held, TEXTS, PROMPT, None, max_tokens=2000)  # ~3 prompts per forward
+    fast = likelihood_predictions(model, tok, held, TEXTS, PROMPT, None, max_tokens=8192)
     token_of = item_token_ids(tok)
     for sample, scores in zip(held.iter_rows(named=True), fast["scores"].to_list()):
         messages = build_messages(sample, TEXTS, PROMPT)

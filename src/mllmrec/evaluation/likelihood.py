@@ -10,8 +10,8 @@ numbers as scoring `prompt + completion` separately (tested against that brute f
 encoded once instead of once per candidate. Only the logits that are needed are projected onto the vocabulary.
 
 With collaborative item tokens (mllmrec.training.item_tokens) every candidate's answer starts with its own single
-token, so the candidates' log-probs of that first token come from ONE forward of the prompt, several prompts per
-forward (score_next_token, left-padded batches): exactly the first factor of the line likelihood above (tested).
+token, so the candidates' log-probs of that first token come from ONE forward of the prompt (score_next_token):
+exactly the first factor of the line likelihood above (tested).
 """
 
 import itertools
@@ -104,25 +104,8 @@ def score_brute_force(model, tokenizer, prompt: str, completions: list[str]) -> 
 
 
 @torch.inference_mode()
-def score_next_token(model, tokenizer, encoded: list[list[int]], token_ids: list[list[int]], max_tokens: int = 8192
-                     ) -> list[np.ndarray]:
-    """Per prompt (token ids), log p(token | prompt) of each of its candidate tokens: the last position's log-softmax,
-    prompts batched (left padding) so that one forward holds at most `max_tokens` tokens, padding included."""
+def score_next_token(model, prompt_ids: list[int], token_ids: list[int]) -> np.ndarray:
+    """log p(token | prompt) of each candidate token: one forward of the prompt, the last position's log-softmax."""
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    results: list[np.ndarray] = []
-    lo = 0
-    while lo < len(encoded):
-        hi, longest = lo + 1, len(encoded[lo])
-        while hi < len(encoded) and max(longest, len(encoded[hi])) * (hi + 1 - lo) <= max_tokens:
-            longest = max(longest, len(encoded[hi]))
-            hi += 1
-        batch = encoded[lo:hi]
-        ids = torch.tensor([[pad] * (longest - len(e)) + e for e in batch], device=device)
-        mask = torch.tensor([[0] * (longest - len(e)) + [1] * len(e) for e in batch], device=device)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)  # left padding: every prompt's positions start at 0
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1, use_cache=False).logits
-        logp = torch.log_softmax(logits[:, -1].float(), dim=-1)
-        results += [logp[r, token_ids[lo + r]].cpu().numpy() for r in range(len(batch))]
-        lo = hi
-    return results
+    logits = model(input_ids=torch.tensor([prompt_ids], device=device), logits_to_keep=1, use_cache=False).logits
+    return torch.log_softmax(logits[0, -1].float(), dim=-1)[token_ids].cpu().numpy()

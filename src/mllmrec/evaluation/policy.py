@@ -35,7 +35,8 @@ from mllmrec.prompts import (
 def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
                            enable_thinking: bool | None, max_tokens: int) -> pl.DataFrame:
     """Candidates ranked by likelihood: of their whole answer line, or, for a policy with item tokens, of the answer's
-    first token, the item's own (one forward per prompt, prompts batched; mllmrec.evaluation.likelihood)."""
+    first token, the item's own (one forward per prompt; mllmrec.evaluation.likelihood). Each sample has forwards of
+    its own: its scores do not depend on which samples share a shard."""
     token_of = item_token_ids(tokenizer)
     rows = list(cands.iter_rows(named=True))
     if token_of:
@@ -44,7 +45,7 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
             raise UserError(f"{tokenizer.name_or_path}: the policy has {len(token_of)} item tokens, but {len(missing)} "
                             f"candidate items have none (e.g. {missing[:3]}): it was trained on another item table "
                             "than data/ingest/items.parquet; rerun `dvc repro sft`")
-        all_scores = item_token_scores(model, tokenizer, rows, token_of, texts, prompt, enable_thinking, max_tokens)
+        all_scores = item_token_scores(model, tokenizer, rows, token_of, texts, prompt, enable_thinking)
     else:
         all_scores = []
         for sample in track(rows, total=len(rows), description="likelihood ranking"):
@@ -66,25 +67,17 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
 
 
 def item_token_scores(model, tokenizer, rows: list[dict], token_of: dict[str, int], texts: dict[str, ItemText],
-                      prompt: PromptParams, enable_thinking: bool | None, max_tokens: int) -> list:
+                      prompt: PromptParams, enable_thinking: bool | None) -> list:
     """log p(candidate's item token | prompt + the assistant turn's prefix): the line likelihood's first factor, the
     same for every candidate up to the prefix's own log-prob, so the ranking by it is exact for that factor."""
-    encoded = []
-    for sample in rows:
+    out = []
+    for sample in track(rows, total=len(rows), description="item-token ranking"):
         messages = build_messages(sample, texts, prompt)
         prefix, _ = completion_template(tokenizer, messages, enable_thinking)
         # prompt and completion tokenized apart, as SFT trains them: the prefix's ids, then the item token's
         prompt_ids, [prefix_ids] = tokenize_parts(tokenizer, render_prompt(tokenizer, messages, enable_thinking),
                                                   [prefix])
-        encoded.append(prompt_ids + prefix_ids)
-    out: list = []
-    step = 16  # progress granularity; batching inside follows max_tokens
-    with Progress("item-token ranking", len(rows), enabled=bool(rows)) as bar:
-        for lo in range(0, len(rows), step):
-            chunk = rows[lo:lo + step]
-            out += score_next_token(model, tokenizer, encoded[lo:lo + step],
-                                    [[token_of[c] for c in s["candidates"]] for s in chunk], max_tokens)
-            bar.advance(len(chunk))
+        out.append(score_next_token(model, prompt_ids + prefix_ids, [token_of[c] for c in sample["candidates"]]))
     return out
 
 
