@@ -57,13 +57,14 @@ def main() -> None:
             argv[i + 1] = str(m)
             out = subprocess.run([sys.executable, __file__, *argv, "--json-only"], check=True, capture_output=True,
                                  text=True).stdout
-            results += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+            results += [json.loads(line.removeprefix("RESULT ")) for line in out.splitlines()
+                        if line.startswith("RESULT ")]
     else:
         results = [bench(args, dtype, trainer, micro[0]) for trainer in args.trainers.split(",")
                    for dtype in args.dtypes.split(",")]
     if args.json_only:
         for r in results:
-            print(json.dumps(r))
+            print("RESULT " + json.dumps(r))
         return
     for r in results:
         print(json.dumps(r, indent=2))
