@@ -42,7 +42,7 @@ def test_every_shipped_arm_validates_on_the_presets(tmp_path):
     # the sizing the README promises: SFT sees each augment sample once, GRPO each of its prompts once
     assert merged["sft"]["max_steps"] * merged["sft"]["batch_size"] == merged["augment"]["max_samples"]
     g = merged["grpo"]
-    assert g["max_steps"] * g["batch_size"] // g["num_generations"] == g["max_samples"] <= merged["draft_cot"]["max_samples"]
+    assert g["max_steps"] * g["batch_size"] * g["grad_accum"] // g["num_generations"] == g["max_samples"] <= merged["draft_cot"]["max_samples"]
 
 
 def test_bad_arms_are_refused_before_anything_runs(tmp_path):
