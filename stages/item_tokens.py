@@ -25,9 +25,12 @@ def load_sasrec(path: Path) -> dict:
 
     try:
         ckpt = torch.load(require(path, "sasrec"), map_location="cpu", weights_only=True)
-        ckpt["state_dict"]["item_emb.weight"], ckpt["items"]
-    except (KeyError, TypeError, RuntimeError, OSError) as e:
-        raise UserError(f"{path}: not a SASRec checkpoint of the sasrec stage ({e}); run `dvc repro sasrec`") from e
+        ok = isinstance(ckpt, dict) and "item_emb.weight" in ckpt.get("state_dict", {}) and "items" in ckpt
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for a foreign file
+        raise UserError(f"{path}: not readable as a checkpoint ({type(e).__name__}); run `dvc repro sasrec`") from e
+    if not ok:
+        raise UserError(f"{path}: not a SASRec checkpoint of the sasrec stage (no item_emb.weight / items); "
+                        "run `dvc repro sasrec`")
     return ckpt
 
 

@@ -140,6 +140,11 @@ def test_item_tokens_stage_without_sasrec_names_the_stage(tmp_path):
                          text=True, check=False)
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert "data/models/sasrec.pt" in run.stderr and "sasrec" in run.stderr
+    (tmp_path / "data/models").mkdir(parents=True)
+    (tmp_path / "data/models/sasrec.pt").write_text("not a checkpoint")  # a broken or foreign file: one line too
+    run = subprocess.run([sys.executable, str(ROOT / "stages/item_tokens.py")], cwd=tmp_path, capture_output=True,
+                         text=True, check=False)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "dvc repro sasrec" in run.stderr, run.stderr
     (tmp_path / "params.yaml").write_text("item_tokens:\n  enabled: false\n")
     run = subprocess.run([sys.executable, str(ROOT / "stages/item_tokens.py")], cwd=tmp_path, capture_output=True,
                          text=True, check=False)

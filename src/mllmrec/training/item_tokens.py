@@ -16,8 +16,10 @@ text still parses with mllmrec.prompts.parse_answer.
 The table (stages/item_tokens.py) holds one vector per item in SASRec's space, or null for an item SASRec never saw
 (fallback: the mean input embedding of the item's title tokens, counted in the stage report). A fixed, seeded map with
 orthonormal columns carries the vectors into the LLM's embedding space (inner products kept), scaled once so that the
-new rows have the mean norm of the model's existing rows; the rows are then trained (PEFT trainable tokens) with the
-LoRA. Tied input/output embeddings (SmolLM2, Qwen3 up to 4B) make the same row the item's output embedding too.
+new rows have the mean norm of the model's existing rows. SFT then trains the LoRA to read them, the rows frozen
+(`sft.item_rows: frozen`) or trained with it (`trained`: PEFT trainable tokens). Tied input/output embeddings (SmolLM2,
+Qwen3 up to 4B) make the same row the item's output embedding too; an untied model gets the same start in both, and
+`trained` trains the input rows only.
 """
 
 import hashlib
@@ -105,7 +107,6 @@ def init_item_embeddings(model, tokenizer, table: pl.DataFrame, seed: int) -> di
             out.weight[index] = rows.to(out.weight.dtype)
     return {"item_tokens": len(ids), "item_tokens_from_sasrec": int(have.sum()),
             "item_tokens_title_fallback": int((~have).sum()), "vocab_before": n_old, "vocab_after": len(tokenizer)}
-
 
 
 def head_reads_trained_rows(model) -> None:
