@@ -10,9 +10,9 @@ metrics, so the outputs are those of one process. vLLM is one process that uses 
 `executor.kind: ray` (README "Scaling out") runs the generative protocol's batches on a Ray cluster instead, one policy
 engine per actor, with the same predictions; likelihood ranking stays in this process.
 
-On the sizes in `evaluate.position_check` the likelihood ranking runs twice more, each sample's candidates reversed and seeded-
-shuffled: HR@1 under each order and its paired difference land in the likelihood metrics (`position`), flagged when
-HR@1 moves by more than half its CI (the report lists them).
+On the sizes in `evaluate.position_check` the likelihood ranking runs twice more, each sample's candidates reversed
+and seeded-shuffled: HR@1 under each order and its paired difference land in the likelihood metrics (`position`),
+flagged when HR@1 moves by more than half its CI (the report lists them).
 
 Reads params `eval`, `evaluate`, `prompt`, `models.policy`. Outputs metrics/<policy>-likelihood.json and
 metrics/<policy>-generative.json (HR@K / NDCG@K with 95 % CIs, valid-output rate, out-of-candidate count per

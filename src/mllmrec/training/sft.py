@@ -185,7 +185,8 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info; `callbacks` go to the
     Trainer (a mllmrec.training.monitor.ValidMonitor adds the valid HR@K learning curve, returned as info["valid_curve"]).
     `item_table` (stages/item_tokens.py, rows = items): collaborative item tokens, one per row, whose embedding rows
-    start from the table's vectors and train with the LoRA; merged into the saved model's (extended) vocabulary."""
+    start from the table's vectors, frozen or trained (`sft.item_rows`), and end in the saved model's extended
+    vocabulary."""
     import torch
     from accelerate import PartialState
     from datasets import Dataset
