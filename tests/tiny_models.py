@@ -25,6 +25,13 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\n' -}}{%- endif -%}"
 )
+# Qwen3's rule for `enable_thinking=False`: an empty think block opens the assistant turn (the model answers directly)
+QWEN3_CHAT_TEMPLATE = CHAT_TEMPLATE.replace(
+    "{{- '<|im_start|>assistant\n' -}}{%- endif -%}",
+    "{{- '<|im_start|>assistant\n' -}}"
+    "{%- if enable_thinking is defined and enable_thinking is false -%}{{- '<think>\n\n</think>\n\n' -}}{%- endif -%}"
+    "{%- endif -%}",
+)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<image>"]
 CORPUS = [
     "The poster shows a dark city at night with bright neon lights and a lone figure in a red coat.",
@@ -38,8 +45,10 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(out: Path | None = None):
-    """Byte-level BPE (vocab ~1000) trained on CORPUS, ChatML special tokens, <think>/</think>, <image>."""
+def build_tokenizer(out: Path | None = None, corpus: list[str] | None = None, vocab_size: int = 1000,
+                    chat_template: str = CHAT_TEMPLATE):
+    """Byte-level BPE (vocab ~1000) trained on CORPUS (or `corpus`: a dataset's own text gives realistic prompt
+    lengths), ChatML special tokens, <think>/</think>, <image>."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -47,15 +56,15 @@ def build_tokenizer(out: Path | None = None):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1000, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tok.train_from_iterator(CORPUS * 20, trainer=trainer)
+    tok.train_from_iterator((corpus or CORPUS) * 20, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         unk_token=None,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=chat_template,
         model_max_length=2048,
     )
     if out is not None:
@@ -72,12 +81,13 @@ def _ids(tok) -> dict:
     }
 
 
-def _qwen3_config(tok):
+def _qwen3_config(tok, max_positions: int = 2048):
     from transformers import Qwen3Config
 
     return Qwen3Config(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=32, tie_word_embeddings=True, max_position_embeddings=2048, initializer_range=0.3, **_ids(tok),
+        head_dim=32, tie_word_embeddings=True, max_position_embeddings=max_positions, initializer_range=0.3,
+        **_ids(tok),
     )  # fmt: skip
 
 
@@ -91,13 +101,13 @@ def _save_lm(model, tok, out: Path) -> Path:
     return out
 
 
-def build_tiny_lm(out: Path, seed: int = 0) -> Path:
-    """Tiny Qwen3 causal LM (~130k params) with the tiny tokenizer."""
+def build_tiny_lm(out: Path, seed: int = 0, tok=None, max_positions: int = 2048) -> Path:
+    """Tiny Qwen3 causal LM (~130k params) with the tiny tokenizer (or `tok`)."""
     from transformers import Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    tok = build_tokenizer()
-    return _save_lm(Qwen3ForCausalLM(_qwen3_config(tok)).eval(), tok, out)
+    tok = tok or build_tokenizer()
+    return _save_lm(Qwen3ForCausalLM(_qwen3_config(tok, max_positions)).eval(), tok, out)
 
 
 def build_tiny_item_lm(out: Path, item_ids: list[str], seed: int = 0) -> Path:
@@ -119,20 +129,21 @@ def build_tiny_item_lm(out: Path, item_ids: list[str], seed: int = 0) -> Path:
     return _save_lm(model, tok, out)
 
 
-def build_tiny_llama(out: Path, seed: int = 0) -> Path:
+def build_tiny_llama(out: Path, seed: int = 0, tok=None, max_positions: int = 2048) -> Path:
     """Tiny Llama causal LM: `transformers serve` returns its raw text (its Qwen reply parser would eat random text)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    tok = build_tokenizer()
+    tok = tok or build_tokenizer()
     cfg = LlamaConfig(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=32, tie_word_embeddings=True, max_position_embeddings=2048, initializer_range=0.3, **_ids(tok),
+        head_dim=32, tie_word_embeddings=True, max_position_embeddings=max_positions, initializer_range=0.3,
+        **_ids(tok),
     )  # fmt: skip
     return _save_lm(LlamaForCausalLM(cfg).eval(), tok, out)
 
 
-def build_tiny_vlm(out: Path, seed: int = 0, image_size: int = 28) -> Path:
+def build_tiny_vlm(out: Path, seed: int = 0, image_size: int = 28, tok=None, max_positions: int = 2048) -> Path:
     """Tiny LLaVA: CLIP vision tower (28 px, 14 px patches -> 4 image tokens) + tiny Qwen3 text model.
 
     Saved with a LlavaProcessor (PIL CLIP image processor: no torchvision needed) that AutoProcessor loads.
@@ -146,7 +157,7 @@ def build_tiny_vlm(out: Path, seed: int = 0, image_size: int = 28) -> Path:
     )
 
     torch.manual_seed(seed)
-    tok = build_tokenizer()
+    tok = tok or build_tokenizer()
     image_token_id = tok.convert_tokens_to_ids("<image>")
     vision = CLIPVisionConfig(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=image_size,
@@ -154,7 +165,7 @@ def build_tiny_vlm(out: Path, seed: int = 0, image_size: int = 28) -> Path:
     )  # fmt: skip
     cfg = LlavaConfig(
         vision_config=vision,
-        text_config=_qwen3_config(tok),
+        text_config=_qwen3_config(tok, max_positions),
         image_token_id=image_token_id,
         vision_feature_layer=-1,
         vision_feature_select_strategy="default",
@@ -170,7 +181,7 @@ def build_tiny_vlm(out: Path, seed: int = 0, image_size: int = 28) -> Path:
         patch_size=14,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS, dropped again by the "default" strategy
-        chat_template=CHAT_TEMPLATE,
+        chat_template=tok.chat_template,
     )
     from transformers import GenerationConfig
 
