@@ -68,7 +68,31 @@ def run_check(name: str, fn, cuda: bool) -> Check:
     return Check(name, status, time.perf_counter() - t, peak, detail)
 
 
-def main(steps: int = 3, dtype: str = "bfloat16", device: str = "cuda") -> None:
+def rehearsal(cuda: bool) -> Check:
+    """scripts/rehearse.py on paper-movielens, as a row: skipped with the reason when this box lacks what it needs."""
+    import importlib.util
+    import subprocess
+
+    missing = [m for m in ("dvc", "polars", "trl", "vllm") if importlib.util.find_spec(m) is None]
+    if missing:
+        return Check("rehearsal paper-movielens", "skip", detail=f"not installed: {', '.join(missing)} "
+                     "(install the project's lock: requirements/gpu.txt)")
+    if not cuda:
+        return Check("rehearsal paper-movielens", "skip", detail="no CUDA: run scripts/rehearse.py directly")
+    t = time.perf_counter()
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "scripts/rehearse.py", "presets/paper-movielens.yaml"], cwd=root, check=False,
+                         capture_output=True, text=True)
+    print(out.stdout[-8000:], out.stderr[-2000:])
+    failed = [ln.split(" | ")[0].strip("| ") for ln in out.stdout.splitlines() if " | FAILED | " in ln]
+    return Check("rehearsal paper-movielens", "pass" if out.returncode == 0 else "FAIL", time.perf_counter() - t,
+                 None, "every stage ran" if out.returncode == 0 else f"failed: {', '.join(failed) or out.stderr[-160:]}")
+
+
+def main(steps: int = 3, dtype: str = "bfloat16", device: str = "cuda",
+         rehearse: bool = typer.Option(False, help="then rehearse presets/paper-movielens.yaml end to end "
+                                                   "(scripts/rehearse.py: tiny models, this GPU, vLLM engines)")
+         ) -> None:
     import torch
 
     cuda = device == "cuda"
@@ -141,12 +165,26 @@ def main(steps: int = 3, dtype: str = "bfloat16", device: str = "cuda") -> None:
                   else Check("grpo (train_grpo)", "skip", detail="needs the SFT check's model"))
     for name, fn in (("likelihood ranking", ranking), ("generation, transformers engine", generation("transformers"))):
         checks.append(run_check(name, fn, cuda) if checks[0].status == "pass" else Check(name, "skip", detail="no SFT model"))
+    def grpo_colocate():  # TRL's vLLM colocate generation: CUDA only (scripts/probe_trl_vllm_cpu.py says why)
+        params = GrpoParams(model=str(tmp / "sft"), lora=lora, num_generations=4, max_steps=steps, batch_size=8,
+                            grad_accum=1, max_completion_length=16, dtype=dtype, save_steps=10_000, use_vllm=True,
+                            vllm_gpu_memory_utilization=0.2, vllm_max_model_length=2048,
+                            checkpoint_dir=str(tmp / "grpo-vllm.ckpt"), monitor={"every": 0})  # fmt: skip
+        info = train_grpo(grpo_rows(train, TEXTS, tok, PROMPT, None), None, TEXTS, tok, params, PROMPT, None,
+                          tmp / "grpo-vllm")  # fmt: skip
+        return f"{info['global_step']} steps x 8 completions (vLLM colocate), {info['dtype']}"
+
     try:
         import vllm  # noqa: F401
 
         checks.append(run_check("generation, vLLM engine", generation("vllm"), cuda))
+        checks.append(run_check("grpo, vLLM colocate", grpo_colocate, cuda) if cuda and checks[0].status == "pass"
+                      else Check("grpo, vLLM colocate", "skip", detail="CUDA only (TRL weight sync)"))
     except ImportError:
-        checks.append(Check("generation, vLLM engine", "skip", detail="vllm not installed (pip install -e '.[gpu]')"))
+        checks += [Check(name, "skip", detail="vllm not installed (pip install -e '.[gpu]')")
+                   for name in ("generation, vLLM engine", "grpo, vLLM colocate")]
+    if rehearse:
+        checks.append(rehearsal(cuda))
     print(table(checks))
     failed = [c.name for c in checks if c.status == "FAIL"]
     print(f"gpu_preflight: {'FAILED: ' + ', '.join(failed) if failed else 'all checks passed or skipped'}")

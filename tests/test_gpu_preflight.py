@@ -30,12 +30,15 @@ def test_without_cuda_it_says_so_and_exits_cleanly():
 
 @pytest.mark.slow
 def test_the_checks_run_the_stages_code_and_print_the_table():
-    r = preflight("--device", "cpu", "--dtype", "float32", "--steps", "2")
+    r = preflight("--device", "cpu", "--dtype", "float32", "--steps", "2", "--rehearse")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     status = rows(r.stdout)
     assert list(status) == ["sft (train_sft, LoRA)", "grpo (train_grpo)", "likelihood ranking",
-                            "generation, transformers engine", "generation, vLLM engine"]
+                            "generation, transformers engine", "generation, vLLM engine", "grpo, vLLM colocate",
+                            "rehearsal paper-movielens"]
     assert set(list(status.values())[:4]) == {"pass"} and status["generation, vLLM engine"] in {"pass", "skip"}
+    # on CPU colocate and the CUDA rehearsal are skipped rows that say why (scripts/rehearse.py runs it on CPU)
+    assert status["grpo, vLLM colocate"] == "skip" and status["rehearsal paper-movielens"] == "skip"
 
 
 def test_a_failing_check_is_a_fail_row_and_exit_1():

@@ -29,6 +29,7 @@ from mllmrec.environment import versions
 from mllmrec.errors import UserError
 from mllmrec.evaluation.policy import check_vocabulary
 from mllmrec.prompts import ItemText, build_messages, render_prompt
+from mllmrec.training.memory import check_cuda_training
 from mllmrec.training.monitor import ValidMonitor, valid_rows
 from mllmrec.training.rewards import trl_reward_funcs
 from mllmrec.training.sft import cpu_speed_trainer, last_checkpoint, prepare_checkpoints, save_merged, training_dtype
@@ -203,6 +204,13 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
         print(f"grpo: resuming from {resume} (step {resumed_step})", flush=True)
         truncate_samples(ckpt_dir / "completions.jsonl", resumed_step)
 
+    longest = max(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows)
+    check_cuda_training(params.model, "", dtype, params.lora, params.batch_size,
+                        longest + params.max_completion_length, params.gradient_checkpointing, "grpo",
+                        "grpo.batch_size (raise grad_accum to keep the batch), grpo.max_completion_length, "
+                        "grpo.gradient_checkpointing: true or grpo.vllm_gpu_memory_utilization",
+                        params.vllm_gpu_memory_utilization if params.use_vllm and params.vllm_mode == "colocate"
+                        else 0.0)  # CUDA only: before any weights load
     model = AutoModelForCausalLM.from_pretrained(params.model, dtype=dtype)
     check_vocabulary(model, tokenizer, params.model)  # item tokens: the tokenizer and weights of the same run
     # nothing inherited from generation_config.json: TRL builds its own from the args below; eos = the tokenizer's

@@ -29,6 +29,7 @@ from mllmrec.environment import versions
 from mllmrec.errors import UserError
 from mllmrec.io import atomic_dir
 from mllmrec.prompts import ItemText, answer_line, build_messages, render_completion, render_prompt
+from mllmrec.training.memory import check_cuda_training
 
 # params that change how often we save/log, not what is learned: editing them keeps the checkpoints resumable
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor"}
@@ -217,6 +218,10 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     if resume:
         print(f"sft: resuming from {resume} (step {resumed_step})")
 
+    check_cuda_training(model_path, revision, dtype, params.lora, params.batch_size,
+                        max(len(r["input_ids"]) for r in rows), params.gradient_checkpointing, "sft",
+                        "sft.batch_size (raise grad_accum to keep the batch), sft.max_length or "
+                        "sft.gradient_checkpointing: true")  # CUDA only: before any weights load
     model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision or None, dtype=dtype)
     item_info = init_item_embeddings(model, tokenizer, item_table, params.seed) if items else {}
     bf16 = dtype == torch.bfloat16
