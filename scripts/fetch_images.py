@@ -16,7 +16,7 @@ import typer
 from mllmrec.cli import run
 from mllmrec.data.amazon import meta_image_urls
 from mllmrec.data.fetch_images import fetch_images, write_failures
-from mllmrec.data.ingest import LAYOUTS, resolve
+from mllmrec.data.ingest import LAYOUTS, Report, resolve
 
 
 def main(
@@ -25,12 +25,16 @@ def main(
     image_dir: Annotated[str, typer.Option(help="folder inside root (ingest.image_dir)")] = "images",
     workers: Annotated[int, typer.Option(min=1, help="download threads")] = 4,
     rate: Annotated[float, typer.Option(min=0.01, help="requests per second, all threads together")] = 5.0,
-    timeout: Annotated[float, typer.Option(min=0.01, help="seconds per request")] = 10.0,
+    timeout: Annotated[float, typer.Option(min=0.01, help="seconds per request, the whole body included")] = 10.0,
     retries: Annotated[int, typer.Option(min=0, help="extra attempts on 429/5xx/timeouts/connection errors")] = 3,
     failures: Annotated[Path | None, typer.Option(help="failure report, .csv or .json (default: "
                                                        "<root>/fetch_failures.csv)")] = None,
 ) -> None:
-    urls = meta_image_urls(resolve(root, meta, "titles"))
+    meta_file, bad_lines = resolve(root, meta, "metadata", fix="pass --meta FILE_OR_GLOB"), Report()
+    urls = meta_image_urls(meta_file, bad_lines)
+    if bad_lines.skipped:
+        print(f"fetch_images: {meta_file}: skipped {dict(bad_lines.skipped)} metadata lines, e.g. "
+              f"{[e for ex in bad_lines.examples.values() for e in ex][:3]}")
     summary, failed = fetch_images(urls, root / image_dir, workers=workers, rate=rate, timeout=timeout,
                                    retries=retries)
     report = failures or root / "fetch_failures.csv"

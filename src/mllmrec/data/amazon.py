@@ -123,7 +123,7 @@ def read(root: Path, params: IngestParams, report: Report) -> tuple[pl.DataFrame
     return read_reviews(reviews, params.min_rating, report), titles
 
 
-def meta_image_urls(path: Path) -> dict[str, str]:
-    """item -> first image URL, for scripts/fetch_images.py (bad lines are counted in a throwaway report)."""
-    return {item: url for _, rec in iter_jsonl(path, Report(), "title")
+def meta_image_urls(path: Path, report: Report | None = None) -> dict[str, str]:
+    """item -> first image URL, for scripts/fetch_images.py; malformed lines are counted in `report`."""
+    return {item: url for _, rec in iter_jsonl(path, report or Report(), "title")
             if (item := item_of(rec)) and (url := first_image_url(rec))}

@@ -9,16 +9,23 @@ Run from the command line with scripts/fetch_images.py. Never part of the DAG (t
   image under the final name, and a rerun skips every item that already has one;
 - verified: a body that PIL cannot fully decode is a failure (`not_an_image`), never saved;
 - polite: at most `rate` requests per second over all `workers` threads (retries included); 429 / 5xx / timeouts /
-  connection errors are retried `retries` times with exponential backoff and jitter; other 4xx are final.
+  connection and protocol errors / truncated bodies are retried `retries` times with exponential backoff and jitter;
+  other 4xx are final;
+- untrusted input: an id becomes a file name only if it matches ingest's id rule (else `invalid_item_id`, never
+  joined to a path); only http(s) URLs, redirects included (else `unsupported_url`); `timeout` bounds each whole
+  request (a server that trickles bytes is cut off), the size cap is checked while streaming.
 """
 
 import csv
+import http.client
 import json
 import os
 import random
+import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -28,10 +35,13 @@ from pathlib import Path
 from PIL import Image
 
 from mllmrec.data.images import index_image_dir
+from mllmrec.data.ingest import ID_PATTERN
 
 # PIL format -> the extension saved (one of images.EXTENSIONS, so ingest finds the file)
 EXT_OF_FORMAT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp"}
 MAX_BYTES = 50 * 2**20  # an image larger than this is not a product photo
+CHUNK = 64 * 2**10
+SCHEMES = ("http", "https")
 USER_AGENT = "mllmrec-fetch-images/1 (research; resumable, rate-limited)"
 
 
@@ -53,13 +63,42 @@ class Retryable(Exception):
     """A failure worth another attempt (server busy, timeout, connection error); its message is the reason."""
 
 
+class HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s): a redirect to file:// or ftp:// would copy other data into the dataset."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in SCHEMES:
+            raise ValueError("unsupported_url: redirect to " + urllib.parse.urlsplit(newurl).scheme)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+OPENER = urllib.request.build_opener(HttpOnlyRedirects)
+
+
 def get(url: str, timeout: float) -> bytes:
-    """The response body, or Retryable / ValueError(reason) for a final failure."""
+    """The response body, or Retryable / ValueError(reason) for a final failure. `timeout` bounds the whole request
+    (connect, headers and every byte of the body), not only each socket read."""
+    if urllib.parse.urlsplit(url).scheme.lower() not in SCHEMES:
+        raise ValueError("unsupported_url")
+    deadline = time.monotonic() + timeout
     req = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            body = resp.read(MAX_BYTES + 1)
+        with OPENER.open(req, timeout=timeout) as resp:
+            chunks, size = [], 0
+            while chunk := resp.read(CHUNK):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_BYTES:
+                    raise ValueError("too_large")
+                if time.monotonic() > deadline:  # a trickling server: each read is quick, the whole is not
+                    raise Retryable("timeout")
+            body = b"".join(chunks)
+            expected = resp.headers.get("Content-Length")
+            if expected and expected.isdigit() and int(expected) != len(body):
+                raise Retryable("truncated")
     except urllib.error.HTTPError as e:
+        if e.code in (301, 302, 303, 307, 308):  # a redirect surfaces only when urllib refused its target's scheme
+            raise ValueError("unsupported_url: redirect") from None
         if e.code == 429 or e.code >= 500:
             raise Retryable(f"http_{e.code}") from None
         raise ValueError(f"http_{e.code}") from None
@@ -69,10 +108,12 @@ def get(url: str, timeout: float) -> bytes:
         if isinstance(e.reason, TimeoutError):
             raise Retryable("timeout") from None
         raise Retryable(f"network: {e.reason}") from None
+    except http.client.IncompleteRead:
+        raise Retryable("truncated") from None
+    except http.client.HTTPException as e:  # bad status line, remote disconnected, ...
+        raise Retryable(f"protocol: {type(e).__name__}") from None
     except OSError as e:  # connection reset mid-body, ...
         raise Retryable(f"network: {type(e).__name__}") from None
-    if len(body) > MAX_BYTES:
-        raise ValueError("too_large")
     return body
 
 
@@ -106,6 +147,8 @@ def fetch_one(item: str, url: str, out_dir: Path, limiter: RateLimiter, timeout:
         except ValueError as e:
             return str(e)
         final = out_dir / f"{item}{EXT_OF_FORMAT[fmt]}"
+        if final.resolve().parent != out_dir.resolve():  # the id rule already forbids it; never write outside
+            return "invalid_item_id"
         part = final.with_name(final.name + ".part")
         part.write_bytes(body)
         os.replace(part, final)  # atomic: the final name only ever holds a whole, verified image
@@ -121,16 +164,18 @@ def fetch_images(urls: dict[str, str | None], out_dir: Path, *, workers: int = 4
     for p in stale:
         p.unlink()
     present = index_image_dir(out_dir)
-    todo = {i: u for i, u in urls.items() if u and i not in present}
+    bad_ids = [i for i, u in urls.items() if u and not re.fullmatch(ID_PATTERN, i)]  # never joined to a path
+    todo = {i: u for i, u in urls.items() if u and i not in present and i not in bad_ids}
     limiter = RateLimiter(rate)
     with ThreadPoolExecutor(workers) as pool:
         reasons = dict(zip(todo, pool.map(lambda kv: fetch_one(*kv, out_dir, limiter, timeout, retries, backoff),
                                           todo.items())))
-    failures = [{"item": i, "url": todo[i], "reason": r} for i, r in reasons.items() if r is not None]
+    failures = [{"item": i, "url": urls[i], "reason": "invalid_item_id"} for i in bad_ids]
+    failures += [{"item": i, "url": todo[i], "reason": r} for i, r in reasons.items() if r is not None]
     summary = {
         "items": len(urls), "no_url": sum(1 for u in urls.values() if not u),
         "already_present": sum(1 for i, u in urls.items() if u and i in present),
-        "downloaded": len(todo) - len(failures), "failed": len(failures),
+        "downloaded": len(todo) - (len(failures) - len(bad_ids)), "failed": len(failures),
         "failed_by_reason": dict(sorted(Counter(f["reason"] for f in failures).items())),
         "stale_part_files_removed": len(stale),
     }

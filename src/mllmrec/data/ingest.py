@@ -80,15 +80,17 @@ PRESETS = {
 OUR_NAMES = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
 
 
-def resolve(root: Path, pattern: str, what: str) -> Path:
-    """One file for a name or glob inside the dataset root; a clear error if zero or several match."""
+def resolve(root: Path, pattern: str, what: str, fix: str = "") -> Path:
+    """One file for a name or glob inside the dataset root; a clear error if zero or several match. `fix`: what the
+    message tells the user to set (default: the params key `ingest.<what>_file`)."""
+    fix = fix or f"set ingest.{what}_file"
     matches = sorted(root.glob(pattern))
     if not matches:
-        raise UserError(f"{root}: no {what} file matching '{pattern}' (set ingest.{what}_file)")
+        raise UserError(f"{root}: no {what} file matching '{pattern}' ({fix})")
     if len(matches) > 1:
-        raise UserError(f"{root}: several {what} files match '{pattern}': {[m.name for m in matches]}")
+        raise UserError(f"{root}: several {what} files match '{pattern}': {[m.name for m in matches]} ({fix})")
     if not matches[0].is_file():
-        raise UserError(f"{matches[0]}: is a directory, expected the {what} file (set ingest.{what}_file)")
+        raise UserError(f"{matches[0]}: is a directory, expected the {what} file ({fix})")
     return matches[0]
 
 
