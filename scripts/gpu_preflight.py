@@ -7,8 +7,10 @@
 With a tiny Qwen3 model built on the fly (tests/tiny_models.py: no download) and the learning guards' synthetic data
 (tests/learning_project.py), on the GPU: LoRA SFT steps (`train_sft`), GRPO steps (`train_grpo`, HF generation),
 exact likelihood ranking (`likelihood_predictions`, checked against one-by-one scoring), batched generation
-(the transformers engine) and, if vllm is installed, the vLLM engine (skipped with a message otherwise). Each row:
-pass/fail, seconds and peak GPU memory. On a machine without CUDA it says so and exits 0: nothing to check there.
+(the transformers engine) and, if vllm is installed, the vLLM engine and GRPO with vLLM colocate (skipped with a
+message otherwise). Each row: pass/fail, seconds and peak GPU memory. On a machine without CUDA it says so and exits
+0: nothing to check there. A box with only torch, transformers, peft and accelerate (no project lock) runs the first
+check, a LoRA step with those alone, and lists the others as skipped with what they need.
 """
 
 import importlib.util
@@ -19,15 +21,11 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-# what the checks import beyond torch/transformers/peft/accelerate: a bare GPU box gets one line, not a traceback
-NEEDED = ("numpy", "typer", "pydantic", "polars", "trl", "datasets")
-if missing := [m for m in NEEDED if importlib.util.find_spec(m) is None]:
-    print(f"gpu_preflight: not installed: {', '.join(missing)}; the checks run the stages' own code: "
-          "pip install -r requirements/gpu.txt && pip install --no-deps -e .")
+# a bare GPU box: these four or one line; the pipeline's own checks need the project's lock (skip rows otherwise)
+if missing := [m for m in ("torch", "transformers", "peft", "accelerate") if importlib.util.find_spec(m) is None]:
+    print(f"gpu_preflight: not installed: {', '.join(missing)}: pip install -r requirements/gpu.txt")
     sys.exit(2)
-
-import numpy as np
-import typer
+PIPELINE = ("numpy", "typer", "pydantic", "polars", "trl", "datasets")  # what the stages' code imports
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tiny model builder and the guards' data
 sys.path.append(str(Path(__file__).resolve().parents[1] / "src"))  # a checkout without `pip install -e .`
@@ -98,20 +96,76 @@ def rehearsal(cuda: bool) -> Check:
                  None, "every stage ran" if out.returncode == 0 else f"failed: {', '.join(failed) or out.stderr[-160:]}")
 
 
-def main(steps: int = 3, dtype: str = "bfloat16", device: str = "cuda",
-         rehearse: bool = typer.Option(False, help="then rehearse presets/paper-movielens.yaml end to end "
-                                                   "(scripts/rehearse.py: tiny models, this GPU, vLLM engines)")
-         ) -> None:
+def lora_step(base: Path, device: str, dtype: str, steps: int):
+    """LoRA steps on the tiny model with transformers + peft alone (what a bare GPU box has)."""
+    def run():
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype)).to(device)
+        model = get_peft_model(model, LoraConfig(r=8, target_modules="all-linear"))
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        ids = torch.randint(0, model.config.vocab_size, (4, 64), device=device)
+        for _ in range(steps):
+            loss = model(input_ids=ids, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        return f"{steps} steps, {dtype}, loss {loss.item():.3f}"
+    return run
+
+
+PIPELINE_CHECKS = ("sft (train_sft, LoRA)", "grpo (train_grpo)", "likelihood ranking", "generation, transformers engine",
+                   "generation, vLLM engine", "grpo, vLLM colocate")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
+    ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    ap.add_argument("--rehearse", action="store_true", help="then rehearse presets/paper-movielens.yaml end to end "
+                    "(scripts/rehearse.py: tiny models, this GPU, vLLM engines)")
+    args = ap.parse_args(argv)
+    steps, dtype, device = args.steps, args.dtype, args.device
     import torch
 
     cuda = device == "cuda"
     if cuda and not torch.cuda.is_available():
         print("gpu_preflight: no CUDA device visible (torch.cuda.is_available() is False): nothing to check here; "
               "run it on the GPU box, with the CUDA lock installed (requirements/gpu.txt)")
-        raise typer.Exit(0)
-
-    from learning_project import PROMPT, TEXTS, samples
+        return 0
     from tiny_models import build_tiny_lm
+
+    print(f"gpu_preflight: {torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s), torch "
+          f"{torch.__version__}, CUDA {torch.version.cuda}, bf16 supported: {torch.cuda.is_bf16_supported()}"
+          if cuda else f"gpu_preflight: on CPU ({device}), torch {torch.__version__}: the checks' code, not a GPU")
+    tmp = Path(tempfile.mkdtemp(prefix="gpu_preflight_"))
+    base = build_tiny_lm(tmp / "tiny")
+    checks = [run_check("LoRA step (transformers + peft only)", lora_step(base, device, dtype, max(steps, 1)), cuda)]
+    if lacking := [m for m in PIPELINE if importlib.util.find_spec(m) is None]:
+        checks += [Check(name, "skip", detail=f"needs {', '.join(lacking)}: pip install -r requirements/gpu.txt "
+                         "&& pip install --no-deps -e .") for name in PIPELINE_CHECKS]
+        return report(checks)
+    return report(checks + pipeline_checks(tmp, base, steps, dtype, device, cuda, args.rehearse))
+
+
+def report(checks: list[Check]) -> int:
+    print(table(checks))
+    failed = [c.name for c in checks if c.status == "FAIL"]
+    print(f"gpu_preflight: {'FAILED: ' + ', '.join(failed) if failed else 'all checks passed or skipped'}")
+    return 1 if failed else 0
+
+
+def pipeline_checks(tmp: Path, base: Path, steps: int, dtype: str, device: str, cuda: bool, rehearse: bool
+                    ) -> list[Check]:
+    """The checks that run the stages' own functions."""
+    import numpy as np
+    import torch
+    from learning_project import PROMPT, TEXTS, samples
     from transformers import AutoTokenizer
 
     from mllmrec.config import EngineSpec, GrpoParams, SftParams
@@ -123,11 +177,6 @@ def main(steps: int = 3, dtype: str = "bfloat16", device: str = "cuda",
     from mllmrec.training.grpo import grpo_rows, train_grpo
     from mllmrec.training.sft import sft_examples, tokenize_examples, train_sft
 
-    print(f"gpu_preflight: {torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s), torch "
-          f"{torch.__version__}, CUDA {torch.version.cuda}, bf16 supported: {torch.cuda.is_bf16_supported()}"
-          if cuda else f"gpu_preflight: on CPU ({device}), torch {torch.__version__}: the checks' code, not a GPU")
-    tmp = Path(tempfile.mkdtemp(prefix="gpu_preflight_"))
-    base = build_tiny_lm(tmp / "tiny")
     tok = AutoTokenizer.from_pretrained(base)
     train, test = samples(64, "train", 0), samples(8, "test", 1)
     lora = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
@@ -194,11 +243,8 @@ def main(steps: int = 3, dtype: str = "bfloat16", device: str = "cuda",
                    for name in ("generation, vLLM engine", "grpo, vLLM colocate")]
     if rehearse:
         checks.append(rehearsal(cuda))
-    print(table(checks))
-    failed = [c.name for c in checks if c.status == "FAIL"]
-    print(f"gpu_preflight: {'FAILED: ' + ', '.join(failed) if failed else 'all checks passed or skipped'}")
-    raise typer.Exit(1 if failed else 0)
+    return checks
 
 
 if __name__ == "__main__":
-    typer.run(main)
+    sys.exit(main())
