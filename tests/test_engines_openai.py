@@ -158,6 +158,37 @@ def test_key_redacted_even_if_server_echoes_it(monkeypatch, caplog):
     assert SECRET not in res[0].error and SECRET not in caplog.text
 
 
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_stops_with_one_line_naming_the_variable_not_the_key(status, monkeypatch):
+    """Every request would fail alike (refine_cot used to end with exit 0 and 0 refined): stop, name the env var."""
+    seen = []
+
+    class Refuse(BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(1)
+            body = f'{{"error": "bad key {self.headers["Authorization"]}"}}'.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MLLMREC_TEST_KEY", SECRET)
+    try:
+        engine = build_engine(_spec(f"http://127.0.0.1:{httpd.server_address[1]}/v1", max_retries=3, concurrency=2))
+        with pytest.raises(UserError, match=rf"HTTP {status} .*check the key in the environment variable "
+                                            r"MLLMREC_TEST_KEY") as e:
+            engine.generate([_req(f"x{i}") for i in range(20)])
+    finally:
+        httpd.shutdown()
+    assert SECRET not in str(e.value) and len(seen) <= 4  # no retries, no 20 doomed calls
+
+
 def test_missing_key_env_and_key_in_params_are_user_errors(monkeypatch):
     monkeypatch.delenv("MLLMREC_TEST_KEY", raising=False)
     with pytest.raises(UserError, match="MLLMREC_TEST_KEY"):

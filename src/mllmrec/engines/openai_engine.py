@@ -97,8 +97,13 @@ class OpenAIEngine:
                 except ValueError:
                     retry_after = None
                 raise _Retryable(f"HTTP {resp.status}: {raw[:200]}", retry_after)
+            if resp.status in (401, 403):  # every other request would fail alike: stop the stage, say which key
+                env, what = self.spec.api_key_env, "unauthorized" if resp.status == 401 else "forbidden"
+                raise UserError(f"{self.url} answered HTTP {resp.status} ({what}): " + (
+                    f"check the key in the environment variable {env} (api_key_env)" if env else
+                    "the server wants a key: set api_key_env to the NAME of the variable holding it"))
             if resp.status >= 400:
-                raise ValueError(f"HTTP {resp.status}: {raw[:300]}")  # bad request / auth: retrying will not help
+                raise ValueError(f"HTTP {resp.status}: {raw[:300]}")  # bad request: retrying will not help
             try:
                 data = json.loads(raw)
                 choice = data["choices"][0]
@@ -134,6 +139,8 @@ class OpenAIEngine:
                     last, wait = str(e), e.retry_after
                 except (TimeoutError, aiohttp.ClientError) as e:
                     last, wait = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, None
+                except UserError:
+                    raise  # authentication: the whole stage stops with one line
                 except Exception as e:  # noqa: BLE001  non-retryable; recorded on the result
                     last = f"{type(e).__name__}: {e}"
                     break
