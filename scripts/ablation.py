@@ -20,6 +20,8 @@ writes the same bytes every time for the same experiments (seeded bootstraps).
 import copy
 import io
 import json
+import os
+import shutil
 import subprocess
 import sys
 from enum import Enum
@@ -86,11 +88,16 @@ def queue(arms_file: Path, presets: list[Path], only: list[str]) -> None:
     if taken:
         raise UserError(f"experiments {sorted(taken)} exist already; `dvc exp remove {' '.join(sorted(taken))}` "
                         "to run them again")
-    params = None
-    for preset in presets:  # in order: a later preset's keys win
-        params = apply(preset, ROOT / "params.yaml")
-    for name, overrides in arms.items():  # every arm validated before anything runs or is queued
-        validate(arm_params(params, overrides), f"{arms_file} arm {name!r}")
+    params, draft = None, ROOT / "params.yaml.ablation"  # presets and arms checked on a copy: a bad arm writes nothing
+    shutil.copy(ROOT / "params.yaml", draft)
+    try:
+        for preset in presets:  # in order: a later preset's keys win
+            params = apply(preset, draft)
+        for name, overrides in arms.items():  # every arm validated before anything runs or is queued
+            validate(arm_params(params, overrides), f"{arms_file} arm {name!r}")
+        os.replace(draft, ROOT / "params.yaml")
+    finally:
+        draft.unlink(missing_ok=True)
     sh("dvc", "repro", *SHARED)
     for name, overrides in arms.items():
         sh("dvc", "exp", "run", "--queue", "-n", name, *[a for k, v in overrides.items()

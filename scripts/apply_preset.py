@@ -18,7 +18,7 @@ import typer
 from ruamel.yaml import YAML
 
 from mllmrec.cli import run
-from mllmrec.config import section_model
+from mllmrec.config import read_yaml, section_model
 from mllmrec.errors import UserError
 
 
@@ -50,9 +50,8 @@ def validate(params: dict, source: str) -> None:
 def apply(preset: Path, params_file: Path, check: bool = False) -> dict:
     yaml = YAML()  # round-trip: keeps comments and key order of params.yaml
     yaml.preserve_quotes = True
-    if not preset.exists():
-        raise UserError(f"{preset}: preset not found (see presets/)")
-    patch = YAML(typ="safe").load(preset.read_text()) or {}
+    patch = read_yaml(preset, "preset (see presets/)")
+    read_yaml(params_file)  # the same file errors as every stage, before the round-trip load below
     params = yaml.load(params_file.read_text())
     merged = merge(params, patch)
     plain = YAML(typ="safe").load(_dump(yaml, merged))  # plain dicts/lists for pydantic

@@ -169,3 +169,19 @@ def test_report_says_when_an_arms_cot_missed_every_trained_prompt():
     text, _ = report({"no-cot": ref, "leaky-cot": missed}, "no-cot")
     assert "leaky-cot: 5 GRPO rows with CoT, none among the prompts GRPO trained on" in text
     assert "| leaky-cot | 0 |" not in text and "GRPO prompts paired" not in text  # no empty inflation row
+
+
+def test_a_bad_arm_leaves_params_yaml_untouched(tmp_path, monkeypatch):
+    """Presets and arms are checked on a copy: params.yaml is written only when every arm validates."""
+    before = (ROOT / "params.yaml").read_bytes()
+    arms = tmp_path / "arms.yaml"
+    arms.write_text("reference: base\narms:\n  base: {}\n  typo: {prompt.captions: some}\n")
+    monkeypatch.setattr(ablation_script.ablation, "experiment_refs", lambda root: {})
+    monkeypatch.setattr(ablation_script, "sh", lambda *a, **k: pytest.fail("nothing may run"))
+    try:
+        with pytest.raises(UserError, match="arm 'typo'"):
+            ablation_script.queue(arms, PRESETS, [])
+        assert (ROOT / "params.yaml").read_bytes() == before
+        assert not (ROOT / "params.yaml.ablation").exists()
+    finally:
+        (ROOT / "params.yaml").write_bytes(before)

@@ -83,3 +83,41 @@ def test_bad_values_are_refused_naming_the_key(tmp_path, text, key):
     name = text.split(":")[0]
     with pytest.raises(UserError, match=re.escape(key)):
         load_section(name, section_model(name), write(tmp_path, text))
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"eval:\n\tks: [1]\n", r"not valid YAML at line 2, column 1: found character '\\t'"),
+    (b"eval:\n  ks: [1]\n  ks: [5]\n", r"not valid YAML at line 3, column 3: duplicate key 'ks'"),
+    (b"eval:\n  seed: 0\neval:\n  seed: 1\n", "duplicate key 'eval'"),
+    (b"- eval\n- split\n", "expected a mapping of sections at the top level, got a list"),
+    (b"eval:\n  split: t\xe9st\n", r"not UTF-8 text \(byte 16\)"),
+    (b"eval: {}\nevall:\n  seed: 0\n", r"unknown section\(s\) \['evall'\]"),
+])
+def test_every_broken_params_file_is_one_line_naming_it(tmp_path, content, expected):
+    p = tmp_path / "params.yaml"
+    p.write_bytes(content)
+    with pytest.raises(UserError, match=expected) as e:
+        load_section("eval", EvalParams, p)
+    assert str(e.value).startswith(str(p)) and "\n" not in str(e.value)
+
+
+def test_a_folder_or_a_missing_file_is_one_line(tmp_path):
+    (tmp_path / "params.yaml").mkdir()
+    with pytest.raises(UserError, match="is a directory, expected the params file"):
+        load_section("eval", EvalParams, tmp_path / "params.yaml")
+    with pytest.raises(UserError, match="nope.yaml: params file not found"):
+        load_section("eval", EvalParams, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("sft:\n\tlr: 1\n", "not valid YAML at line 2"),
+    ("sft:\n  lr: 1\n  lr: 2\n", "duplicate key 'lr'"),
+    ("- sft\n", "got a list"),
+])
+def test_apply_preset_refuses_a_broken_preset_with_one_line(tmp_path, content, expected):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(content)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/apply_preset.py"), str(preset), "--check"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -205,15 +205,50 @@ class BaselinesParams(Section):
 S = TypeVar("S", bound=Section)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path, what: str = "params file") -> dict:
+    """A YAML file whose top level is a mapping; anything else (missing, a folder, not UTF-8, bad syntax, tabs,
+    a key twice, a list at the top) is one UserError naming the file and, where known, the line."""
+    if not path.exists():
+        raise UserError(f"{path}: {what} not found" + (" (run from the project root)" if path == PARAMS_FILE else ""))
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory, expected the {what} (a YAML file)")
+    try:
+        data = yaml.load(path.read_bytes().decode("utf-8"), Loader=_StrictLoader)  # a SafeLoader subclass
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}): save the {what} as UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level, got a {type(data).__name__}")
+    return data
+
+
 def load_section(name: str, model: type[S], path: Path = PARAMS_FILE, default: S | None = None) -> S:
     """Validate one section of params.yaml; errors name the file and the dotted key. `default`: returned when the
-    section is absent (an optional section, e.g. `executor` in a project written before it existed)."""
-    try:
-        params = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (run from the project root)") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML: {e}") from None
+    section is absent (an optional section, e.g. `executor` in a project written before it existed). Every stage
+    refuses a top-level section no model knows (a typo would otherwise be ignored)."""
+    params = read_yaml(path)
+    unknown = sorted(str(k) for k in params if section_model(str(k)) is None)
+    if unknown:
+        raise UserError(f"{path}: unknown section(s) {unknown}: not a params section of this pipeline (a typo?)")
     if name not in params and default is not None:
         return default
     if name not in params:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from ruamel.yaml import YAML
 
+from mllmrec.config import read_yaml
 from mllmrec.errors import UserError
 
 STAGES = ("sft", "grpo")  # each arm's two policies: SFT only, SFT + GRPO (rows of one experiment)
@@ -26,9 +26,7 @@ STAGES = ("sft", "grpo")  # each arm's two policies: SFT only, SFT + GRPO (rows 
 
 def load_arms(path: Path) -> tuple[str, dict[str, dict]]:
     """(reference arm, {arm: {dotted.key: value}}) from the arms file, checked."""
-    if not path.exists():
-        raise UserError(f"{path}: arms file not found (configs/ablation-arms.yaml is the default)")
-    data = YAML(typ="safe").load(path.read_text()) or {}
+    data = read_yaml(path, "arms file (configs/ablation-arms.yaml is the default)")
     arms, reference = data.get("arms"), data.get("reference")
     if not isinstance(arms, dict) or not arms:
         raise UserError(f"{path}: expected `arms:` mapping arm names to `-S` overrides ({{dotted.key: value}})")
