@@ -112,12 +112,25 @@ def test_parts_are_deterministic_and_stale_temps_cleaned(data, tmp_path):
     assert read_cache(cache).height == 10
 
 
-def test_unreadable_part_names_the_file(data):
+def test_a_part_that_fails_verification_is_set_aside_and_recomputed_never_served(data):
+    """A teammate's edited caption (the cache is shared over a DVC remote), a damaged file, a part without a column:
+    each is reported, moved to rejected/, and its rows computed again; the model's captions come back."""
     root, items, cache = data
-    run(items, root, cache)
+    first, _, _ = run(items, root, cache)
+    parts = sorted(cache.glob("part-*.parquet"))
+    rows_in_bad_parts = pl.read_parquet(parts[0]).height + pl.read_parquet(parts[1]).height
+    edited = pl.read_parquet(parts[0]).with_columns(pl.lit("A lovely red poster.").alias("caption"))
+    edited.write_parquet(parts[0])  # same name, new bytes
+    pl.read_parquet(parts[1]).drop("caption").write_parquet(parts[1])
     (cache / "part-bad.parquet").write_bytes(b"nope")
-    with pytest.raises(UserError, match="part-bad.parquet"):
-        run(items, root, cache)
+    captions, report, factory = run(items, root, cache)
+    assert report["rejected_cache_parts"] == 3
+    assert sorted(p.name for p in (cache / "rejected").iterdir()) == sorted([parts[0].name, parts[1].name,
+                                                                             "part-bad.parquet"])
+    assert factory.engine.requests == rows_in_bad_parts  # those parts' captions, nothing else
+    assert captions.equals(first) and "A lovely red poster." not in captions["caption"].to_list()
+    _, again, factory = run(items, root, cache)
+    assert again["rejected_cache_parts"] == 0 and factory.built == 0  # the recomputed parts verify
 
 
 def test_cache_only_mode(data, tmp_path):
@@ -158,23 +171,20 @@ def test_items_frame_helper_matches_ingest_schema(tmp_path):
         assert set(cols) == set(pl.read_parquet_schema(ingest))
 
 
-def test_part_lacking_a_column_names_the_file(data):
-    root, items, cache = data
-    run(items, root, cache)
-    part = min(cache.glob("part-*.parquet"))
-    pl.read_parquet(part).drop("caption").write_parquet(part)
-    with pytest.raises(UserError, match=rf"{part.name}: cache part lacks column\(s\) \['caption'\]"):
-        run(items, root, cache)
+def test_null_caption_in_a_verified_part_is_recomputed_and_counted(data):
+    """A part that verifies but holds a null caption (another version's writer): recomputed, never served."""
+    from mllmrec.data.textualize import PART_SCHEMA
+    from mllmrec.partcache import write_part
 
-
-def test_null_caption_in_a_part_is_recomputed_and_counted(data):
     root, items, cache = data
     first, _, _ = run(items, root, cache)
     part = min(cache.glob("part-*.parquet"))
     df = pl.read_parquet(part)
-    pl.concat([df.head(1).with_columns(pl.lit(None, pl.String).alias("caption")), df.slice(1)]).write_parquet(part)
+    part.unlink()
+    write_part(cache, pl.concat([df.head(1).with_columns(pl.lit(None, pl.String).alias("caption")), df.slice(1)])
+               .to_dicts(), PART_SCHEMA)
     captions, report, _ = run(items, root, cache)
-    assert report["invalid_cache_rows"] == 1 and report["model_calls"] == 1  # served never, computed again
+    assert report["invalid_cache_rows"] == 1 and report["model_calls"] == 1 and report["rejected_cache_parts"] == 0
     assert captions.equals(first)  # no item left with neither caption nor error
 
 

@@ -7,13 +7,18 @@
     done = partcache.run_batches(todo, compute, cache_dir, SCHEMA, batch_size, executor)   # all of them
 
 Layout (see src/mllmrec/data/textualize.py for the DVC side: the folder is a `persist: true` output): one small Parquet
-file per finished batch, `part-<hash of its keys>.parquet`, written temp + rename and never modified, so a kill
+file per finished batch, `part-<sha256 of its bytes>.parquet`, written temp + rename and never modified, so a kill
 loses at most the batch in flight and a rerun reads every part. Rows are keyed by `cache_key`; a key is the hash of
 everything that determines the result (model identity, prompt, inputs, generation params), so changing any of them
 misses the cache while going back to old settings hits it again.
+
+Integrity: a part is served only if its bytes still hash to its name. An edited, truncated or corrupt part (also one
+pulled from a shared DVC remote) is reported, moved to `<cache>/rejected/` and its rows are recomputed. This catches
+edits and damage, not a deliberate forger who renames the file after editing it (that needs signed parts).
 """
 
 import hashlib
+import io
 import json
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -22,8 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mllmrec.errors import UserError
-from mllmrec.io import write_parquet
+from mllmrec.io import atomic
 from mllmrec.progress import Progress
 
 
@@ -37,29 +41,57 @@ def content_key(*parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def read_parts(cache_dir: Path, schema: dict, keys: set[str] | None = None) -> pl.DataFrame:
-    """All committed rows (optionally only `keys`), one per key; temp files of a killed write are ignored."""
+def part_name(data: bytes) -> str:
+    """The file name a part's bytes must have: what read_parts verifies."""
+    return f"part-{hashlib.sha256(data).hexdigest()[:32]}.parquet"
+
+
+def read_parts(cache_dir: Path, schema: dict, keys: set[str] | None = None, report: Counter | None = None
+               ) -> pl.DataFrame:
+    """All committed rows (optionally only `keys`), one per key; temp files of a killed write are ignored. A part that
+    fails verification is never served: it is moved to `rejected/`, counted in `report["rejected_cache_parts"]` and
+    named on stdout, and its rows count as not cached."""
     frames = []
     for p in sorted(cache_dir.glob("part-*.parquet")):
-        try:
-            df = pl.read_parquet(p)
-        except (OSError, pl.exceptions.PolarsError) as e:  # atomic writes: not a kill but disk/tampering
-            raise UserError(f"{p}: unreadable cache part ({e}); delete that file to recompute its rows") from None
-        if missing := [c for c in schema if c not in df.columns]:
-            raise UserError(f"{p}: cache part lacks column(s) {missing} (written by another version or edited); "
-                            f"delete that file to recompute its rows")
+        data = p.read_bytes()
+        problem = None
+        if part_name(data) != p.name:
+            problem = "its bytes do not match its name (edited, damaged, or written by an older version)"
+        else:
+            try:
+                df = pl.read_parquet(io.BytesIO(data))
+                if missing := [c for c in schema if c not in df.columns]:
+                    problem = f"lacks column(s) {missing}"
+            except (OSError, pl.exceptions.PolarsError) as e:
+                problem = f"unreadable ({type(e).__name__})"
+        if problem:
+            reject(p, problem, report)
+            continue
         frames.append(df.filter(pl.col("cache_key").is_in(list(keys))) if keys is not None else df)
     if not frames:
         return pl.DataFrame(schema=schema)
     return pl.concat(frames, how="vertical_relaxed").unique("cache_key", keep="first", maintain_order=True)
 
 
+def reject(part: Path, problem: str, report: Counter | None) -> None:
+    """Set a part aside (never deleted: it may be evidence) and say so."""
+    aside = part.parent / "rejected" / part.name
+    aside.parent.mkdir(exist_ok=True)
+    part.replace(aside)
+    if report is not None:
+        report["rejected_cache_parts"] += 1
+    print(f"cache: {part} {problem}: not served, moved to {aside}; its rows are recomputed", flush=True)
+
+
 def write_part(cache_dir: Path, rows: list[dict], schema: dict) -> Path:
-    """Commit one finished batch: named by its keys, so the same batch always gives the same file name and bytes."""
+    """Commit one finished batch under the hash of its bytes (the same rows give the same name and bytes)."""
     df = pl.DataFrame(rows, schema=schema).sort("cache_key")
-    name = hashlib.sha256("".join(df["cache_key"]).encode()).hexdigest()[:20]
-    path = cache_dir / f"part-{name}.parquet"
-    write_parquet(df, path)
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", statistics=True)  # as mllmrec.io.write_parquet writes files
+    data = buf.getvalue()
+    path = cache_dir / part_name(data)
+    with atomic(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 

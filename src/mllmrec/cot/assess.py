@@ -85,7 +85,7 @@ def embed_cached(texts: list[str], embedder_id: tuple[str, str], make_embedder, 
     stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
     uniq = partcache.unique_keys(texts)
     key = {t: partcache.content_key("embed", *embedder_id, t) for t in uniq}
-    cached = partcache.keyed(partcache.read_parts(cache_dir, EMB_SCHEMA, set(key.values())))
+    cached = partcache.keyed(partcache.read_parts(cache_dir, EMB_SCHEMA, set(key.values()), stats))
     todo = [(key[t], t) for t in uniq if key[t] not in cached]
     with open_executor(executor, make_embedder) as ex:  # built only on a miss: a fully cached rerun loads nothing
         done = partcache.run_batches(todo, _embed_batch, cache_dir, EMB_SCHEMA, batch_size, ex, progress="embedding")

@@ -120,7 +120,7 @@ def generate_batch(engine: Engine, batch: list[tuple[str, GenerationRequest]], *
 def _generate_cached(reqs: dict[str, GenerationRequest], ex, cache_dir: Path, batch_size: int, model: str,
                      revision: str, stats: Counter) -> dict[str, dict]:
     """{key: cached/computed row} for every key; a transport failure gives {"error": ...} (not cached)."""
-    cached = partcache.keyed(partcache.read_parts(cache_dir, GEN_SCHEMA, set(reqs)))
+    cached = partcache.keyed(partcache.read_parts(cache_dir, GEN_SCHEMA, set(reqs), stats))
     todo = [(k, (k, r)) for k, r in reqs.items() if k not in cached]
     stats["cache_hits"] += len(reqs) - len(todo)
     done = partcache.run_batches(todo, partial(generate_batch, model=model, revision=revision), cache_dir,

@@ -74,9 +74,9 @@ def cache_key(image_sha256: str, model: str, revision: str, prompt: str, gen_par
     return partcache.content_key("caption", image_sha256, model, revision, prompt, gen_params)
 
 
-def read_cache(cache_dir: Path, keys: set[str] | None = None) -> pl.DataFrame:
-    """Committed caption rows (optionally only `keys`), one per key."""
-    return partcache.read_parts(cache_dir, PART_SCHEMA, keys)
+def read_cache(cache_dir: Path, keys: set[str] | None = None, report: Counter | None = None) -> pl.DataFrame:
+    """Committed, verified caption rows (optionally only `keys`), one per key (partcache.read_parts)."""
+    return partcache.read_parts(cache_dir, PART_SCHEMA, keys, report)
 
 
 def file_sha256(path: str) -> str | None:
@@ -144,7 +144,8 @@ def textualize(
     gp, ph = gen_params_json(sampling), prompt_hash(prompt)
     ok = items.filter(pl.col("image_ok"))
     keys = {sha: cache_key(sha, model, revision, prompt, gp) for sha in ok["image_sha256"].unique().sort()}
-    cached = read_cache(cache_dir, set(keys.values()))
+    rejected: Counter = Counter()
+    cached = read_cache(cache_dir, set(keys.values()), rejected)
     usable = cached["caption"].fill_null("").str.strip_chars() != ""
     invalid = int((~usable).sum())  # a null/blank caption in a part (edited or foreign): recomputed, never served
     done: dict[str, str] = dict(zip(cached.filter(usable)["cache_key"], cached.filter(usable)["caption"]))
@@ -195,6 +196,7 @@ def textualize(
         "unique_images": len(keys),
         "cache_hits": hits,
         "invalid_cache_rows": invalid,
+        "rejected_cache_parts": rejected["rejected_cache_parts"],  # failed verification: set aside, recomputed
         "model_calls": calls,
         "engine_built": bool(todo),
         "parts_written": new.parts,
