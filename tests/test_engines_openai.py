@@ -61,8 +61,8 @@ class FaultServer:
                     time.sleep(0.3)
                     with srv.lock:
                         srv.in_flight -= 1
-                if mode == "auth400":
-                    return self._send(401, b'{"error": "bad key"}')
+                if mode == "auth400":  # a request the server refuses; 401/403 stop the stage (test below)
+                    return self._send(400, b'{"error": "bad request"}')
                 content = f"<think>reason about {key}</think>answer {key}" if mode == "think" else f"echo {key}"
                 out = {
                     "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
@@ -112,7 +112,7 @@ def test_faults_nothing_lost_retries_counted_key_never_leaks(fault_server, monke
         assert "4 attempt" in by[m].error
     assert fault_server.attempts["always500:1"] == 4
     assert by["auth400:1"].finish_reason == "error" and by["auth400:1"].retries == 0  # 4xx: no retry
-    assert "HTTP 401" in by["auth400:1"].error
+    assert "HTTP 400" in by["auth400:1"].error
     assert eng.stats == {"requests": 12, "retries": 2 + 1 + 1 + 1 + 3 + 3 + 2, "errors": 3}
     # the key reached the server (so it was used) but nothing we produce contains it
     assert fault_server.auth_seen == {f"Bearer {SECRET}"}
