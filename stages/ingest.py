@@ -18,6 +18,7 @@ from mllmrec.config import IngestParams, load_section
 from mllmrec.data.images import attach_images
 from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, sort_ids
 from mllmrec.data.sources import read_dataset
+from mllmrec.errors import UserError
 from mllmrec.io import write_json, write_parquet
 
 OUT = Path("data/ingest")
@@ -30,9 +31,16 @@ def main(out: Path = OUT) -> None:
     report = Report()
     inter, titles = read_dataset(root, params, report)
     inter, items = normalize(inter, titles, report)
-    items, image_counts = attach_images(sort_ids(items, "item_id"), root,
-                                        params.image_dir or LAYOUTS[params.format].image_dir,
-                                        params.image_workers)
+    image_dir = params.image_dir or LAYOUTS[params.format].image_dir
+    items, image_counts = attach_images(sort_ids(items, "item_id"), root, image_dir, params.image_workers)
+    if items.height and not items["image_ok"].any():  # a misspelt folder reads like a dataset without images
+        folder = root / image_dir
+        why = "does not exist" if not folder.is_dir() else f"holds no usable image named by an item id " \
+            f"{dict(image_counts)}"
+        if params.require_image or params.image_dir:
+            raise UserError(f"ingest.image_dir: {folder} {why}: 0 of {items.height} items have an image; fix the "
+                            f"folder name, or set ingest.image_dir: null and require_image: false to ingest text only")
+        print(f"ingest: no images ({folder} {why}): the items are text only")
     if params.require_image:
         without = items.filter(~pl.col("image_ok"))
         report.skip("item_without_usable_image", without.height, without["item_id"].head(5).to_list())
@@ -42,6 +50,9 @@ def main(out: Path = OUT) -> None:
         inter = inter.join(items.select("item_id"), on="item_id", how="semi").with_columns(
             position=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id"))  # positions stay contiguous
 
+    if inter.is_empty():  # never an empty output with exit 0
+        raise UserError(f"ingest: no interaction left of {sum(report.read.values())} rows read in {root}; "
+                        f"skipped {dict(report.skipped)}")
     write_parquet(items, out / "items.parquet")
     write_parquet(inter, out / "interactions.parquet")
     summary = ingest_report(report, inter, items, image_counts)

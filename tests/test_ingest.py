@@ -462,3 +462,24 @@ def test_dat_title_containing_the_separator_is_kept_whole(tmp_path):
     _, items, report = ingest(root, "movielens_dat", encoding="latin-1")
     assert dict(zip(items["item_id"], items["title"]))[item] == "Face::Off (1997)"
     assert report["notes"]["title_with_separator"] == 1
+
+
+@pytest.mark.parametrize("image_dir, require_image, remove_images, expected", [
+    ("imgs", False, False, "ingest.image_dir: .*imgs does not exist: 0 of \\d+ items have an image"),
+    (None, True, True, "ingest.image_dir: .*images does not exist"),
+    (None, False, True, None),  # no images asked for, none there: text only, said on stdout
+])
+def test_a_misspelt_image_folder_stops_ingest_when_images_were_expected(tmp_path, image_dir, require_image,
+                                                                         remove_images, expected):
+    root = write_mllmrec_tsv(tmp_path / "d")
+    if remove_images:
+        shutil.rmtree(root / "images")
+    ingest = {"format": "mllmrec_tsv", "root": str(root), "image_dir": image_dir, "require_image": require_image}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"ingest": ingest}))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "stages/ingest.py")],
+                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    if expected is None:
+        assert proc.returncode == 0 and "no images" in proc.stdout and "text only" in proc.stdout
+        return
+    assert proc.returncode == 2 and re.search(expected, proc.stderr), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()
