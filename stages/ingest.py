@@ -30,7 +30,7 @@ def main(out: Path = OUT) -> None:
 
     report = Report()
     inter, titles = read_dataset(root, params, report)
-    inter, items = normalize(inter, titles, report)
+    inter, items = normalize(inter, titles, report, params.ties)
     image_dir = params.image_dir or LAYOUTS[params.format].image_dir
     items, image_counts = attach_images(sort_ids(items, "item_id"), root, image_dir, params.image_workers)
     if items.height and not items["image_ok"].any():  # a misspelt folder reads like a dataset without images

@@ -40,11 +40,11 @@ N_ITEMS = len(items_of(USERS))  # 72: the users' movies + Léon + La Vita è bel
 N_RATINGS = sum(len(ratings()[u]) for u in USERS)  # 82
 
 
-def ingest(root: Path, fmt: str, encoding: str = "utf-8", image_dir: str | None = None):
+def ingest(root: Path, fmt: str, encoding: str = "utf-8", image_dir: str | None = None, ties: str = "file_order"):
     """The library calls of stages/ingest.py, in its order: (interactions, items, report dict)."""
     report = Report()
     inter, titles = read_dataset(root, IngestParams(format=fmt, root=str(root), encoding=encoding), report)
-    inter, items = normalize(inter, titles, report)
+    inter, items = normalize(inter, titles, report, ties)
     items, counts = attach_images(sort_ids(items, "item_id"), root, image_dir or LAYOUTS[fmt].image_dir, 2)
     return inter, items, ingest_report(report, inter, items, counts)
 
@@ -483,3 +483,28 @@ def test_a_misspelt_image_folder_stops_ingest_when_images_were_expected(tmp_path
         return
     assert proc.returncode == 2 and re.search(expected, proc.stderr), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "data").exists()
+
+
+def test_same_second_ratings_keep_file_order_or_follow_item_ids(tmp_path):
+    """Most MovieLens ratings share a second with another of the same user: the tie rule decides test targets."""
+    root = tmp_path / "ml"
+    root.mkdir()
+    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,100,4,50\n1,10,4,50\n1,9,4,50\n"
+                                      "1,5,3,40\n1,a7,3,50\n")
+    (root / "movies.csv").write_text("movieId,title,genres\n5,E (1990),x\n9,N (1991),x\n10,T (1992),x\n"
+                                     "100,H (1993),x\na7,Z (1994),x\n")
+    assert sequences(ingest(root, "movielens_csv")[0])["1"] == ["5", "100", "10", "9", "a7"]
+    assert sequences(ingest(root, "movielens_csv", ties="item_id")[0])["1"] == ["5", "9", "10", "100", "a7"]
+
+
+def test_an_interaction_listed_again_in_a_later_file_is_a_note_not_a_loss(tmp_path):
+    """The authors' test.tsv may repeat a user's history: those rows are the same interactions, not dropped data."""
+    root = write_mllmrec_tsv(tmp_path / "d")
+    train = (root / "train.tsv").read_text().splitlines()
+    test = (root / "test.tsv").read_text().splitlines()
+    (root / "test.tsv").write_text("".join(f"{t.split(chr(9))[0]}\t{tr.split(chr(9))[1]} {t.split(chr(9))[1]}\n"
+                                           for tr, t in zip(train, test, strict=True)))
+    inter, _, report = ingest(root, "mllmrec_tsv")
+    assert "duplicate_interaction" not in report["skipped"]
+    assert report["notes"]["listed_again_in_a_later_file"] == sum(len(t.split("\t")[1].split()) for t in train)
+    assert inter.height == sum(len(t.split("\t")[1].split()) + 1 for t in train)

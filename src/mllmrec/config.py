@@ -105,6 +105,9 @@ class IngestParams(Section):
     recbole: RecboleFields = RecboleFields()
     require_image: bool = False  # drop items whose image is missing/corrupt (counted in the report)
     image_workers: int = Field(4, ge=1)
+    # a user's interactions with the same timestamp (most MovieLens ratings share a second with another): file_order
+    # keeps the order of the file, item_id orders them by item id (numeric ids as numbers; the authors' rule)
+    ties: Literal["file_order", "item_id"] = "file_order"
 
     @field_validator("encoding")
     @classmethod

@@ -351,8 +351,10 @@ def title_frame(rows: list[tuple], path: Path, report: Report, malformed: list[s
     return df.filter(pl.col("title") != "").with_columns(file=pl.lit(path.name))
 
 
-def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Validate ids, drop unknown items and duplicates (counted), order each user's interactions in time."""
+def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report, ties: str = "file_order"
+              ) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate ids, drop unknown items and duplicates (counted), order each user's interactions in time; `ties`
+    (params ingest.ties) orders interactions of the same second by file order or by item id."""
     def where(df: pl.DataFrame) -> list[str]:
         return [f"{f}:{n}" for f, n in zip(df["file"].head(MAX_EXAMPLES), df["line"].head(MAX_EXAMPLES))]
 
@@ -383,9 +385,16 @@ def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tupl
     item_code = item_code.to_numpy()
     ts = inter["timestamp"].to_numpy()
 
-    # stable sort by (user, time): ties in time keep file order (the order the dataset authors wrote)
+    # stable sort by (user, time): ties in time keep file order (the order the dataset authors wrote), or item id
     order = np.empty(0, dtype=np.int64)
-    if len(ts):
+    if len(ts) and ties == "item_id":
+        numeric = item_ids.str.contains(r"^[0-9]+$")
+        rank = pl.DataFrame({"num": item_ids.cast(pl.Int64, strict=False).fill_null(0), "digits": ~numeric,
+                             "id": item_ids}).with_row_index().sort("digits", "num", "id")["index"]
+        item_rank = np.empty(len(item_ids), dtype=np.int64)
+        item_rank[rank.to_numpy()] = np.arange(len(item_ids))
+        order = np.lexsort((item_rank[item_code], ts, user_code))
+    elif len(ts):
         span = int(ts.max()) - int(ts.min()) + 1
         if len(users) * span < 2**63:  # one int64 key: much faster than a two-column sort
             order = np.argsort(user_code.astype(np.int64) * span + (ts - ts.min()), kind="stable")
@@ -396,8 +405,15 @@ def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report) -> tupl
     first = np.ones(len(pair), dtype=bool)
     if pair.n_unique() < len(pair):  # the earliest (user, item) interaction wins
         first = pair.is_first_distinct().to_numpy()
-        dup = inter[order[~first]]
-        report.skip("duplicate_interaction", dup.height, where(dup))
+        files = inter["file"].gather(order)
+        first_file = pl.DataFrame({"pair": pair, "file": files}).group_by("pair", maintain_order=True).first()
+        dup = inter[order[~first]].with_columns(pair=pair.filter(~pl.Series(first)))
+        dup = dup.join(first_file.rename({"file": "first_file"}), on="pair", how="left")
+        relisted = dup.filter(pl.col("file") != pl.col("first_file"))  # the authors' test.tsv repeats train items
+        same = dup.filter(pl.col("file") == pl.col("first_file"))
+        report.skip("duplicate_interaction", same.height, where(same))
+        if relisted.height:  # the same interaction listed twice, not data loss
+            report.notes["listed_again_in_a_later_file"] += relisted.height
     user_code, item_code, ts = user_code[first], item_code[first], ts[first]
     if len(ts) == 0:  # empty tables would only fail later, in a stage that cannot name the cause
         first_examples = {k: v[0] for k, v in report.examples.items() if v}
