@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mllmrec.config import BaselinesParams, EvalParams, SplitParams, load_section, section_model
+from mllmrec.config import BaselinesParams, EvalParams, IngestParams, SplitParams, load_section, section_model
 from mllmrec.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,3 +121,16 @@ def test_apply_preset_refuses_a_broken_preset_with_one_line(tmp_path, content, e
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_column_mapped_to_two_roles_is_refused_at_params_load(tmp_path):
+    p = write(tmp_path, "ingest:\n  format: csv\n  root: d\n  interactions_file: i.csv\n  titles_file: t.csv\n"
+                        "  interactions: {columns: {user: u, item: u, timestamp: t}}\n"
+                        "  titles: {columns: {item: id, title: name}}\n")
+    with pytest.raises(UserError, match=r"ingest\.interactions: Value error, columns: \['u'\] mapped to more than one"):
+        load_section("ingest", IngestParams, p)
+    p = write(tmp_path, "ingest:\n  format: csv\n  root: d\n  interactions_file: i.csv\n  titles_file: t.csv\n"
+                        "  interactions: {header: false, columns: {user: 0, item: true, timestamp: 2}}\n"
+                        "  titles: {columns: {item: id, title: name}}\n")
+    with pytest.raises(UserError, match=r"columns \['item'\]: a boolean is not a column"):
+        load_section("ingest", IngestParams, p)

@@ -281,8 +281,11 @@ def test_nothing_left_after_ingest_is_a_clear_error(tmp_path):
 def test_only_malformed_lines_is_a_clear_error(tmp_path):
     root = write_movielens_csv(tmp_path / "d", images=False)
     write_text(root / "ratings.csv", ["userId,movieId,rating,timestamp", "14,592", "15,150,4.0,soon"])
-    with pytest.raises(UserError, match=r"no interactions left after ingest: skipped \{'malformed_line': 2\}, "
-                                        r"e\.g\. \{'malformed_line': 'ratings\.csv:2'\}"):
+    with pytest.raises(UserError, match=r"ratings\.csv: no line could be read; the first, line 2: expected 4 fields "
+                                        r"separated by ','"):
+        ingest(root, "movielens_csv")
+    write_text(root / "ratings.csv", ["userId,movieId,rating,timestamp", "15,150,4.0,soon", "14,592,4.0,later"])
+    with pytest.raises(UserError, match=r"line 2: timestamp 'soon' is not 'integer' \(column 'timestamp'"):
         ingest(root, "movielens_csv")
 
 
@@ -508,3 +511,30 @@ def test_an_interaction_listed_again_in_a_later_file_is_a_note_not_a_loss(tmp_pa
     assert "duplicate_interaction" not in report["skipped"]
     assert report["notes"]["listed_again_in_a_later_file"] == sum(len(t.split("\t")[1].split()) for t in train)
     assert inter.height == sum(len(t.split("\t")[1].split()) + 1 for t in train)
+
+
+def test_hostile_lines_are_counted_never_misread(tmp_path):
+    """The readers' internal separator \\x1f inside a line, nan/inf ratings, quoted fields: each line is a kept row or a
+    counted malformed line."""
+    root = write_movielens_csv(tmp_path / "d", images=False)
+    lines = (root / "ratings.csv").read_bytes().decode().splitlines()
+    header, first, rest = lines[0], lines[1], lines[2:]
+    u, i, r, t = first.split(",")
+    hostile = [f"{u},{i}\x1f,{r},{t}", f"{u},{i},nan,{t}", f"{u},{i},inf,{t}", f'"{u}","{i}","{r}","{t}"',
+               f'{u},"{i},{r},{t}']  # the last: a quote never closed
+    (root / "ratings.csv").write_bytes("\n".join([header, *hostile, *rest]).encode() + b"\n")
+    report = Report()
+    inter, _ = read_dataset(root, IngestParams(format="movielens_csv", root=str(root), min_rating=0.5), report)
+    assert report.skipped["malformed_line"] == 4 and report.read["interaction_lines"] == len(hostile) + len(rest)
+    assert inter.height == len(rest) + 1  # the quoted line, read as CSV
+    assert inter.filter(pl.col("line") == 5)[["user_id", "item_id", "timestamp"]].row(0) == (u, i, int(t))
+
+
+def test_the_tsv_reader_counts_a_line_with_the_internal_separator(tmp_path):
+    root = write_mllmrec_tsv(tmp_path / "d")
+    train = (root / "train.tsv").read_bytes()
+    (root / "train.tsv").write_bytes(train + b"77\t1 2\x1f3\n")
+    report = Report()
+    read_dataset(root, IngestParams(format="mllmrec_tsv", root=str(root)), report)
+    assert report.skipped["malformed_line"] == 1 and report.examples["malformed_line"] == ["train.tsv:" + str(
+        train.count(b"\n") + 1)]

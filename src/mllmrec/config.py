@@ -32,6 +32,14 @@ class CsvFile(Section):
     header: bool = True
     columns: dict[str, str | int]
 
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _no_booleans(cls, v: object) -> object:  # before pydantic turns `true` into position 1
+        if isinstance(v, dict) and (flags := sorted(k for k, x in v.items() if isinstance(x, bool))):
+            raise ValueError(f"columns {flags}: a boolean is not a column (give the header name or the 0-based "
+                             "field position)")
+        return v
+
     @model_validator(mode="after")
     def _columns(self) -> "CsvFile":
         unknown = sorted(set(self.columns) - {*self.REQUIRED, *self.OPTIONAL})
@@ -45,6 +53,9 @@ class CsvFile(Section):
         if wrong:
             raise ValueError(f"columns {wrong}: with header {str(self.header).lower()} give "
                              + ("the header name" if self.header else "the 0-based field position (0, 1, ...)"))
+        values = list(self.columns.values())
+        if twice := sorted({str(v) for v in values if values.count(v) > 1}):
+            raise ValueError(f"columns: {twice} mapped to more than one role; each role needs its own column")
         return self
 
 

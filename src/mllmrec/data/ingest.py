@@ -94,19 +94,41 @@ def resolve(root: Path, pattern: str, what: str, fix: str = "") -> Path:
     return matches[0]
 
 
+def control_lines(path: Path) -> list[int]:
+    """1-based numbers of the lines holding the unit separator \\x1f, which read_lines uses as its field separator
+    (a memory-mapped scan: no copy of a large file)."""
+    import mmap
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        lines, at, line, counted = [], m.find(b"\x1f"), 1, 0
+        while at != -1:
+            line += m[counted:at].count(b"\n")  # newlines between the last hit and this one
+            lines.append(line)
+            end = m.find(b"\n", at)
+            if end == -1:
+                break
+            line, counted = line + 1, end + 1
+            at = m.find(b"\x1f", counted)
+        return lines
+
+
 def read_lines(path: Path) -> pl.LazyFrame:
-    """Each physical line as one string, with its 1-based line number; fast and multi-threaded in polars."""
+    """Each physical line as one string, with its 1-based line number and `ctl`: the line holds \\x1f (counted as
+    malformed by the readers: its text after that byte is not read); fast and multi-threaded in polars."""
     if not path.exists():
         raise UserError(f"{path}: not found")
     if not path.is_file():
         raise UserError(f"{path}: is a directory, expected a file")
     if path.stat().st_size == 0:
         raise UserError(f"{path}: file is empty")
-    # \x1f never occurs in these text files, so each line is one field; quote_char=None keeps quotes verbatim
+    ctl = control_lines(path)
+    # \x1f is the field separator, so each line is one field; quote_char=None keeps quotes verbatim
+    shape = ({"schema": {"raw": pl.String}, "truncate_ragged_lines": True, "extra_columns": "ignore"} if ctl
+             else {"new_columns": ["raw"]})
     return pl.scan_csv(
-        path, has_header=False, separator="\x1f", quote_char=None, new_columns=["raw"], infer_schema=False,
-        row_index_name="line", row_index_offset=1, encoding="utf8-lossy",
-    ).filter(pl.col("raw").str.strip_chars() != "")
+        path, has_header=False, separator="\x1f", quote_char=None, infer_schema=False, row_index_name="line",
+        row_index_offset=1, encoding="utf8-lossy", **shape,
+    ).with_columns(ctl=pl.col("line").is_in(ctl)).filter((pl.col("raw").str.strip_chars() != "") | pl.col("ctl"))
 
 
 def timestamp_expr(col: pl.Expr, kind: str) -> pl.Expr:
@@ -144,6 +166,15 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
     raw = lines["raw"]
     padded = raw.str.contains(r"[\t-\r ]").any() or (raw.str.len_bytes() != raw.str.len_chars()).any()
     fields = (pl.col("raw").str.strip_suffix("\r") if padded else pl.col("raw")).str.split(sep)
+    if len(sep) == 1 and raw.str.contains('"', literal=True).any():  # quoted fields: CSV quoting, as titles files
+        def csv_fields(line: str) -> list[str]:
+            try:
+                return next(csv.reader([line.removesuffix("\r")], delimiter=sep, strict=True), [])
+            except csv.Error:
+                return []  # an unclosed quote: a malformed line (no field count matches)
+
+        fields = pl.when(pl.col("raw").str.contains('"', literal=True)).then(
+            pl.col("raw").map_elements(csv_fields, return_dtype=pl.List(pl.String))).otherwise(fields)
     width = spec.fields
     if spec.header:
         if lines.height == 0:  # only blank lines
@@ -167,27 +198,49 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
         return got.str.strip_chars() if padded else got
 
     parsed = lines.lazy().select(
-        "line", fields.alias("f")
+        "line", "ctl", fields.alias("f")
     ).select(
-        "line",
-        (pl.col("f").list.len() == width if width else pl.col("f").list.len() > max(index.values())).alias("ok"),
+        "line", "ctl",
+        (pl.col("f").list.len() == width if width else pl.col("f").list.len() > max(index.values())).alias("width_ok"),
         *[field(i).alias(name) for name, i in index.items()],
     )
     ts = timestamp_expr(pl.col("timestamp"), spec.timestamp)
-    parsed = parsed.with_columns(ok=pl.col("ok") & ts.is_not_null(), timestamp=ts)
-    if min_rating is not None:
+    parsed = parsed.with_columns(ts_ok=ts.is_not_null(), timestamp_text=pl.col("timestamp"), timestamp=ts)
+    checks = ["width_ok", "ts_ok"]
+    if min_rating is not None:  # nan / inf are not ratings: counted, never compared
         rating = pl.col("rating").cast(pl.Float64, strict=False)
-        parsed = parsed.with_columns(ok=pl.col("ok") & rating.is_not_null(), rating=rating)
+        parsed = parsed.with_columns(rating_ok=rating.is_not_null() & rating.is_finite(),
+                                     rating_text=pl.col("rating"), rating=rating)
+        checks.append("rating_ok")
+    parsed = parsed.with_columns(ok=~pl.col("ctl") & pl.all_horizontal(checks))
     df = parsed.collect(engine="streaming")
     if df.height == 0:
         raise UserError(f"{path}: no data lines" + (" after the header" if spec.header else " (file is blank)"))
     report.read["interaction_lines"] += df.height
+    if not df["ok"].any():  # the cause in the error, not "no interactions left" two stages later
+        raise UserError(f"{path}: no line could be read; the first, line {df['line'][0]}: "
+                        + first_problem(df.row(0, named=True), spec, width, index, sep))
     bad = df.filter(~pl.col("ok"))
     report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
     df = df.filter("ok") if bad.height else df
     if min_rating is not None:
         df = drop_below(df, min_rating, path.name, report)
-    return df.drop("ok").with_columns(file=pl.lit(path.name))
+    return df.drop("ok", "ctl", *checks, "timestamp_text", *(["rating_text"] if min_rating is not None else [])
+                   ).with_columns(file=pl.lit(path.name))
+
+
+def first_problem(row: dict, spec: CsvInteractions, width: int | None, index: dict, sep: str) -> str:
+    """Why one parsed line was refused, naming the column: for the all-lines-failed message."""
+    if row["ctl"]:
+        return "it holds the control byte \\x1f"
+    if not row["width_ok"]:
+        return (f"expected {width} fields separated by {sep!r}" if width else
+                f"expected at least {max(index.values()) + 1} fields separated by {sep!r}") + \
+            " (check ingest.format / the separator, and quoting)"
+    if not row["ts_ok"]:
+        return (f"timestamp {row['timestamp_text']!r} is not {spec.timestamp!r} (column {spec.columns['timestamp']!r}; "
+                "set ingest.interactions.timestamp)")
+    return f"rating {row['rating_text']!r} is not a finite number (column {spec.columns.get('rating')!r})"
 
 
 def drop_below(df: pl.DataFrame, min_rating: float, file: str, report: Report) -> pl.DataFrame:
@@ -200,11 +253,12 @@ def drop_below(df: pl.DataFrame, min_rating: float, file: str, report: Report) -
 def read_tsv_sequences(path: Path, report: Report) -> pl.DataFrame:
     """`user<TAB>item item item` in time order -> one row per item, timestamp = position in the line."""
     df = read_lines(path).select(
-        "line", pl.col("raw").str.strip_suffix("\r").str.split("\t").alias("f")
+        "line", "ctl", pl.col("raw").str.strip_suffix("\r").str.split("\t").alias("f")
     ).collect()
     if df.height == 0:
         raise UserError(f"{path}: no data lines (file is blank)")
-    ok = (df["f"].list.len() == 2) & (df["f"].list.get(1, null_on_oob=True).str.strip_chars() != "")
+    ok = (df["f"].list.len() == 2) & (df["f"].list.get(1, null_on_oob=True).str.strip_chars() != "") & ~df["ctl"]
+    ok = ok.fill_null(False)
     bad = df.filter(~ok)
     report.read["interaction_lines"] += df.height
     report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
