@@ -17,7 +17,7 @@ import polars as pl
 
 from mllmrec.cli import run
 from mllmrec.config import IngestParams, SplitParams, load_section
-from mllmrec.data.authors import apply_candidates, read_candidates
+from mllmrec.data.authors import apply_candidates, combine_files, read_candidates
 from mllmrec.data.ingest import sort_ids
 from mllmrec.data.split import make_candidates, make_samples, user_sequences
 from mllmrec.errors import UserError
@@ -55,8 +55,20 @@ def main(out: Path = OUT) -> None:
     ingested = set(inter["item_id"].unique())
     for n_neg in params.num_negatives:
         cands = make_candidates(samples, kept, items.to_list(), n_neg, params.seed)
-        for _, split, rows, counts in authors.get(n_neg, []):
-            cands = apply_candidates(cands, rows, split, ingested, counts)
+        for split in ("train", "valid", "test"):  # several files for one split combine: one join over all their rows
+            group = [(f, rows, counts) for f, s, rows, counts in authors.get(n_neg, []) if s == split]
+            if not group:
+                continue
+            counts = group[0][2]
+            for _, _, more in group[1:]:
+                counts.update(more)
+            before = cands.filter(pl.col("split") == split).height
+            cands = apply_candidates(cands, combine_files([(f, rows) for f, rows, _ in group]), split, ingested,
+                                     counts)
+            if cands.filter(pl.col("split") == split).is_empty():  # never an empty split written with exit 0
+                raise UserError(f"{', '.join(str(root / f) for f, _, _ in group)}: the authors' {split} candidates "
+                                f"joined none of our {before} {split} samples ({dict(counts)}); is ingest.root the "
+                                f"dataset these files were made from?")
         write_parquet(cands, out / f"candidates_n{n_neg}.parquet")
     write_parquet(
         kept.select("user_id", pl.col("items").list.head(pl.col("n") - 2)),  # valid + test targets held out
@@ -70,7 +82,7 @@ def main(out: Path = OUT) -> None:
     }
     if authors:  # only then: the report of a plain split keeps its bytes
         report["authors_candidates"] = {f: dict(sorted(c.items())) for group in authors.values()
-                                        for f, _, _, c in group}
+                                        for f, _, _, c in group}  # files of one split share their join's counts
     write_json(report, out / "report.json")
     print(f"split: {report}")
 

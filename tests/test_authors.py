@@ -9,7 +9,7 @@ import pytest
 
 from mllmrec.config import RefineCotParams, SplitParams
 from mllmrec.cot.generate import SAMPLE_COLUMNS, refine
-from mllmrec.data.authors import apply_candidates, read_candidates, read_cot
+from mllmrec.data.authors import apply_candidates, combine_files, read_candidates, read_cot
 from mllmrec.data.split import make_candidates, make_samples, user_sequences
 from mllmrec.engines.base import SamplingParams
 from mllmrec.errors import UserError
@@ -140,3 +140,44 @@ def test_their_cot_joins_by_user_and_items_and_goes_through_the_leak_audit(tmp_p
     assert report["failed"] == {"not_in_authors_file": 2} and report["model_calls"] == 0
     with pytest.raises(ValueError, match="source authors_json needs authors_file"):
         RefineCotParams(source="authors_json")
+
+
+def test_two_files_for_one_split_combine_and_overlaps_are_counted(tmp_path):
+    """Each test sample comes from the file that covers it; a row both files hold is used once and counted."""
+    files = []
+    for name, users in (("a.json", ("u1", "u2")), ("b.json", ("u2", "u3"))):
+        entries = [{"prompt": generate_prompt(h, c), "target_id": t, "candidates": c}
+                   for h, t, c in (their_candidates(u) for u in users)]
+        (tmp_path / name).write_text(json.dumps(entries))
+        files.append((name, read_candidates(tmp_path / name, Counter())))
+    counts = Counter()
+    out = apply_candidates(our_candidates(), combine_files(files), "test", set(POOL), counts)
+    assert out.filter(pl.col("split") == "test")["user_id"].to_list() == ["u1", "u2", "u3"]
+    assert counts["row_listed_twice"] == 1 and counts["joined"] == 3 and counts["key_in_several_rows"] == 0
+    assert counts["test_samples_without_authors_row"] == 1  # u4: in neither file
+
+
+def test_candidate_files_that_join_nothing_stop_the_split_with_one_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    rows = [(u, item, t, t) for u, items in SEQS.items() for t, item in enumerate(items)]
+    (tmp_path / "data/ingest").mkdir(parents=True)
+    pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp", "position"], orient="row").with_columns(
+        pl.col("timestamp").cast(pl.Int64), pl.col("position").cast(pl.Int32)).write_parquet(
+        tmp_path / "data/ingest/interactions.parquet")
+    (tmp_path / "ds").mkdir()
+    h, t, c = their_candidates("u1", split_offset=2)  # a window no test sample has
+    (tmp_path / "ds/test_neg9.json").write_text(json.dumps([{"prompt": generate_prompt(h, c), "target_id": t,
+                                                            "candidates": c}]))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "ingest": {"format": "mllmrec_tsv", "root": "ds"},
+        "split": {"min_inter": 10, "num_negatives": [9], "candidates_from": [{"file": "test_neg9.json"}]}}))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "stages/split.py")],
+                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "test_neg9.json: the authors' test candidates joined none of our 4 test samples" in proc.stderr
+    assert not (tmp_path / "data/split").exists()

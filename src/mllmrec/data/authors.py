@@ -94,6 +94,16 @@ def read_candidates(path: Path, report: Counter) -> pl.DataFrame:
                                       "candidates": pl.List(pl.String), "entry": pl.Int64})
 
 
+def combine_files(files: list[tuple[str, pl.DataFrame]]) -> pl.DataFrame:
+    """The rows of several candidate files for one split as one table (entry numbers made unique); a row that two
+    files hold with the same candidates is kept once and counted by apply_candidates as `row_listed_twice`."""
+    frames, offset = [], 0
+    for _, rows in files:
+        frames.append(rows.with_columns(entry=pl.col("entry") + offset))
+        offset += int(rows["entry"].max()) + 1
+    return pl.concat(frames)
+
+
 def apply_candidates(cands: pl.DataFrame, authors: pl.DataFrame, split: str, items: set[str], report: Counter
                      ) -> pl.DataFrame:
     """Our candidates file with the `split` samples replaced by the authors' rows joined on (history, target).
@@ -103,6 +113,10 @@ def apply_candidates(cands: pl.DataFrame, authors: pl.DataFrame, split: str, ite
     unknown = authors.filter(~pl.col("candidates").list.eval(pl.element().is_in(list(items))).list.all())
     report["candidate_not_in_ingested_items"] += unknown.height
     authors = authors.join(unknown.select("entry"), on="entry", how="anti")
+    same = authors.filter(~pl.struct("history", "target", "candidates").is_first_distinct())
+    if same.height:  # the same sample with the same candidates (two files, or twice in one): one is enough
+        report["row_listed_twice"] += same.height
+    authors = authors.join(same.select("entry"), on="entry", how="anti")
     shared = authors.filter(pl.struct("history", "target").is_duplicated())
     report["key_in_several_rows"] += shared.height  # which one is meant cannot be told: none is used
     authors = authors.join(shared.select("entry"), on="entry", how="anti")
