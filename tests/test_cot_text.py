@@ -12,7 +12,7 @@ from mllmrec import partcache
 from mllmrec.cot import assess, leak
 from mllmrec.cot import text as cot
 from mllmrec.cot.generate import select_train_samples
-from mllmrec.cot.leak import find_leaks, scrub, title_variants
+from mllmrec.cot.leak import find_leaks, scrub, scrub_caption, title_variants
 from mllmrec.cot.text import item_line, parse_steps, prediction_text
 
 GOOD = "Step 1: dark sci-fi.\nStep 2: more of it.\nStep 3: neon; rain; noir\nStep 4: A bleak future city film."
@@ -135,3 +135,19 @@ def test_select_train_samples_only_train_stable_subsample():
     b = select_train_samples(more, 5, seed=0)
     assert len(set(a["sample_id"]) & set(b["sample_id"])) >= 4
     assert select_train_samples(df, None, 0).height == 20
+
+
+@pytest.mark.parametrize("caption, title, kept", [
+    ('poster; text "the fugitive"; dark', "Fugitive, The (1993)", "poster; dark"),  # the article moved to the front
+    ('night; text "thefugitive"', "Fugitive, The (1993)", "night"),  # ... and the words merged by OCR
+    ('red; text "12monkeys"', "Twelve Monkeys (1995)", "red"),  # a number word as digits
+    ('toys; text "stort"; blue', "Toy Story (1995)", "toys; blue"),  # one letter misread in a word of >= 5
+    ('text "night"; text "sky"; blue', "Toy Story (1995)", 'text "night"; text "sky"; blue'),  # not the title
+])
+def test_caption_scrub_catches_how_posters_spell_titles(caption, title, kept):
+    assert scrub_caption(caption, "1", title)[0] == kept
+
+
+def test_the_cot_audit_uses_the_same_variants():
+    assert find_leaks("Step 4: next, 12 Monkeys.", "32", "Twelve Monkeys (1995)") == ["title_core"]
+    assert find_leaks("Step 4: The Fugitive again.", "457", "Fugitive, The (1993)") == ["title_core"]

@@ -45,6 +45,10 @@ def _strip_articles(words: list[str]) -> list[str]:
     return words
 
 
+NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
+                "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "twenty": "20"}
+
+
 def title_variants(title: str) -> tuple[str, list[str]]:
     """(normalized full title, normalized cores): without year / bracketed alternates / articles; alternates too.
 
@@ -65,7 +69,32 @@ def title_variants(title: str) -> tuple[str, list[str]]:
         core = " ".join(_strip_articles(words))
         if core and core not in cores:
             cores.append(core)
+    for core in list(cores):  # "Twelve Monkeys" is also written "12 Monkeys"
+        digits = " ".join(NUMBER_WORDS.get(w, w) for w in core.split())
+        if digits not in cores:
+            cores.append(digits)
     return full, cores
+
+
+def spelled_variants(title: str) -> list[str]:
+    """The ways a poster or a model may spell a title without spaces: the normalized full title and cores, the
+    trailing article moved to the front ("Fugitive, The" -> "thefugitive"), number words as digits
+    ("Twelve Monkeys" -> "12monkeys", a core from title_variants, which the CoT audit matches too).
+
+    >>> spelled_variants("Fugitive, The (1993)")
+    ['fugitivethe1993', 'fugitive', 'thefugitive', 'thefugitive1993']
+    >>> spelled_variants("Twelve Monkeys (1995)")
+    ['twelvemonkeys1995', 'twelvemonkeys', '12monkeys']
+    """
+    full, cores = title_variants(title)
+    out = [full.replace(" ", "")] + [c.replace(" ", "") for c in cores]
+    main = re.sub(r"\([^()]*\)", " ", title)
+    moved = re.match(r"^(.*),\s*(\w+)\s*$", main.strip())
+    if moved and normalize(moved.group(2)) in ARTICLES:  # "Fugitive, The" is shown as "The Fugitive"
+        front = normalize(f"{moved.group(2)} {moved.group(1)}").replace(" ", "")
+        year = "".join(re.findall(r"\((\d{4})\)", title))
+        out += [front, front + year]
+    return list(dict.fromkeys(out))
 
 
 def _contains(norm_text: str, phrase: str) -> bool:
@@ -168,14 +197,19 @@ _QUOTED = re.compile(r'"([^"]*)"')
 
 def _spells_title_part(quoted: str, title: str, fuzzy_threshold: float) -> bool:
     """Is this quoted text (an OCR line, say) a piece of the title? Spaces are ignored, because OCR often merges
-    words ("GRUMPIEROLDMEN"); a piece of >= 3 characters, or a near match of the whole core (misreads: "dabrina")."""
+    words ("GRUMPIEROLDMEN"): a piece of >= 3 characters of any spelled variant (spelled_variants), a near match of a
+    whole variant (misreads: "dabrina"), or, for a piece of >= 5 letters, a one-letter misread of one title word
+    ("stort" for Story)."""
     piece = normalize(quoted).replace(" ", "")
     if len(piece) < 3:
         return False
-    full, cores = title_variants(title)
-    whole = [full.replace(" ", "")] + [c.replace(" ", "") for c in cores]
-    return any(piece in w for w in whole) or any(
-        SequenceMatcher(None, piece, w).ratio() >= fuzzy_threshold for w in whole[1:])
+    whole = spelled_variants(title)
+    if any(piece in w for w in whole) or any(SequenceMatcher(None, piece, w).ratio() >= fuzzy_threshold
+                                             for w in whole[1:]):
+        return True
+    words = [w for w in normalize(re.sub(r"\([^()]*\)", " ", title)).split() if len(w) >= 5]
+    return len(piece) >= 5 and any(len(w) == len(piece) and sum(a != b for a, b in zip(w, piece)) <= 1
+                                   for w in words)
 
 
 def scrub_caption(caption: str, item_id: str, title: str, fuzzy_threshold: float = 0.85) -> tuple[str, int]:
