@@ -8,6 +8,7 @@ import logging
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -130,30 +131,37 @@ def test_concurrency_limit(fault_server, monkeypatch):
     assert elapsed < 9 * 0.3  # faster than one at a time
 
 
-def test_key_redacted_even_if_server_echoes_it(monkeypatch, caplog):
-    # a server that echoes the Authorization header in its error body must not get the key into our errors/logs
+@contextmanager
+def echoing_server(status: int, seen: list | None = None):
+    """Base URL of a server answering every POST with `status` and a body that echoes the Authorization header."""
+
     class Echo(BaseHTTPRequestHandler):
         def log_message(self, *a):
             pass
 
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
+            if seen is not None:
+                seen.append(1)
             body = f"denied for {self.headers['Authorization']}".encode()
-            self.send_response(503)
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    monkeypatch.setenv("MLLMREC_TEST_KEY", SECRET)
     try:
-        with caplog.at_level(logging.DEBUG):
-            res = build_engine(_spec(f"http://127.0.0.1:{httpd.server_address[1]}/v1", max_retries=1)).generate(
-                [_req("x")]
-            )
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/v1"
     finally:
         httpd.shutdown()
+
+
+def test_key_redacted_even_if_server_echoes_it(monkeypatch, caplog):
+    # a server that echoes the Authorization header in its error body must not get the key into our errors/logs
+    monkeypatch.setenv("MLLMREC_TEST_KEY", SECRET)
+    with echoing_server(503) as url, caplog.at_level(logging.DEBUG):
+        res = build_engine(_spec(url, max_retries=1)).generate([_req("x")])
     assert res[0].finish_reason == "error" and "***" in res[0].error
     assert SECRET not in res[0].error and SECRET not in caplog.text
 
@@ -161,31 +169,11 @@ def test_key_redacted_even_if_server_echoes_it(monkeypatch, caplog):
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_key_stops_with_one_line_naming_the_variable_not_the_key(status, monkeypatch):
     """Every request would fail alike (refine_cot used to end with exit 0 and 0 refined): stop, name the env var."""
-    seen = []
-
-    class Refuse(BaseHTTPRequestHandler):
-        def log_message(self, *a):
-            pass
-
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            seen.append(1)
-            body = f'{{"error": "bad key {self.headers["Authorization"]}"}}'.encode()
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    seen: list = []
     monkeypatch.setenv("MLLMREC_TEST_KEY", SECRET)
-    try:
-        engine = build_engine(_spec(f"http://127.0.0.1:{httpd.server_address[1]}/v1", max_retries=3, concurrency=2))
-        with pytest.raises(UserError, match=rf"HTTP {status} .*check the key in the environment variable "
-                                            r"MLLMREC_TEST_KEY") as e:
-            engine.generate([_req(f"x{i}") for i in range(20)])
-    finally:
-        httpd.shutdown()
+    with echoing_server(status, seen) as url, pytest.raises(
+            UserError, match=rf"HTTP {status} .*check the key in the environment variable MLLMREC_TEST_KEY") as e:
+        build_engine(_spec(url, max_retries=3, concurrency=2)).generate([_req(f"x{i}") for i in range(20)])
     assert SECRET not in str(e.value) and len(seen) <= 4  # no retries, no 20 doomed calls
 
 
