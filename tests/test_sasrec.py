@@ -62,3 +62,17 @@ def test_sasrec_scorer_on_split_frames():
     scores = scorer(frame)
     assert scores.shape == (40, 5) and "unseen" in checkpoint["items"] and len(log) >= 1
     assert (scores.argmax(1) == 0).mean() > 0.8
+
+
+def test_a_busy_box_is_named_with_the_param_to_set(monkeypatch, capsys):
+    """Thread count changes the weights, so it is never picked from the load; the stage says what to set instead."""
+    from mllmrec.evaluation import sasrec
+
+    monkeypatch.setattr(sasrec.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(sasrec.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    sasrec.warn_if_busy(2)
+    assert "baselines.sasrec.threads: 1" in capsys.readouterr().out
+    sasrec.warn_if_busy(1)
+    monkeypatch.setattr(sasrec.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    sasrec.warn_if_busy(2)
+    assert capsys.readouterr().out == ""

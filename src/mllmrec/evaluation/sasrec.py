@@ -9,6 +9,7 @@ one-negative BCE); early stopping on valid NDCG@10 over the persisted valid cand
 
 import copy
 import math
+import os
 
 import numpy as np
 import torch
@@ -93,10 +94,23 @@ def valid_ndcg_at_10(scores: np.ndarray, target_index: np.ndarray) -> float:
     return float(per_sample_scores(ranks, [10])["NDCG@10"].mean())
 
 
+def warn_if_busy(threads: int) -> None:
+    """A busy box slows multi-threaded training ~3x (benchmarks/bench_sasrec_threads.py: 2 threads beside one busy
+    process 1.79 s/epoch, 1 thread 0.57 s); the thread count is not chosen automatically because it changes the
+    trained weights (so the numbers would depend on the load): say so and name the param."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if threads > 1 and load + threads > cores + 0.5:
+        print(f"sasrec: load average {load:.1f} on {cores} cores: {threads} threads compete with other processes "
+              f"(up to ~3x slower); baselines.sasrec.threads: 1 avoids it (thread counts give slightly different "
+              f"numbers)", flush=True)
+
+
 def train(sequences: list[list[int]], n_items: int, p: SasrecParams, valid: tuple) -> tuple[SASRec, list[dict]]:
     """Train on item-index sequences; `valid` = (histories, candidates, target_index) for early stopping."""
     torch.manual_seed(p.seed)
     torch.set_num_threads(p.threads)
+    warn_if_busy(p.threads)
     rng = np.random.default_rng(p.seed)
     model = SASRec(n_items, p)
     opt = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.9, 0.98), weight_decay=p.weight_decay)
