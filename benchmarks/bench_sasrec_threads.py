@@ -12,7 +12,6 @@ the same weights (the choice must not change the numbers).
 """
 
 import argparse
-import hashlib
 import json
 import statistics
 import subprocess
