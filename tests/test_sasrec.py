@@ -69,10 +69,11 @@ def test_a_busy_box_is_named_with_the_param_to_set(monkeypatch, capsys):
     from mllmrec.evaluation import sasrec
 
     monkeypatch.setattr(sasrec.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr(sasrec.os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    monkeypatch.setattr(sasrec, "busy_processes", lambda: 1)
     sasrec.warn_if_busy(2)
-    assert "baselines.sasrec.threads: 1" in capsys.readouterr().out
+    assert "1 other process(es) running on 2 cores" in capsys.readouterr().out
     sasrec.warn_if_busy(1)
-    monkeypatch.setattr(sasrec.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(sasrec, "busy_processes", lambda: 0)
     sasrec.warn_if_busy(2)
     assert capsys.readouterr().out == ""
+    assert sasrec.busy_processes() >= 0  # the real reading works here

@@ -10,6 +10,8 @@ one-negative BCE); early stopping on valid NDCG@10 over the persisted valid cand
 import copy
 import math
 import os
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -94,15 +96,27 @@ def valid_ndcg_at_10(scores: np.ndarray, target_index: np.ndarray) -> float:
     return float(per_sample_scores(ranks, [10])["NDCG@10"].mean())
 
 
+def busy_processes() -> int:
+    """Other processes running right now (Linux /proc/loadavg, lowest of 3 looks 50 ms apart: a stage that just
+    ended does not count, unlike the 1-minute load average); 0 where unknown."""
+    looks = []
+    for _ in range(3):
+        try:
+            looks.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)  # minus this process
+        except (OSError, ValueError, IndexError):
+            return 0
+        time.sleep(0.05)
+    return max(min(looks), 0)
+
+
 def warn_if_busy(threads: int) -> None:
     """A busy box slows multi-threaded training ~3x (benchmarks/bench_sasrec_threads.py: 2 threads beside one busy
     process 1.79 s/epoch, 1 thread 0.57 s); the thread count is not chosen automatically because it changes the
     trained weights (so the numbers would depend on the load): say so and name the param."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if threads > 1 and load + threads > cores + 0.5:
-        print(f"sasrec: load average {load:.1f} on {cores} cores: {threads} threads compete with other processes "
-              f"(up to ~3x slower); baselines.sasrec.threads: 1 avoids it (thread counts give slightly different "
+    if threads > 1 and (busy := busy_processes()) + threads > cores:
+        print(f"sasrec: {busy} other process(es) running on {cores} cores: {threads} threads compete with them (up "
+              f"to ~3x slower); baselines.sasrec.threads: 1 avoids it (thread counts give slightly different "
               f"numbers)", flush=True)
 
 
