@@ -87,3 +87,29 @@ def test_paper_sft_fits_an_h100_and_is_refused_on_a_16_gib_card_with_the_params_
         check_fits(need, 16 * GIB, "sft", "sft.batch_size")
     checkpointed = training_need(QWEN3_4B, 2, PAPER_LORA, batch_size=2, seq_len=2048, checkpointing=True)
     assert checkpointed["activations"] < need["activations"] / 10  # the advice the refusal gives does help
+
+
+def test_the_stage_check_reads_the_config_and_names_the_param(tmp_path, monkeypatch):
+    """The CUDA entry points, on a faked 0.5 GiB card (no GPU here): the estimate is printed, a card too small and a
+    vLLM share that cannot hold the weights are one line each; without CUDA nothing is checked."""
+    from tiny_models import build_tiny_lm
+
+    from mllmrec.training import memory
+
+    model = str(build_tiny_lm(tmp_path / "lm"))
+    assert memory.check_cuda_inference(model, "", torch.bfloat16, 0.9, "evaluate sft") is None  # CPU: no check
+
+    class Card:
+        total_memory = GIB // 2
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Card)
+    with pytest.raises(UserError, match=r"evaluate sft: .*0\.5 GiB: change models\.policy\.dtype"):
+        memory.check_cuda_inference(model, "", torch.bfloat16, 0.9, "evaluate sft")
+    Card.total_memory = 4 * GIB
+    need = memory.check_cuda_training(model, "", torch.bfloat16, PAPER_LORA, 2, 64, False, "sft", "sft.batch_size")
+    assert need["weights"] == n_params(Qwen3ForCausalLM.config_class.from_pretrained(model)) * 2
+    monkeypatch.setattr(memory, "n_params", lambda config: 3 * GIB)  # 6 GiB of bf16 weights: fit 16 GiB, not 0.3 of it
+    Card.total_memory = 16 * GIB
+    with pytest.raises(UserError, match=r"vLLM share \(0\.3 x 16\.0 GiB\) cannot hold .*raise grpo\.vllm_gpu_memory"):
+        memory.check_cuda_training(model, "", torch.bfloat16, PAPER_LORA, 2, 64, False, "grpo", "x", 0.3)

@@ -110,9 +110,10 @@ def check_fits(need: dict[str, int], total_bytes: int, stage: str, advice: str) 
                         f"{total_bytes / GIB:.1f} GiB: change {advice} (estimate: mllmrec.training.memory)")
 
 
-def check_cuda_training(model_path: str, revision: str, dtype, lora, batch_size: int, seq_len: int,
-                        checkpointing: bool, stage: str, advice: str, vllm_share: float = 0.0) -> dict | None:
-    """On CUDA: estimate, print and check before loading any weights; None elsewhere (CPU RAM is not checked)."""
+def _check_on_cuda(model_path: str, revision: str, stage: str, advice: str, vllm_share: float, vllm_param: str,
+                   estimate) -> dict | None:
+    """On CUDA, before any weights load: `estimate(config, total_bytes)` -> parts; printed, checked against the GPU
+    and, with a vLLM share, against what that share must hold (the weights). None elsewhere (CPU RAM is not checked)."""
     import torch
 
     if not torch.cuda.is_available():
@@ -121,31 +122,30 @@ def check_cuda_training(model_path: str, revision: str, dtype, lora, batch_size:
 
     config = AutoConfig.from_pretrained(model_path, revision=revision or None)
     total = torch.cuda.get_device_properties(0).total_memory
-    need = training_need(config, torch.finfo(dtype).bits // 8, lora, batch_size, seq_len, checkpointing,
-                         int(vllm_share * total))
+    need = estimate(config, total)
     print(f"{stage}: estimated GPU memory {describe(need)} of {total / GIB:.1f} GiB", flush=True)
     check_fits(need, total, stage, advice)
     if vllm_share and need["weights"] > vllm_share * total:
-        raise UserError(f"{stage}: the colocated vLLM share ({vllm_share} x {total / GIB:.1f} GiB) cannot hold the "
-                        f"{need['weights'] / GIB:.1f} GiB of weights: raise grpo.vllm_gpu_memory_utilization")
+        raise UserError(f"{stage}: the vLLM share ({vllm_share} x {total / GIB:.1f} GiB) cannot hold the "
+                        f"{need['weights'] / GIB:.1f} GiB of weights: raise {vllm_param}")
     return need
+
+
+def check_cuda_training(model_path: str, revision: str, dtype, lora, batch_size: int, seq_len: int,
+                        checkpointing: bool, stage: str, advice: str, vllm_share: float = 0.0) -> dict | None:
+    """sft / grpo: the training step's parts (training_need), a colocated vLLM share included."""
+    import torch
+
+    return _check_on_cuda(model_path, revision, stage, advice, vllm_share, "grpo.vllm_gpu_memory_utilization",
+                          lambda config, total: training_need(config, torch.finfo(dtype).bits // 8, lora, batch_size,
+                                                              seq_len, checkpointing, int(vllm_share * total)))
 
 
 def check_cuda_inference(model_path: str, revision: str, dtype, vllm_share: float, stage: str) -> dict | None:
-    """On CUDA, before evaluation loads anything: the weights (+ overhead) must fit the GPU, and a vLLM engine's
-    share (models.policy.gpu_memory_utilization) must hold them; None elsewhere."""
+    """evaluate: the weights (+ overhead) must fit the GPU, and a vLLM engine's share must hold them."""
     import torch
 
-    if not torch.cuda.is_available():
-        return None
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model_path, revision=revision or None)
-    total = torch.cuda.get_device_properties(0).total_memory
-    need = {"weights": n_params(config) * (torch.finfo(dtype).bits // 8), "overhead": GIB}
-    print(f"{stage}: estimated GPU memory {describe(need)} of {total / GIB:.1f} GiB", flush=True)
-    check_fits(need, total, stage, "models.policy.dtype or the policy model")
-    if vllm_share and need["weights"] > vllm_share * total:
-        raise UserError(f"{stage}: vLLM's share ({vllm_share} x {total / GIB:.1f} GiB) cannot hold the "
-                        f"{need['weights'] / GIB:.1f} GiB of weights: raise models.policy.gpu_memory_utilization")
-    return need
+    return _check_on_cuda(model_path, revision, stage, "models.policy.dtype or the policy model", vllm_share,
+                          "models.policy.gpu_memory_utilization",
+                          lambda config, _: {"weights": n_params(config) * (torch.finfo(dtype).bits // 8),
+                                             "overhead": GIB})
