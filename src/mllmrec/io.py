@@ -49,10 +49,13 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         raise
 
 
+# every Parquet the project writes (no statistics timestamps in polars parquet: same frame -> same bytes)
+PARQUET = {"compression": "zstd", "statistics": True}
+
+
 def write_parquet(df: pl.DataFrame, path: Path) -> None:
     with atomic(path) as tmp:
-        # no statistics timestamps in pyarrow/polars parquet: same frame -> same bytes
-        df.write_parquet(tmp, compression="zstd", statistics=True)
+        df.write_parquet(tmp, **PARQUET)
 
 
 def write_text(text: str, path: Path) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mllmrec.io import atomic
+from mllmrec.io import PARQUET, atomic
 from mllmrec.progress import Progress
 
 
@@ -85,9 +85,8 @@ def reject(part: Path, problem: str, report: Counter | None) -> None:
 
 def write_part(cache_dir: Path, rows: list[dict], schema: dict) -> Path:
     """Commit one finished batch under the hash of its bytes (the same rows give the same name and bytes)."""
-    df = pl.DataFrame(rows, schema=schema).sort("cache_key")
-    buf = io.BytesIO()
-    df.write_parquet(buf, compression="zstd", statistics=True)  # as mllmrec.io.write_parquet writes files
+    buf = io.BytesIO()  # a small part: hashed in memory, then written under its hash
+    pl.DataFrame(rows, schema=schema).sort("cache_key").write_parquet(buf, **PARQUET)
     data = buf.getvalue()
     path = cache_dir / part_name(data)
     with atomic(path) as tmp:
