@@ -189,13 +189,18 @@ def pipeline_checks(tmp: Path, base: Path, steps: int, dtype: str, device: str, 
         info = train_sft(rows, str(base), "", tok, params, tmp / "sft")
         return f"{info['global_step']} LoRA steps, {info['dtype']}, loss {info['loss'][-1]['loss']:.3f}"
 
-    def grpo():
-        params = GrpoParams(model=str(tmp / "sft"), lora=lora, num_generations=4, max_steps=steps, batch_size=8,
-                            grad_accum=1, max_completion_length=16, dtype=dtype, save_steps=10_000,
-                            checkpoint_dir=str(tmp / "grpo.ckpt"), monitor={"every": 0})  # fmt: skip
-        info = train_grpo(grpo_rows(train, TEXTS, tok, PROMPT, None), None, TEXTS, tok, params, PROMPT, None,
-                          tmp / "grpo")  # fmt: skip
-        return f"{info['global_step']} steps x 8 completions (HF generation), {info['dtype']}"
+    def grpo(vllm: bool = False):  # vllm: TRL's colocate generation, CUDA only (scripts/probe_trl_vllm_cpu.py)
+        def run():
+            name = "grpo-vllm" if vllm else "grpo"
+            params = GrpoParams(model=str(tmp / "sft"), lora=lora, num_generations=4, max_steps=steps, batch_size=8,
+                                grad_accum=1, max_completion_length=16, dtype=dtype, save_steps=10_000,
+                                use_vllm=vllm, vllm_gpu_memory_utilization=0.2, vllm_max_model_length=2048,
+                                checkpoint_dir=str(tmp / f"{name}.ckpt"), monitor={"every": 0})  # fmt: skip
+            info = train_grpo(grpo_rows(train, TEXTS, tok, PROMPT, None), None, TEXTS, tok, params, PROMPT, None,
+                              tmp / name)  # fmt: skip
+            return (f"{info['global_step']} steps x 8 completions ({'vLLM colocate' if vllm else 'HF generation'}), "
+                    f"{info['dtype']}")
+        return run
 
     def ranking():
         model, tk = load_policy(str(tmp / "sft"), "", torch.device(device), getattr(torch, dtype))
@@ -219,24 +224,15 @@ def pipeline_checks(tmp: Path, base: Path, steps: int, dtype: str, device: str, 
         return run
 
     checks.append(run_check("sft (train_sft, LoRA)", sft, cuda))
-    checks.append(run_check("grpo (train_grpo)", grpo, cuda) if checks[-1].status == "pass"
+    checks.append(run_check("grpo (train_grpo)", grpo(), cuda) if checks[-1].status == "pass"
                   else Check("grpo (train_grpo)", "skip", detail="needs the SFT check's model"))
     for name, fn in (("likelihood ranking", ranking), ("generation, transformers engine", generation("transformers"))):
         checks.append(run_check(name, fn, cuda) if checks[0].status == "pass" else Check(name, "skip", detail="no SFT model"))
-    def grpo_colocate():  # TRL's vLLM colocate generation: CUDA only (scripts/probe_trl_vllm_cpu.py says why)
-        params = GrpoParams(model=str(tmp / "sft"), lora=lora, num_generations=4, max_steps=steps, batch_size=8,
-                            grad_accum=1, max_completion_length=16, dtype=dtype, save_steps=10_000, use_vllm=True,
-                            vllm_gpu_memory_utilization=0.2, vllm_max_model_length=2048,
-                            checkpoint_dir=str(tmp / "grpo-vllm.ckpt"), monitor={"every": 0})  # fmt: skip
-        info = train_grpo(grpo_rows(train, TEXTS, tok, PROMPT, None), None, TEXTS, tok, params, PROMPT, None,
-                          tmp / "grpo-vllm")  # fmt: skip
-        return f"{info['global_step']} steps x 8 completions (vLLM colocate), {info['dtype']}"
-
     try:
         import vllm  # noqa: F401
 
         checks.append(run_check("generation, vLLM engine", generation("vllm"), cuda))
-        checks.append(run_check("grpo, vLLM colocate", grpo_colocate, cuda) if cuda and checks[0].status == "pass"
+        checks.append(run_check("grpo, vLLM colocate", grpo(vllm=True), cuda) if cuda and checks[0].status == "pass"
                       else Check("grpo, vLLM colocate", "skip", detail="CUDA only (TRL weight sync)"))
     except ImportError:
         checks += [Check(name, "skip", detail="vllm not installed (pip install -e '.[gpu]')")
