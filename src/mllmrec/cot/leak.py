@@ -49,6 +49,15 @@ NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", 
                 "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "twenty": "20"}
 
 
+def main_title(title: str) -> str:
+    """The title without its bracketed parts (year, alternate titles).
+
+    >>> main_title("Matrix, The (1999)")
+    'Matrix, The  '
+    """
+    return re.sub(r"\([^()]*\)", " ", title)
+
+
 def title_variants(title: str) -> tuple[str, list[str]]:
     """(normalized full title, normalized cores): without year / bracketed alternates / articles; alternates too.
 
@@ -59,7 +68,7 @@ def title_variants(title: str) -> tuple[str, list[str]]:
     """
     full = normalize(title)
     alternates = re.findall(r"\(([^()]*)\)", title)
-    main = re.sub(r"\([^()]*\)", " ", title)
+    main = main_title(title)
     cores = []
     for part in [main, *alternates]:
         aka = re.sub(r"^\s*a\.?k\.?a\.?\s+", "", part, flags=re.IGNORECASE)  # "(a.k.a. Se7en)"
@@ -88,7 +97,7 @@ def spelled_variants(title: str) -> list[str]:
     """
     full, cores = title_variants(title)
     out = [full.replace(" ", "")] + [c.replace(" ", "") for c in cores]
-    main = re.sub(r"\([^()]*\)", " ", title)
+    main = main_title(title)
     moved = re.match(r"^(.*),\s*(\w+)\s*$", main.strip())
     if moved and normalize(moved.group(2)) in ARTICLES:  # "Fugitive, The" is shown as "The Fugitive"
         front = normalize(f"{moved.group(2)} {moved.group(1)}").replace(" ", "")
@@ -207,7 +216,7 @@ def _spells_title_part(quoted: str, title: str, fuzzy_threshold: float) -> bool:
     if any(piece in w for w in whole) or any(SequenceMatcher(None, piece, w).ratio() >= fuzzy_threshold
                                              for w in whole[1:]):
         return True
-    words = [w for w in normalize(re.sub(r"\([^()]*\)", " ", title)).split() if len(w) >= 5]
+    words = [w for w in normalize(main_title(title)).split() if len(w) >= 5]
     return len(piece) >= 5 and any(len(w) == len(piece) and sum(a != b for a, b in zip(w, piece)) <= 1
                                    for w in words)
 
