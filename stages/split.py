@@ -53,21 +53,20 @@ def main(out: Path = OUT) -> None:
                                 f"is {params.num_negatives}; add {n_neg}")
             authors.setdefault(n_neg, []).append((source.file, source.split, rows, counts))
     ingested = set(inter["item_id"].unique())
+    joins: dict[str, Counter] = {}  # several files for one split -> their joint join's counts
     for n_neg in params.num_negatives:
         cands = make_candidates(samples, kept, items.to_list(), n_neg, params.seed)
         for split in ("train", "valid", "test"):  # several files for one split combine: one join over all their rows
             group = [(f, rows, counts) for f, s, rows, counts in authors.get(n_neg, []) if s == split]
             if not group:
                 continue
-            counts = group[0][2]
-            for _, _, more in group[1:]:
-                counts.update(more)
+            # one file: its counts hold the join's too (as ever); several: the join has its own entry in the report
+            join = group[0][2] if len(group) == 1 else joins.setdefault(" + ".join(f for f, _, _ in group), Counter())
             before = cands.filter(pl.col("split") == split).height
-            cands = apply_candidates(cands, combine_files([(f, rows) for f, rows, _ in group]), split, ingested,
-                                     counts)
+            cands = apply_candidates(cands, combine_files([(f, rows) for f, rows, _ in group]), split, ingested, join)
             if cands.filter(pl.col("split") == split).is_empty():  # never an empty split written with exit 0
                 raise UserError(f"{', '.join(str(root / f) for f, _, _ in group)}: the authors' {split} candidates "
-                                f"joined none of our {before} {split} samples ({dict(counts)}); is ingest.root the "
+                                f"joined none of our {before} {split} samples ({dict(join)}); is ingest.root the "
                                 f"dataset these files were made from?")
         write_parquet(cands, out / f"candidates_n{n_neg}.parquet")
     write_parquet(
@@ -82,7 +81,7 @@ def main(out: Path = OUT) -> None:
     }
     if authors:  # only then: the report of a plain split keeps its bytes
         report["authors_candidates"] = {f: dict(sorted(c.items())) for group in authors.values()
-                                        for f, _, _, c in group}  # files of one split share their join's counts
+                                        for f, _, _, c in group} | {f: dict(sorted(c.items())) for f, c in joins.items()}
     write_json(report, out / "report.json")
     print(f"split: {report}")
 
