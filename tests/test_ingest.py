@@ -287,6 +287,9 @@ def test_only_malformed_lines_is_a_clear_error(tmp_path):
     write_text(root / "ratings.csv", ["userId,movieId,rating,timestamp", "15,150,4.0,soon", "14,592,4.0,later"])
     with pytest.raises(UserError, match=r"line 2: timestamp 'soon' is not 'integer' \(column 'timestamp'"):
         ingest(root, "movielens_csv")
+    write_text(root / "ratings.csv", ["userId,movieId,rating,timestamp", "15,150,nan,5", "14,592,inf,6"])
+    with pytest.raises(UserError, match=r"line 2: rating 'nan' is not a finite number \(column 'rating'\)"):
+        read_dataset(root, IngestParams(format="movielens_csv", root=str(root), min_rating=1.0), Report())
 
 
 @pytest.mark.parametrize(("fmt", "file", "header", "message"), [

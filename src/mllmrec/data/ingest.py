@@ -205,12 +205,11 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
         *[field(i).alias(name) for name, i in index.items()],
     )
     ts = timestamp_expr(pl.col("timestamp"), spec.timestamp)
-    parsed = parsed.with_columns(ts_ok=ts.is_not_null(), timestamp_text=pl.col("timestamp"), timestamp=ts)
+    parsed = parsed.with_columns(ts_ok=ts.is_not_null(), timestamp=ts)
     checks = ["width_ok", "ts_ok"]
     if min_rating is not None:  # nan / inf are not ratings: counted, never compared
         rating = pl.col("rating").cast(pl.Float64, strict=False)
-        parsed = parsed.with_columns(rating_ok=rating.is_not_null() & rating.is_finite(),
-                                     rating_text=pl.col("rating"), rating=rating)
+        parsed = parsed.with_columns(rating_ok=rating.is_not_null() & rating.is_finite(), rating=rating)
         checks.append("rating_ok")
     parsed = parsed.with_columns(ok=~pl.col("ctl") & pl.all_horizontal(checks))
     df = parsed.collect(engine="streaming")
@@ -218,19 +217,25 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
         raise UserError(f"{path}: no data lines" + (" after the header" if spec.header else " (file is blank)"))
     report.read["interaction_lines"] += df.height
     if not df["ok"].any():  # the cause in the error, not "no interactions left" two stages later
-        raise UserError(f"{path}: no line could be read; the first, line {df['line'][0]}: "
-                        + first_problem(df.row(0, named=True), spec, width, index, sep))
+        first = df.row(0, named=True)  # its text again from the raw line: no copy of every field kept for this
+        text = lines.filter(pl.col("line") == first["line"])["raw"][0] or ""
+        raise UserError(f"{path}: no line could be read; the first, line {first['line']}: "
+                        + first_problem(first, text, spec, width, index, sep))
     bad = df.filter(~pl.col("ok"))
     report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
     df = df.filter("ok") if bad.height else df
     if min_rating is not None:
         df = drop_below(df, min_rating, path.name, report)
-    return df.drop("ok", "ctl", *checks, "timestamp_text", *(["rating_text"] if min_rating is not None else [])
-                   ).with_columns(file=pl.lit(path.name))
+    return df.drop("ok", "ctl", *checks).with_columns(file=pl.lit(path.name))
 
 
-def first_problem(row: dict, spec: CsvInteractions, width: int | None, index: dict, sep: str) -> str:
-    """Why one parsed line was refused, naming the column: for the all-lines-failed message."""
+def first_problem(row: dict, text: str, spec: CsvInteractions, width: int | None, index: dict, sep: str) -> str:
+    """Why one parsed line (`text` as read) was refused, naming the column: for the all-lines-failed message."""
+    fields = [f.strip() for f in text.split(sep)]
+
+    def value(role: str) -> str:
+        return fields[index[role]] if index[role] < len(fields) else ""
+
     if row["ctl"]:
         return "it holds the control byte \\x1f"
     if not row["width_ok"]:
@@ -238,9 +243,9 @@ def first_problem(row: dict, spec: CsvInteractions, width: int | None, index: di
                 f"expected at least {max(index.values()) + 1} fields separated by {sep!r}") + \
             " (check ingest.format / the separator, and quoting)"
     if not row["ts_ok"]:
-        return (f"timestamp {row['timestamp_text']!r} is not {spec.timestamp!r} (column {spec.columns['timestamp']!r}; "
+        return (f"timestamp {value('timestamp')!r} is not {spec.timestamp!r} (column {spec.columns['timestamp']!r}; "
                 "set ingest.interactions.timestamp)")
-    return f"rating {row['rating_text']!r} is not a finite number (column {spec.columns.get('rating')!r})"
+    return f"rating {value('rating')!r} is not a finite number (column {spec.columns.get('rating')!r})"
 
 
 def drop_below(df: pl.DataFrame, min_rating: float, file: str, report: Report) -> pl.DataFrame:
