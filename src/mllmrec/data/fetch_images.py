@@ -164,13 +164,13 @@ def fetch_images(urls: dict[str, str | None], out_dir: Path, *, workers: int = 4
     for p in stale:
         p.unlink()
     present = index_image_dir(out_dir)
-    bad_ids = [i for i, u in urls.items() if u and not re.fullmatch(ID_PATTERN, i)]  # never joined to a path
+    bad_ids = {i: u for i, u in urls.items() if u and not re.fullmatch(ID_PATTERN, i)}  # never joined to a path
     todo = {i: u for i, u in urls.items() if u and i not in present and i not in bad_ids}
     limiter = RateLimiter(rate)
     with ThreadPoolExecutor(workers) as pool:
         reasons = dict(zip(todo, pool.map(lambda kv: fetch_one(*kv, out_dir, limiter, timeout, retries, backoff),
                                           todo.items())))
-    failures = [{"item": i, "url": urls[i], "reason": "invalid_item_id"} for i in bad_ids]
+    failures = [{"item": i, "url": u, "reason": "invalid_item_id"} for i, u in bad_ids.items()]
     failures += [{"item": i, "url": todo[i], "reason": r} for i, r in reasons.items() if r is not None]
     summary = {
         "items": len(urls), "no_url": sum(1 for u in urls.values() if not u),
