@@ -16,6 +16,7 @@ from pathlib import Path
 
 import typer
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedSeq
 
 from mllmrec.cli import run
 from mllmrec.config import read_yaml, section_model
@@ -27,6 +28,9 @@ def merge(base, patch, path: str = ""):
     for key, value in patch.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
             merge(base[key], value, f"{path}{key}.")
+        elif isinstance(value, list):  # flow style, `[9]`: a block list replacing a section's last key landed after
+            base[key] = CommentedSeq(value)  # the comment block that follows it (ruamel), i.e. in the next section
+            base[key].fa.set_flow_style()
         else:
             base[key] = value
     return base

@@ -7,7 +7,7 @@
 `evaluate.launch.num_processes: N > 1` re-execs under `accelerate launch`: each process (one GPU each; gloo ranks on
 CPU) scores every N-th sample with the transformers engine, and the shards are merged back in candidate order before
 metrics, so the outputs are those of one process. vLLM is one process that uses the GPU itself: keep N = 1 with it.
-`executor.kind: ray` (README "Scaling out") runs the generative protocol's batches on a Ray cluster instead, one policy
+`executor.kind: ray` (docs/scaling.md) runs the generative protocol's batches on a Ray cluster instead, one policy
 engine per actor, with the same predictions; likelihood ranking stays in this process.
 
 On the sizes in `evaluate.position_check` the likelihood ranking runs twice more, each sample's candidates reversed

@@ -2,7 +2,7 @@
 
     python stages/ingest.py            # reads params.yaml `ingest`, writes data/ingest/
 
-Formats (`ingest.format`, README "Data"): the MovieLens / MicroLens / MLLMRec-R1 layouts, any delimited file with a
+Formats (`ingest.format`, docs/data.md): the MovieLens / MicroLens / MLLMRec-R1 layouts, any delimited file with a
 column mapping (csv), RecBole atomic files (recbole), Amazon Reviews 2018 / 2023 jsonl (amazon).
 
 Outputs: items.parquet (item_id, title, image_path, image_sha256, image_format, image_ok, image_error),

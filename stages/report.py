@@ -12,7 +12,10 @@ shows each policy's likelihood HR@1 with the candidates reversed and shuffled, f
 method is a predictions file's stem (`random`) or, for a policy,
 stem-protocol (`sft-generative`).
 
-Outputs: metrics/report.md (the tables as Markdown, what the README's first command prints at the end),
+The report opens with "What this run shows" (mllmrec.evaluation.summary): those tables in plain words, per candidate
+size with LLM policies; the stage prints it last, so it ends `dvc repro`'s output.
+
+Outputs: metrics/report.md (that block, then the tables as Markdown),
 metrics/comparisons.json (table 3), metrics/environment.json (the package versions of this run, also the report's
 last line: mllmrec.environment), metrics/headline.json (HR@1, HR@5, NDCG@10 per method on the same samples: the
 few numbers `dvc exp show` shows), and plots/report/ for the top-level plots of dvc.yaml, per candidate size n<N>:
@@ -42,6 +45,7 @@ from mllmrec.evaluation.report import (
     show,
     write_plots,
 )
+from mllmrec.evaluation.summary import what_this_run_shows
 from mllmrec.io import read_json, write_json, write_text
 
 
@@ -80,10 +84,13 @@ def main(metric_files: list[Path],
                        "order, not only the items."))
     env = versions()
     md.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None) + "\n")
-    write_text("\n".join(md), report)
+    head = headline(same)
+    summary = what_this_run_shows(same_table, head, comps, params.split)
+    write_text("\n".join([summary, *md]), report)
     write_json(env, environment_file)
     write_json(comps, comparisons_file)
-    write_json(headline(same), headline_file)
+    write_json(head, headline_file)
+    print(f"\n{summary}", end="")  # last on stdout, the end of `dvc repro`: the first thing a newcomer reads
 
 
 if __name__ == "__main__":

@@ -46,6 +46,16 @@ def test_captions_are_deterministic_bounded_and_tell_posters_apart(tagger):
     assert 'text "007"' in texts[2]  # real OCR: GoldenEye's poster prints 007
 
 
+def test_max_texts_zero_runs_no_ocr_and_changes_only_the_text_clause(tagger):
+    """max_texts: 0 (the CPU demo's setting, OCR being most of a caption's cost) never builds or runs the OCR model;
+    the labels, faces and colours are the same as with OCR."""
+    no_ocr = build_engine(SPEC.model_copy(update={"tagger": ImageTaggerParams(max_texts=0)}))
+    assert no_ocr.ocr is None
+    with_text, without = caption(tagger, POSTERS / "10.jpg"), caption(no_ocr, POSTERS / "10.jpg")  # GoldenEye: "007"
+    assert 'text "007"' in with_text and "text" not in without
+    assert without == "; ".join(c for c in with_text.split("; ") if not c.startswith("text"))
+
+
 def test_textualize_with_the_tagger_never_keeps_the_title(tmp_path, tagger):
     root = POSTERS.parent
     ids = sorted(p.stem for p in POSTERS.glob("*.jpg"))[:16]

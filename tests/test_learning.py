@@ -6,7 +6,7 @@ locally (tests/tiny_models.py) is trained by `mllmrec.training.sft.train_sft` an
 `mllmrec.evaluation.policy` (the evaluate stage's code). GRPO (`mllmrec.training.grpo.train_grpo`, the grpo stage's
 code) starts from an SFT run stopped early and must raise the hit rate of its own completions. Each guard was shown
 to fail by planting the defect it guards against (an inverted completion mask; SFT prompts rendered differently
-from evaluation's; GRPO rewards joined to the wrong samples); see the README's "Learning guards".
+from evaluation's; GRPO rewards joined to the wrong samples); see docs/evidence.md, "Learning guards".
 """
 
 import os

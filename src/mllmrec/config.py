@@ -135,7 +135,7 @@ class IngestParams(Section):
             missing = [k for k in ("interactions_file", "titles_file", "interactions", "titles")
                        if getattr(self, k) is None]
             if missing:
-                raise ValueError(f"format csv needs {missing} (see README, Data)")
+                raise ValueError(f"format csv needs {missing} (see docs/data.md)")
         elif self.interactions is not None or self.titles is not None:
             raise ValueError(f"interactions/titles column mappings are for format csv, not {self.format}")
         if self.min_rating is not None and self.format in ("mllmrec_tsv", "microlens"):
@@ -322,7 +322,7 @@ class ImageTaggerParams(Section):
     label_min_prob: float = Field(0.15, gt=0, le=1)  # an ImageNet label is named only at this softmax probability
     max_labels: int = Field(3, ge=0)
     ocr_min_score: float = Field(0.8, gt=0, le=1)  # PP-OCR recognition score of a text line
-    max_texts: int = Field(3, ge=0)  # printed-text lines kept per image (before the title scrub)
+    max_texts: int = Field(3, ge=0)  # printed-text lines kept per image (before the title scrub); 0 = no OCR run
     ocr_side: int = Field(480, ge=32)  # OCR detector input short side (RapidOCR's 736 costs 2.5x on 300 px posters)
     face_min_neighbors: int = Field(5, ge=1)  # Haar cascade: higher = fewer, surer faces
     face_min_size: float = Field(0.08, gt=0, le=1)  # smallest face, as a share of the image's short side
@@ -477,7 +477,7 @@ class RefineCotParams(Section):
     batch_size: int = Field(8, ge=1)
     cache_dir: str = "data/cot/cache/refine"
     # scrub: delete leaking sentences; drop: no CoT for the sample; keep: the CoT as the editor wrote it, leaks
-    # counted (the authors' pipeline, for the leaky-cot ablation arm; README "Testing the paper's claims")
+    # counted (the authors' pipeline, for the leaky-cot ablation arm; docs/experiments.md)
     leak_action: Literal["scrub", "drop", "keep"] = "scrub"
     fuzzy_threshold: float = Field(0.85, gt=0, le=1)  # difflib ratio for near-miss title mentions
 
@@ -587,7 +587,7 @@ class LaunchParams(Section):
     num_processes: int = Field(1, ge=1)  # DDP ranks over ALL machines (GPUs; CPU: gloo). Part of the effective batch
     config_file: str | None = None  # accelerate config, e.g. configs/accelerate/deepspeed_zero3.yaml; None = DDP
     # multi-node: the same params on every node (so dvc.lock matches); each node's rank comes from the environment,
-    # MLLMREC_MACHINE_RANK (0 = the main node, the one that runs `dvc repro`; README "Scaling out")
+    # MLLMREC_MACHINE_RANK (0 = the main node, the one that runs `dvc repro`; docs/scaling.md)
     num_machines: int = Field(1, ge=1)
     main_process_ip: str | None = None  # the main node's address, reachable from every node
     main_process_port: int = Field(29500, ge=1, le=65535)
@@ -672,7 +672,7 @@ class GrpoParams(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 where native (CUDA, AVX512-BF16/AMX CPUs)
     gradient_checkpointing: bool = False
     # vLLM (GPU boxes, `pip install -e .[gpu]`). colocate: generation in the training process, weights synced per
-    # step; server: a separate `trl vllm-serve` process on its own GPUs at vllm_server_base_url (README "Scaling out")
+    # step; server: a separate `trl vllm-serve` process on its own GPUs at vllm_server_base_url (docs/scaling.md)
     use_vllm: bool = False
     vllm_mode: Literal["colocate", "server"] = "colocate"
     vllm_server_base_url: str | None = None  # server mode, e.g. http://10.0.0.5:8000; None = TRL's 0.0.0.0:8000

@@ -4,7 +4,7 @@
     with executor.open_executor(params.executor, make_engine) as ex:       # ExecutorParams; make_engine builds one
         done = partcache.run_batches(todo, compute, cache_dir, SCHEMA, batch_size, ex)
 
-    ray start --head                                                        # a cluster (README "Scaling out")
+    ray start --head                                                        # a cluster (docs/scaling.md)
     dvc exp run -S executor.kind=ray -S executor.address=auto               # textualize/draft/refine on it
 
 `compute(engine, jobs) -> partcache.BatchOut` must be picklable (a module-level function, or a functools.partial

@@ -9,7 +9,7 @@
 - `config_file: configs/accelerate/deepspeed_zero3.yaml` (or fsdp.yaml, deepspeed_zero2.yaml): large models; the
   file's num_processes is overridden by `launch.num_processes` so params stay the one source of truth.
 - `num_machines: M`, `main_process_ip`: M nodes, num_processes / M ranks on each; every node runs the same stage
-  with the same params, its rank from MLLMREC_MACHINE_RANK (README "Scaling out").
+  with the same params, its rank from MLLMREC_MACHINE_RANK (docs/scaling.md).
 The child processes see WORLD_SIZE and skip this (no recursion); the parent waits and exits with the child's code,
 so DVC sees one command that succeeds or fails as a whole.
 """
