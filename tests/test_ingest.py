@@ -541,3 +541,33 @@ def test_the_tsv_reader_counts_a_line_with_the_internal_separator(tmp_path):
     read_dataset(root, IngestParams(format="mllmrec_tsv", root=str(root)), report)
     assert report.skipped["malformed_line"] == 1 and report.examples["malformed_line"] == ["train.tsv:" + str(
         train.count(b"\n") + 1)]
+
+
+LONG = "The " + "Very " * 100 + "Long Title (1999)"  # 521 characters
+
+
+@pytest.mark.parametrize("fmt", ["movielens_csv", "movielens_dat", "recbole", "amazon"])
+def test_an_overlong_title_is_cut_and_counted_the_same_in_every_format(tmp_path, fmt):
+    """One rule for every format (MAX_TITLE_CHARS): cut at a word boundary, kept, counted under notes with file:line."""
+    from mllmrec.data.ingest import MAX_TITLE_CHARS, cut_title
+
+    root = tmp_path / fmt
+    root.mkdir()
+    files = {
+        "movielens_csv": {"ratings.csv": "userId,movieId,rating,timestamp\n1,7,4,10\n",
+                          "movies.csv": f"movieId,title,genres\n7,{LONG},Drama\n"},
+        "movielens_dat": {"ratings.dat": "1::7::4::10\n", "movies.dat": f"7::{LONG}::Drama\n"},
+        "recbole": {"d.inter": "user_id:token\titem_id:token\ttimestamp:float\n1\t7\t10\n",
+                    "d.item": f"item_id:token\tmovie_title:token_seq\n7\t{LONG}\n"},
+        "amazon": {"Beauty.jsonl": json.dumps({"user_id": "A1", "parent_asin": "B7", "timestamp": 10}) + "\n",
+                   "meta_Beauty.jsonl": json.dumps({"parent_asin": "B7", "title": LONG}) + "\n"},
+    }[fmt]
+    for name, text in files.items():
+        (root / name).write_text(text)
+    report = Report()
+    _, titles = read_dataset(root, IngestParams(format=fmt, root=str(root), image_dir=None), report)
+    [title] = titles["title"].to_list()
+    assert title == cut_title(LONG) and len(title) <= MAX_TITLE_CHARS and title.endswith("Very …")
+    assert report.notes["title_cut"] == 1 and report.skipped == {}
+    titles_file, line = list(files)[1], 2 if fmt in ("movielens_csv", "recbole") else 1  # after a header or not
+    assert report.examples["title_cut"] == [f"{titles_file}:{line}"]

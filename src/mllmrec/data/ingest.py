@@ -310,6 +310,27 @@ def clean_title(title: str) -> str:
     return " ".join(title.split())
 
 
+MAX_TITLE_CHARS = 200  # a title is one prompt line per history item and candidate (19 per prompt): a product title
+# that runs to pages, or a broken export that put a whole file in one field, would crowd out every other item (and
+# push samples past sft.max_length); MovieLens titles stay under 160 characters, Amazon's long tail runs past 400
+
+
+def cut_title(title: str) -> str:
+    """A title cut to MAX_TITLE_CHARS at the last word boundary (a hard cut when one word is longer), marked with `…`.
+
+    >>> len(cut_title("word " * 100)) <= MAX_TITLE_CHARS, cut_title("word " * 100).endswith("word …")
+    (True, True)
+    >>> cut_title("Toy Story (1995)")
+    'Toy Story (1995)'
+    """
+    if len(title) <= MAX_TITLE_CHARS:
+        return title
+    head = title[: MAX_TITLE_CHARS - 2]
+    space = head.rfind(" ")
+    return (head[:space] if space > MAX_TITLE_CHARS // 2 else head).rstrip() + " …"  # a word boundary, unless one
+    # word runs on for more than half the limit
+
+
 RECORD_START = re.compile(r"[\r\n]\s*\d+,")  # inside a title: a line break, then what looks like a row's `<id>,`
 TITLE_ID_COLUMNS = ("movieId", "item", "item_id", "itemId")  # the presets' titles files: the first one present
 
@@ -405,6 +426,11 @@ def title_frame(rows: list[tuple], path: Path, report: Report, malformed: list[s
     n_changed = changed.filter(pl.col("clean") != pl.col("title")).height
     report.notes["titles_normalized"] += n_changed  # kept, but counted: the text differs from the file
     df = changed.with_columns(title=pl.col("clean")).drop("clean")
+    long = df.filter(pl.col("title").str.len_chars() > MAX_TITLE_CHARS)
+    if long.height:  # one rule for every format (all titles pass here): cut, kept, counted with examples
+        report.notes["title_cut"] += long.height
+        report.examples["title_cut"].extend(f"{path.name}:{n}" for n in long["line"].head(MAX_EXAMPLES))
+        df = df.with_columns(title=pl.col("title").map_elements(cut_title, return_dtype=pl.String))
     empty = df.filter(pl.col("title") == "")
     report.skip("empty_title", empty.height, [f"{path.name}:{n}" for n in empty["line"].head(MAX_EXAMPLES)])
     return df.filter(pl.col("title") != "").with_columns(file=pl.lit(path.name))
