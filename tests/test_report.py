@@ -90,7 +90,7 @@ def test_comparisons_headline_and_plots(project, capsys):
     assert md.startswith("## What this run shows" + block)  # the report opens with it, then the tables
     assert md.index("**1+9 candidates") < md.index("### test split, each method on its own samples")
     sft_line = next(line for line in block.splitlines() if line.startswith("- SFT (likelihood) HR@1 0.750 vs "))
-    assert sft_line.count("p < 0.001: significantly above") == 2  # vs the strongest baseline and vs popularity
+    assert sft_line.count("p < 0.001, significantly above") == 2  # vs the strongest baseline and vs popularity
     valid = "- Valid answers, generative protocol (share of answers with at least one parseable item id): "
     assert valid + "zero-shot 0.00, SFT 1.00." in block  # zeroshot's generative answers are all unparseable (rank -1)
     assert "### paired comparisons, 1+9 candidates" in md and "1+99 candidates" not in md.split("paired")[1]

@@ -79,17 +79,17 @@ def test_verdicts_follow_the_sign_and_p():
     ]
     block = what_this_run_shows(*inputs(methods, comps))
     assert line_of(block, "- SFT (likelihood)") == (
-        "- SFT (likelihood) HR@1 0.550 vs SASRec 0.300: +0.250 [+0.05, +0.45], p = 0.012: significantly above; "
-        "vs popularity 0.150: +0.400 [+0.20, +0.60], p = 0.001: significantly above."
+        "- SFT (likelihood) HR@1 0.550 vs SASRec 0.300: +0.250, p = 0.012, significantly above; "
+        "vs popularity 0.150: +0.400, p = 0.001, significantly above."
     )
     grpo = line_of(block, "- GRPO (likelihood)")
-    assert "vs SASRec 0.300: -0.250 [-0.45, -0.05], p = 0.030: significantly below;" in grpo
-    assert "vs popularity 0.150: -0.100 [-0.25, +0.00], p = 0.500: not significantly different." in grpo
+    assert "vs SASRec 0.300: -0.250, p = 0.030, significantly below;" in grpo
+    assert "vs popularity 0.150: -0.100, p = 0.500, not significant." in grpo
     gen = line_of(block, "- SFT (generative)")
-    assert "vs SASRec 0.300: +0.100 [-0.10, +0.30], p = 0.062: not significantly different;" in gen
-    assert "p = 0.049: significantly above." in gen
+    assert "vs SASRec 0.300: +0.100, p = 0.062, not significant;" in gen
+    assert "p = 0.049, significantly above." in gen
     assert line_of(block, "- Training stages, HR@1 (likelihood)") == (
-        "- Training stages, HR@1 (likelihood): GRPO 0.050 vs SFT 0.550: -0.500 [-0.70, -0.30], p < 0.001: "
+        "- Training stages, HR@1 (likelihood): GRPO 0.050 vs SFT 0.550: -0.500, p < 0.001, "
         "significantly below."
     )
     assert "Training stages, HR@1 (generative)" not in block  # no grpo-generative vs sft-generative comparison

@@ -44,15 +44,15 @@ def p_text(p: float) -> str:
 def verdict(d: dict) -> str:
     """A paired difference (significance.paired_difference) in words: its `significant` flag and its sign."""
     if not d["significant"]:
-        return "not significantly different"
+        return "not significant"
     if d["diff"] > 0:
         return "significantly above"
     return "significantly below" if d["diff"] < 0 else "significantly different"
 
 
 def difference(d: dict) -> str:
-    """`-0.200 [-0.45, +0.05], p = 0.289: not significantly different` (a minus b, paired 95 % CI, p, verdict)."""
-    return f"{signed(d['diff'], 3)} [{signed(d['lo'], 2)}, {signed(d['hi'], 2)}], {p_text(d['p'])}: {verdict(d)}"
+    """`-0.200, p = 0.289, not significant` (a minus b, p, verdict; the paired CIs are in the report's tables)."""
+    return f"{signed(d['diff'], 3)}, {p_text(d['p'])}, {verdict(d)}"
 
 
 def min_significant_diff(n: int, alpha: float = 0.05) -> float | None:
@@ -150,7 +150,7 @@ def size_block(size: str, table: pl.DataFrame, headline: dict, comps: list[dict]
         )
         lines.append(
             f"- Small sample: at n = {n} {width}{can} (exact McNemar); "
-            '"not significantly different" means not resolved at this n, not equal.'
+            '"not significant" means not resolved at this n, not equal.'
         )
     return lines
 
@@ -167,9 +167,9 @@ def what_this_run_shows(table: pl.DataFrame, headline: dict, comps: dict, split:
         lines += ["No LLM policy was evaluated in this run: the tables below compare the baselines only.", ""]
     else:
         caveat = (
-            "p: two-sided paired tests on the same users (exact McNemar for HR@K), each at 0.05 and not corrected "
-            "for multiple comparisons. Verdicts follow p, not the bootstrap CI (at small n the CI can exclude 0 "
-            "where the exact test does not reject). The tables below give every comparison, HR@K and NDCG@10."
+            "p: two-sided paired tests on the same users (exact McNemar for HR@1), each at 0.05 and not corrected "
+            "for multiple comparisons. The report's tables give every comparison with its paired 95 % CI (at small "
+            "n a CI can exclude 0 where the exact test does not reject: the verdicts follow p), HR@K and NDCG@10."
         )
         lines += [caveat, ""]
     return "\n".join(lines)
