@@ -13,13 +13,10 @@ import json
 import sys
 from pathlib import Path
 
+from mllmrec.evaluation.summary import name
+
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start (scripts/sync_readme.py writes this section) -->", "<!-- results:end -->"
-NAMES = {"random": "random", "popularity": "popularity", "markov": "Markov (last item)", "itemknn": "ItemKNN",
-         "sasrec": "SASRec", "zeroshot-likelihood": "zero-shot LLM, likelihood ranking",
-         "zeroshot-generative": "zero-shot LLM, generated answer", "sft-likelihood": "SFT, likelihood ranking",
-         "sft-generative": "SFT, generated answer", "grpo-likelihood": "SFT + GRPO, likelihood ranking",
-         "grpo-generative": "SFT + GRPO, generated answer"}  # fmt: skip
 
 
 def summary_block(report: str) -> str:
@@ -36,7 +33,7 @@ def headline_table(headline: dict, size: str = "n9") -> str:
              "| method | HR@1 | HR@5 | NDCG@10 |", "|---|---|---|---|"]  # fmt: skip
     for method, m in rows.items():
         if method != "n":
-            lines.append(f"| {NAMES.get(method, method)} | {m['HR@1']:.3f} | {m['HR@5']:.3f} | {m['NDCG@10']:.3f} |")
+            lines.append(f"| {name(method)} | {m['HR@1']:.3f} | {m['HR@5']:.3f} | {m['NDCG@10']:.3f} |")
     return "\n".join(lines)
 
 
