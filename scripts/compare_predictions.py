@@ -6,7 +6,7 @@ clones):
 
 Per protocol and candidate size present in both files: each side's HR@1, and the paired differences a - b of HR@1,
 HR@5 and NDCG@10 with a paired bootstrap 95 % CI and a two-sided p (exact McNemar for HR@K, sign flips for NDCG), the
-same test as the report's (mllmrec.evaluation.significance.compare). Files on different samples are refused.
+same test as the report's (mllmrec.evaluation.significance.compare). Files on different samples are refused, unless --common pairs them on the samples both hold.
 """
 
 from pathlib import Path
@@ -35,10 +35,18 @@ def read(path: Path) -> pl.DataFrame:
 def main(a: Annotated[Path, typer.Argument(help="predictions of run a")],
          b: Annotated[Path, typer.Argument(help="predictions of run b (the same samples)")],
          names: Annotated[str, typer.Option(help="labels for a and b")] = "a,b",
+         common: Annotated[bool, typer.Option(help="pair on the samples both files hold (e.g. one run scored a seeded "
+                                                   "subset of the other's users); the counts left out are printed")
+                           ] = False,
          resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
          seed: Annotated[int, typer.Option()] = 0) -> None:
     name_a, _, name_b = names.partition(",")
     preds_a, preds_b = read(a), read(b)
+    if common:
+        shared = set(preds_a["sample_id"]) & set(preds_b["sample_id"])
+        print(f"on the {len(shared)} samples both hold ({name_a}: {preds_a['sample_id'].n_unique() - len(shared)} "
+              f"left out, {name_b}: {preds_b['sample_id'].n_unique() - len(shared)} left out)\n")
+        preds_a, preds_b = (p.filter(pl.col("sample_id").is_in(shared)) for p in (preds_a, preds_b))
     on = [c for c in ("protocol", "num_negatives") if c in preds_a.columns and c in preds_b.columns]
     keys = preds_a.select(*on).unique().join(preds_b.select(*on).unique(), on=on)
     for side in (preds_a, preds_b):

@@ -38,5 +38,8 @@ def test_refuses_runs_on_other_samples_in_one_line(tmp_path):
     b = preds(tmp_path / "b.parquet", [0, 1])
     out = compare(str(a), str(b))
     assert out.returncode == 2 and "not the same samples" in out.stderr and "Traceback" not in out.stderr
+    subset = compare(str(a), str(b), "--common")  # b scored a subset of a's users: paired on the 2 both hold
+    assert subset.returncode == 0 and "on the 2 samples both hold (a: 1 left out, b: 0 left out)" in subset.stdout
+    assert "| likelihood | 1+9 | 2 |" in subset.stdout
     missing = compare(str(tmp_path / "nope.parquet"), str(b))
     assert missing.returncode == 2 and "no such predictions file" in missing.stderr
