@@ -17,6 +17,7 @@ import typer
 
 from mllmrec.cli import run
 from mllmrec.errors import UserError
+from mllmrec.evaluation.metrics import per_sample_scores
 from mllmrec.evaluation.significance import compare
 
 METRICS = ["HR@1", "HR@5", "NDCG@10"]
@@ -64,7 +65,7 @@ def main(a: Annotated[Path, typer.Argument(help="predictions of run a")],
         sa, sb = (p.filter(pl.col("num_negatives") == size) for p in (preds_a, preds_b))
         sa, sb = (p.filter(pl.col("protocol") == protocol) if "protocol" in p.columns else p for p in (sa, sb))
         diffs = compare(sa, sb, METRICS, resamples, seed, name_a, name_b)
-        hr = [float((s["target_rank"] == 0).mean()) for s in (sa, sb)]
+        hr = [float(per_sample_scores(s["target_rank"].to_numpy(), [1])["HR@1"].mean()) for s in (sa, sb)]
         cells = [f"{d['diff']:+.3f} [{d['lo']:+.2f}, {d['hi']:+.2f}] p={d['p']:.3f}" for d in diffs.values()]
         print(f"| {protocol} | 1+{size} | {sa.height} | {hr[0]:.3f} | {hr[1]:.3f} | " + " | ".join(cells) + " |")
 

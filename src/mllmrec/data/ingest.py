@@ -47,8 +47,17 @@ class Report:
     def skip(self, reason: str, n: int, examples: list[str] = ()) -> None:
         if n:
             self.skipped[reason] += n
-            room = MAX_EXAMPLES - len(self.examples[reason])
-            self.examples[reason].extend(list(examples)[: max(room, 0)])
+            self.example(reason, examples)
+
+    def note(self, reason: str, n: int, examples: list[str] = ()) -> None:
+        """Kept but changed rows, with examples like a skip's."""
+        if n:
+            self.notes[reason] += n
+            self.example(reason, examples)
+
+    def example(self, reason: str, examples: list[str]) -> None:
+        room = MAX_EXAMPLES - len(self.examples[reason])
+        self.examples[reason].extend(list(examples)[: max(room, 0)])
 
 
 @dataclass(frozen=True)
@@ -428,8 +437,7 @@ def title_frame(rows: list[tuple], path: Path, report: Report, malformed: list[s
     df = changed.with_columns(title=pl.col("clean")).drop("clean")
     long = df.filter(pl.col("title").str.len_chars() > MAX_TITLE_CHARS)
     if long.height:  # one rule for every format (all titles pass here): cut, kept, counted with examples
-        report.notes["title_cut"] += long.height
-        report.examples["title_cut"].extend(f"{path.name}:{n}" for n in long["line"].head(MAX_EXAMPLES))
+        report.note("title_cut", long.height, [f"{path.name}:{n}" for n in long["line"].head(MAX_EXAMPLES)])
         df = df.with_columns(title=pl.col("title").map_elements(cut_title, return_dtype=pl.String))
     empty = df.filter(pl.col("title") == "")
     report.skip("empty_title", empty.height, [f"{path.name}:{n}" for n in empty["line"].head(MAX_EXAMPLES)])
