@@ -37,9 +37,9 @@ def main(plots: Annotated[list[str] | None, typer.Argument(help="plot ids; defau
         raise UserError(f"no data for plot(s) {missing} (ids with data: {sorted(k for k, v in data.items() if v)})")
     out.mkdir(parents=True, exist_ok=True)
     for name in names:
-        png = vl_convert.vegalite_to_png(data[name][0]["content"], scale=1)
-        (out / f"{name.replace('/', '_')}.png").write_bytes(png)
-        print(f"{out / name}.png")
+        path = out / f"{name.replace('/', '_')}.png"  # a file's plot id is its path
+        path.write_bytes(vl_convert.vegalite_to_png(data[name][0]["content"], scale=1))
+        print(path)
 
 
 if __name__ == "__main__":
