@@ -47,8 +47,7 @@ def requests(n: int, max_new_tokens: int):
 
 
 def run(url: str, model: str, reqs, concurrency: int) -> tuple[float, int]:
-    spec = EngineSpec(engine="openai", model=model, base_url=url, concurrency=concurrency, max_retries=2,
-                      timeout_s=600)  # fmt: skip
+    spec = EngineSpec(engine="openai", model=model, base_url=url, concurrency=concurrency, max_retries=2, timeout_s=600)
     eng = build_engine(spec)
     t0 = time.perf_counter()
     res = eng.generate(reqs)
@@ -82,8 +81,10 @@ def main(
         for _, _, p in targets:
             if p:
                 p.close()
-    print(f"model {model_dir.name}, {requests_n} requests, {max_new_tokens} new tokens each, greedy, "
-          f"server continuous batching: {continuous_batching}")
+    print(
+        f"model {model_dir.name}, {requests_n} requests, {max_new_tokens} new tokens each, greedy, "
+        f"server continuous batching: {continuous_batching}"
+    )
     print(f"{'target':<22}{'concurrency':>12}{'seconds':>10}{'req/s':>8}{'ok':>5}{'ratio vs 1':>12}")
     base = {}
     for name, c, secs, ok in rows:

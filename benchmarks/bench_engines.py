@@ -16,8 +16,18 @@ import torch
 from mllmrec.config import EngineSpec
 from mllmrec.engines import GenerationRequest, SamplingParams, build_engine
 
-TITLES = ["Toy Story (1995)", "Heat (1995)", "GoldenEye (1995)", "Twelve Monkeys (1995)", "Seven (1995)",
-          "The Usual Suspects (1995)", "Braveheart (1995)", "Apollo 13 (1995)", "Star Wars (1977)", "Fargo (1996)"]  # fmt: skip
+TITLES = [
+    "Toy Story (1995)",
+    "Heat (1995)",
+    "GoldenEye (1995)",
+    "Twelve Monkeys (1995)",
+    "Seven (1995)",
+    "The Usual Suspects (1995)",
+    "Braveheart (1995)",
+    "Apollo 13 (1995)",
+    "Star Wars (1977)",
+    "Fargo (1996)",
+]
 
 
 def prompts(n: int) -> list[str]:
@@ -46,15 +56,28 @@ def main() -> None:
     single = [eng.generate([r])[0] for r in reqs]
     t_single = time.perf_counter() - t0
     toks = sum(r.completion_tokens for r in batched)
-    print(json.dumps({
-        "model": args.model, "device": str(eng.device), "dtype": str(eng.dtype), "threads": torch.get_num_threads(),
-        "n": args.n, "batch_size": args.batch, "max_new_tokens": args.max_new_tokens,
-        "batched_req_per_s": round(args.n / t_batch, 2), "single_req_per_s": round(args.n / t_single, 2),
-        "batched_tok_per_s": round(toks / t_batch, 1), "single_tok_per_s": round(toks / t_single, 1),
-        "speedup": round(t_single / t_batch, 2),
-        "greedy_agree": sum(a.text == b.text for a, b in zip(batched, single)), "errors": sum(bool(r.error) for r in batched),
-        "example": batched[0].text,
-    }, indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "device": str(eng.device),
+                "dtype": str(eng.dtype),
+                "threads": torch.get_num_threads(),
+                "n": args.n,
+                "batch_size": args.batch,
+                "max_new_tokens": args.max_new_tokens,
+                "batched_req_per_s": round(args.n / t_batch, 2),
+                "single_req_per_s": round(args.n / t_single, 2),
+                "batched_tok_per_s": round(toks / t_batch, 1),
+                "single_tok_per_s": round(toks / t_single, 1),
+                "speedup": round(t_single / t_batch, 2),
+                "greedy_agree": sum(a.text == b.text for a, b in zip(batched, single)),
+                "errors": sum(bool(r.error) for r in batched),
+                "example": batched[0].text,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

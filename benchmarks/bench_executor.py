@@ -33,9 +33,19 @@ SPEC = EngineSpec(engine="pixel_describer", model="pixel-describer")
 
 def run(root: Path, items, cache: Path, batch: int, executor) -> tuple[float, int, dict]:
     t0 = time.perf_counter()
-    _, report = textualize(items, root, prompt=PROMPT, sampling=SamplingParams(max_new_tokens=64),
-                           model="pixel-describer", revision="bench", make_engine=lambda: build_engine(SPEC),
-                           cache_dir=cache, batch_size=batch, executor=executor, progress=False)  # fmt: skip
+    _, report = textualize(
+        items,
+        root,
+        prompt=PROMPT,
+        sampling=SamplingParams(max_new_tokens=64),
+        model="pixel-describer",
+        revision="bench",
+        make_engine=lambda: build_engine(SPEC),
+        cache_dir=cache,
+        batch_size=batch,
+        executor=executor,
+        progress=False,
+    )
     secs = time.perf_counter() - t0
     return secs, report["model_calls"], {p.name: p.read_bytes() for p in cache.glob("part-*.parquet")}
 
@@ -53,8 +63,11 @@ def main(n: int = 450, batch: int = 16, num_cpus: int = 2) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         print(f"ray.init (local cluster, {num_cpus} CPUs): {time.perf_counter() - t0:.1f} s, not counted below")
         rows, reference = [], None
-        for name, ex in [("local", None), ("ray, 1 worker", ExecutorParams(kind="ray", num_workers=1)),
-                         ("ray, 2 workers", ExecutorParams(kind="ray", num_workers=2))]:  # fmt: skip
+        for name, ex in [
+            ("local", None),
+            ("ray, 1 worker", ExecutorParams(kind="ray", num_workers=1)),
+            ("ray, 2 workers", ExecutorParams(kind="ray", num_workers=2)),
+        ]:
             secs, calls, parts = run(root, items, tmp / name.replace(" ", "_").replace(",", ""), batch, ex)
             reference = reference or parts
             assert parts == reference, f"{name}: cache parts differ from the local run"

@@ -38,12 +38,20 @@ def main() -> None:
     ap.add_argument("--captions", default="history", choices=["none", "history", "all"])
     ap.add_argument("--max-caption-words", type=int, default=None, help="prompt.max_caption_words (demo: 12)")
     ap.add_argument("--dtypes", default="float32", help="comma-separated: float32,bfloat16")
-    ap.add_argument("--micro-batches", default="1", help="comma-separated: the step's completions split into this "
-                    "many micro-batches (grpo.batch_size = completions / N, grpo.grad_accum = N; one generation batch "
-                    "either way); each value runs in its own process, so each peak RSS is its own")
+    ap.add_argument(
+        "--micro-batches",
+        default="1",
+        help="comma-separated: the step's completions split into this "
+        "many micro-batches (grpo.batch_size = completions / N, grpo.grad_accum = N; one generation batch "
+        "either way); each value runs in its own process, so each peak RSS is its own",
+    )
     ap.add_argument("--json-only", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--trainers", default="stage", help="comma-separated: stage (the grpo stage's cpu_speed_trainer "
-                    "GRPOTrainer), trl (TRL's GRPOTrainer as it is)")
+    ap.add_argument(
+        "--trainers",
+        default="stage",
+        help="comma-separated: stage (the grpo stage's cpu_speed_trainer "
+        "GRPOTrainer), trl (TRL's GRPOTrainer as it is)",
+    )
     args = ap.parse_args()
     micro = [int(m) for m in args.micro_batches.split(",")]
     if len(micro) > 1:  # peak RSS is per process: one child per value, run one after the other
@@ -55,13 +63,18 @@ def main() -> None:
             argv = [a for a in sys.argv[1:]]
             i = argv.index("--micro-batches")
             argv[i + 1] = str(m)
-            out = subprocess.run([sys.executable, __file__, *argv, "--json-only"], check=True, capture_output=True,
-                                 text=True).stdout
-            results += [json.loads(line.removeprefix("RESULT ")) for line in out.splitlines()
-                        if line.startswith("RESULT ")]
+            out = subprocess.run(
+                [sys.executable, __file__, *argv, "--json-only"], check=True, capture_output=True, text=True
+            ).stdout
+            results += [
+                json.loads(line.removeprefix("RESULT ")) for line in out.splitlines() if line.startswith("RESULT ")
+            ]
     else:
-        results = [bench(args, dtype, trainer, micro[0]) for trainer in args.trainers.split(",")
-                   for dtype in args.dtypes.split(",")]
+        results = [
+            bench(args, dtype, trainer, micro[0])
+            for trainer in args.trainers.split(",")
+            for dtype in args.dtypes.split(",")
+        ]
     if args.json_only:
         for r in results:
             print("RESULT " + json.dumps(r))
@@ -70,10 +83,14 @@ def main() -> None:
         print(json.dumps(r, indent=2))
     if len(results) > 1:
         base = results[0]
-        print(f"step time vs {base['trainer']} {base['dtype']} x{base['micro_batches']}: " + ", ".join(
-            f"{r['trainer']} {r['dtype']} x{r['micro_batches']} "
-            f"{base['step_seconds_median'] / r['step_seconds_median']:.2f}x faster, peak RSS {r['peak_rss_gb']} GB"
-            for r in results[1:]))
+        print(
+            f"step time vs {base['trainer']} {base['dtype']} x{base['micro_batches']}: "
+            + ", ".join(
+                f"{r['trainer']} {r['dtype']} x{r['micro_batches']} "
+                f"{base['step_seconds_median'] / r['step_seconds_median']:.2f}x faster, peak RSS {r['peak_rss_gb']} GB"
+                for r in results[1:]
+            )
+        )
 
 
 def bench(args, dtype_name: str, trainer_kind: str, micro_batches: int = 1) -> dict:
@@ -96,10 +113,16 @@ def bench(args, dtype_name: str, trainer_kind: str, micro_batches: int = 1) -> d
     caps = Path("data/textualize/captions.parquet")
     texts = load_item_texts(items, pl.read_parquet(caps) if caps.exists() and args.captions != "none" else None)
     n = args.prompts_per_step * (args.steps + 1)
-    samples = (pl.read_parquet("data/split/candidates_n9.parquet").filter(pl.col("split") == "train")
-               .sort("sample_id").head(n).with_columns(cot=pl.lit(None, pl.String), has_cot=pl.lit(False)))
-    rows = grpo_rows(samples, texts, tok, PromptParams(captions=args.captions,
-                                                      max_caption_words=args.max_caption_words), None)
+    samples = (
+        pl.read_parquet("data/split/candidates_n9.parquet")
+        .filter(pl.col("split") == "train")
+        .sort("sample_id")
+        .head(n)
+        .with_columns(cot=pl.lit(None, pl.String), has_cot=pl.lit(False))
+    )
+    rows = grpo_rows(
+        samples, texts, tok, PromptParams(captions=args.captions, max_caption_words=args.max_caption_words), None
+    )
     prompt_tokens = [len(tok(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows]
 
     dtype = getattr(torch, dtype_name)
@@ -123,35 +146,66 @@ def bench(args, dtype_name: str, trainer_kind: str, micro_batches: int = 1) -> d
 
     timer = Timer()
     cfg = GRPOConfig(
-        output_dir="/tmp/bench_grpo", max_steps=args.steps + 1, learning_rate=1e-5,
+        output_dir="/tmp/bench_grpo",
+        max_steps=args.steps + 1,
+        learning_rate=1e-5,
         per_device_train_batch_size=per_step // micro_batches,
-        gradient_accumulation_steps=micro_batches, num_generations=args.num_generations, beta=0.1,
-        max_completion_length=args.max_completion_length, temperature=0.9, top_p=0.9, top_k=0, min_p=None,
-        repetition_penalty=1.0, generation_kwargs={}, remove_unused_columns=False, bf16=dtype == torch.bfloat16, fp16=False,
-        gradient_checkpointing=False, save_strategy="no", logging_steps=1, report_to="none", use_cpu=True, seed=0,
+        gradient_accumulation_steps=micro_batches,
+        num_generations=args.num_generations,
+        beta=0.1,
+        max_completion_length=args.max_completion_length,
+        temperature=0.9,
+        top_p=0.9,
+        top_k=0,
+        min_p=None,
+        repetition_penalty=1.0,
+        generation_kwargs={},
+        remove_unused_columns=False,
+        bf16=dtype == torch.bfloat16,
+        fp16=False,
+        gradient_checkpointing=False,
+        save_strategy="no",
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        seed=0,
         disable_tqdm=True,
     )
-    trainer_class = (cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies") if trainer_kind == "stage"
-                     else GRPOTrainer)
-    trainer = trainer_class(model=model, reward_funcs=trl_reward_funcs("paper", -1.0, 1.0, 0.3), args=cfg,
-                          train_dataset=Dataset.from_list(rows), processing_class=tok,
-                          peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear",
-                                                 task_type="CAUSAL_LM"),
-                          callbacks=[timer])
+    trainer_class = (
+        cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies") if trainer_kind == "stage" else GRPOTrainer
+    )
+    trainer = trainer_class(
+        model=model,
+        reward_funcs=trl_reward_funcs("paper", -1.0, 1.0, 0.3),
+        args=cfg,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tok,
+        peft_config=LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"),
+        callbacks=[timer],
+    )
     trainer.train()
     steps, lengths = timer.steps[1:], timer.lengths[1:]  # step 1 = warm-up
     step_s = statistics.median(steps)
     gen_tokens = statistics.mean(lengths) * per_step
     return {
-        "model": args.model, "trainer": trainer_kind, "dtype": dtype_name, "torch_threads": torch.get_num_threads(), "steps_timed": len(steps),
-        "prompts_per_step": args.prompts_per_step, "num_generations": args.num_generations,
-        "completions_per_step": per_step, "micro_batches": micro_batches, "max_completion_length": args.max_completion_length,
+        "model": args.model,
+        "trainer": trainer_kind,
+        "dtype": dtype_name,
+        "torch_threads": torch.get_num_threads(),
+        "steps_timed": len(steps),
+        "prompts_per_step": args.prompts_per_step,
+        "num_generations": args.num_generations,
+        "completions_per_step": per_step,
+        "micro_batches": micro_batches,
+        "max_completion_length": args.max_completion_length,
         "prompt_tokens_mean": round(statistics.mean(prompt_tokens), 1),
         "completion_tokens_mean": round(statistics.mean(lengths), 1),
-        "step_seconds_median": round(step_s, 2), "step_seconds_all": [round(s, 2) for s in steps],
+        "step_seconds_median": round(step_s, 2),
+        "step_seconds_all": [round(s, 2) for s in steps],
         "generated_tokens_per_s": round(gen_tokens / step_s, 1),
         "processed_tokens_per_s": round(
-            per_step * (statistics.mean(prompt_tokens) + statistics.mean(lengths)) / step_s, 1),
+            per_step * (statistics.mean(prompt_tokens) + statistics.mean(lengths)) / step_s, 1
+        ),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),  # Linux: KiB
     }
 

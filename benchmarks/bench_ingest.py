@@ -101,17 +101,18 @@ def generate(out: Path, rows: int, users: int, items: int, movies: int, seed: in
     span = np.minimum(T1 - start, rng.exponential(400 * 86_400, size=users).astype(np.int64) + 3600)
     ts = start[user] + (rng.random(n) * span[user]).astype(np.int64)
     ratings = pa.array([f"{r / 2:.1f}" for r in range(1, 11)])
-    table = pa.table({
-        "userId": pa.array((user + 1).astype(np.int32)),
-        "movieId": pa.array(movie_ids[codes % movies]),
-        "rating": pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 10, size=n, dtype=np.int8)), ratings),
-        "timestamp": pa.array(ts),
-    })
+    table = pa.table(
+        {
+            "userId": pa.array((user + 1).astype(np.int32)),
+            "movieId": pa.array(movie_ids[codes % movies]),
+            "rating": pa.DictionaryArray.from_arrays(pa.array(rng.integers(0, 10, size=n, dtype=np.int8)), ratings),
+            "timestamp": pa.array(ts),
+        }
+    )
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "ratings.csv", "wb") as f:
         f.write(b"userId,movieId,rating,timestamp\n")
-        pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="none",
-                                                    batch_size=1 << 20))
+        pacsv.write_csv(table, f, pacsv.WriteOptions(include_header=False, quoting_style="none", batch_size=1 << 20))
     genres = ["Drama", "Comedy", "Thriller|Crime", "Adventure|Children|Fantasy", "(no genres listed)"]
     with open(out / "movies.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -154,8 +155,10 @@ def bench_pipeline(args: argparse.Namespace) -> bool:
     shape = {k: getattr(args, k) for k in ML25M}
     data = dataset(Path(args.cache), shape, args.seed)
     size = (data / "ratings.csv").stat().st_size
-    print(f"data: ratings.csv {size / 1e9:.2f} GB, {shape['rows']:,} rows requested, "
-          f"{shape['users']:,} users, {shape['items']:,} rated of {shape['movies']:,} movies")
+    print(
+        f"data: ratings.csv {size / 1e9:.2f} GB, {shape['rows']:,} rows requested, "
+        f"{shape['users']:,} users, {shape['items']:,} rated of {shape['movies']:,} movies"
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-run-", dir=args.cache))
     (work / "params.yaml").write_text(
         f"ingest:\n  format: movielens_csv\n  root: {data}\n  image_dir: posters\n  image_workers: 2\n"
@@ -172,17 +175,22 @@ def bench_pipeline(args: argparse.Namespace) -> bool:
     total, cpu, peak = sum(r[1] for r in rows), sum(r[2] for r in rows), max(r[3] for r in rows)
     ok = total <= TARGET_S and peak <= TARGET_GB * 1e9
     os.sched_setaffinity(0, cpus)
-    print(f"\npipeline on {min(args.cores, len(cpus))} cores ({os.cpu_count()} on the box), "
-          f"{shape['rows'] / 1e6:.1f} M ratings")
+    print(
+        f"\npipeline on {min(args.cores, len(cpus))} cores ({os.cpu_count()} on the box), "
+        f"{shape['rows'] / 1e6:.1f} M ratings"
+    )
     print(f"{'stage':<32}{'wall s':>9}{'cpu s':>9}{'peak RSS GB':>13}")
     for name, wall, cpu_s, rss in rows:
         print(f"{name:<32}{wall:>9.1f}{cpu_s:>9.1f}{rss / 1e9:>13.2f}")
     print(f"{'total':<32}{total:>9.1f}{cpu:>9.1f}{peak / 1e9:>13.2f}")
-    print(f"{'target':<32}{'<= ' + str(int(TARGET_S)):>9}{'':>9}{'<= ' + str(TARGET_GB):>13}   "
-          f"{'PASS' if ok else 'MISS'}")
+    print(
+        f"{'target':<32}{'<= ' + str(int(TARGET_S)):>9}{'':>9}{'<= ' + str(TARGET_GB):>13}   {'PASS' if ok else 'MISS'}"
+    )
     # wall time is only meaningful on an otherwise idle box: say how busy it was
-    print(f"load average during the run: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs; cpu s = user + sys "
-          f"of the stage, which other processes do not inflate")
+    print(
+        f"load average during the run: {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} CPUs; cpu s = user + sys "
+        f"of the stage, which other processes do not inflate"
+    )
     if not args.keep:
         shutil.rmtree(work)
     return ok
@@ -198,8 +206,10 @@ def bench_dvc(args: argparse.Namespace) -> bool:
     t = time.perf_counter()
     targets = args.dvc_targets.split() if args.dvc_targets else []
     subprocess.run([*dvc, "repro", "--quiet", *targets], cwd=proj, env=env, check=True, capture_output=True)
-    print(f"\ndvc: project copied to {proj}, brought up to date with `dvc repro` in "
-          f"{time.perf_counter() - t:.1f} s (not timed below)")
+    print(
+        f"\ndvc: project copied to {proj}, brought up to date with `dvc repro` in "
+        f"{time.perf_counter() - t:.1f} s (not timed below)"
+    )
     status_s, repro_s = [], []
     for _ in range(args.reps):
         wall, _, _, out = run_child([*dvc, "status", *targets], proj, env)
@@ -215,8 +225,10 @@ def bench_dvc(args: argparse.Namespace) -> bool:
     print(f"{'command':<22}{'median s':>10}{'min s':>8}{'max s':>8}   runs: {args.reps}")
     print(f"{'dvc status':<22}{med_s:>10.2f}{min(status_s):>8.2f}{max(status_s):>8.2f}")
     print(f"{'dvc repro (no-op)':<22}{med_r:>10.2f}{min(repro_s):>8.2f}{max(repro_s):>8.2f}")
-    print(f"repro - status: {med_r - med_s:+.2f} s (target <= +{TARGET_DVC_S:.0f} s), ratio {med_r / med_s:.2f}x   "
-          f"{'PASS' if ok else 'MISS'}")
+    print(
+        f"repro - status: {med_r - med_s:+.2f} s (target <= +{TARGET_DVC_S:.0f} s), ratio {med_r / med_s:.2f}x   "
+        f"{'PASS' if ok else 'MISS'}"
+    )
     shutil.rmtree(tmp)
     return ok
 
@@ -229,8 +241,11 @@ def main() -> None:
     p.add_argument("--cores", type=int, default=2, help="pin the stages to this many CPUs (if the box has more)")
     p.add_argument("--cache", default="/tmp/mllmrec-bench", help="where the synthetic data set is generated once")
     p.add_argument("--reps", type=int, default=5, help="repetitions of dvc status / no-op dvc repro")
-    p.add_argument("--dvc-targets", default="split",
-                   help="stages to bring up to date and time ('' = the whole DAG, which now trains LLMs: slow)")
+    p.add_argument(
+        "--dvc-targets",
+        default="split",
+        help="stages to bring up to date and time ('' = the whole DAG, which now trains LLMs: slow)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the stage work dir (its data/ outputs)")
     p.add_argument("--skip-pipeline", action="store_true")
     p.add_argument("--skip-dvc", action="store_true")

@@ -33,13 +33,19 @@ from mllmrec.prompts import (
 from mllmrec.training.item_tokens import init_item_embeddings
 
 
-def main(model_dir: Path = Path("models/smollm2-135m-instruct"), samples: int = 8, negatives: int = 9,
-         max_new_tokens: int = 128, threads: int = 2) -> None:
+def main(
+    model_dir: Path = Path("models/smollm2-135m-instruct"),
+    samples: int = 8,
+    negatives: int = 9,
+    max_new_tokens: int = 128,
+    threads: int = 2,
+) -> None:
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    texts = load_item_texts(pl.read_parquet("data/ingest/items.parquet"),
-                            pl.read_parquet("data/textualize/captions.parquet"))
+    texts = load_item_texts(
+        pl.read_parquet("data/ingest/items.parquet"), pl.read_parquet("data/textualize/captions.parquet")
+    )
     prompt_params = load_section("prompt", PromptParams)
     cands = load_candidates(negatives, "test", samples, seed=0)
     jobs = []
@@ -64,8 +70,11 @@ def main(model_dir: Path = Path("models/smollm2-135m-instruct"), samples: int = 
 
     items = pl.read_parquet("data/ingest/items.parquet").select("item_id", "title")
     gen = torch.Generator().manual_seed(0)
-    table = items.with_columns(vector=pl.Series([torch.randn(64, generator=gen).tolist() for _ in range(items.height)],
-                                                dtype=pl.List(pl.Float32)))
+    table = items.with_columns(
+        vector=pl.Series(
+            [torch.randn(64, generator=gen).tolist() for _ in range(items.height)], dtype=pl.List(pl.Float32)
+        )
+    )
     item_tok = AutoTokenizer.from_pretrained(model_dir)
     item_model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     init_item_embeddings(item_model, item_tok, table, seed=0)
@@ -74,8 +83,9 @@ def main(model_dir: Path = Path("models/smollm2-135m-instruct"), samples: int = 
     for s in rows:
         messages = build_messages(s, texts, prompt_params)
         pre, suf = completion_template(item_tok, messages, None)
-        item_jobs.append((render_prompt(item_tok, messages, None),
-                          [pre + answer_line(c, texts) + suf for c in s["candidates"]]))
+        item_jobs.append(
+            (render_prompt(item_tok, messages, None), [pre + answer_line(c, texts) + suf for c in s["candidates"]])
+        )
     n_item_prompt = sum(len(item_tok(p, add_special_tokens=False)["input_ids"]) for p, _ in item_jobs) / len(jobs)
 
     def item_packed() -> None:
@@ -84,13 +94,19 @@ def main(model_dir: Path = Path("models/smollm2-135m-instruct"), samples: int = 
     def item_one_forward() -> None:
         item_token_scores(item_model, item_tok, rows, item_token_ids(item_tok), texts, prompt_params, None)
 
-    print(f"model {model_dir}, {len(jobs)} samples x 1+{negatives} candidates, prompt ≈ {n_prompt:.0f} tokens "
-          f"({n_item_prompt:.0f} with item tokens), {threads} threads")
+    print(
+        f"model {model_dir}, {len(jobs)} samples x 1+{negatives} candidates, prompt ≈ {n_prompt:.0f} tokens "
+        f"({n_item_prompt:.0f} with item tokens), {threads} threads"
+    )
     score_candidates(model, tok, [jobs[0][0]], [jobs[0][1]])  # warm-up (allocator, kernels)
     results = {}
-    for name, fn in [("packed likelihood ranking (ours)", packed), ("authors' generate loop", authors_loop),
-                     ("per-candidate likelihood", per_candidate), ("item tokens: packed line likelihood", item_packed),
-                     ("item tokens: one-forward ranking", item_one_forward)]:
+    for name, fn in [
+        ("packed likelihood ranking (ours)", packed),
+        ("authors' generate loop", authors_loop),
+        ("per-candidate likelihood", per_candidate),
+        ("item tokens: packed line likelihood", item_packed),
+        ("item tokens: one-forward ranking", item_one_forward),
+    ]:
         t = time.perf_counter()
         fn()
         results[name] = len(jobs) / (time.perf_counter() - t)

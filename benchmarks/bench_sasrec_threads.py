@@ -44,8 +44,9 @@ def run(threads: int, busy: int, epochs: int) -> dict:
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
     try:
         time.sleep(0.5)
-        out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(epochs)], capture_output=True, text=True,
-                             check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(threads), str(epochs)], capture_output=True, text=True, check=True
+        )
     finally:
         for h in hogs:
             h.kill()

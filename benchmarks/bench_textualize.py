@@ -59,8 +59,9 @@ def make_images(tmp: Path, n: int) -> tuple[Path, list[str]]:
     return root, ids
 
 
-def main(n: int = 2000, new_pct: float = 1.0, batch: int = 32, max_new_tokens: int = 32, loop_n: int = 64,
-         threads: int = 1) -> None:
+def main(
+    n: int = 2000, new_pct: float = 1.0, batch: int = 32, max_new_tokens: int = 32, loop_n: int = 64, threads: int = 1
+) -> None:
     torch.set_num_threads(threads)
     tmp = Path(tempfile.mkdtemp(prefix="bench_textualize_"))
     extra = max(1, round(n * new_pct / 100))
@@ -70,8 +71,10 @@ def main(n: int = 2000, new_pct: float = 1.0, batch: int = 32, max_new_tokens: i
     items = all_items.head(n)
     sampling = SamplingParams(max_new_tokens=max_new_tokens)
     m = min(loop_n, n)
-    reqs = [GenerationRequest(messages=({"role": "user", "content": PROMPT},), images=(str(root / p),),
-                              sampling=sampling) for p in items["image_path"][:m]]
+    reqs = [
+        GenerationRequest(messages=({"role": "user", "content": PROMPT},), images=(str(root / p),), sampling=sampling)
+        for p in items["image_path"][:m]
+    ]
 
     # 1. pure engine throughput on the same m images, both engines loaded and warmed up first
     eng1 = build_engine(EngineSpec(engine="transformers", model=str(vlm), batch_size=1))
@@ -90,9 +93,16 @@ def main(n: int = 2000, new_pct: float = 1.0, batch: int = 32, max_new_tokens: i
     # 2-4. textualize end to end (engine load included: a real run pays it too)
     spec = EngineSpec(engine="transformers", model=str(vlm), batch_size=batch)
     model, revision = model_identity(spec)
-    kw = {"prompt": PROMPT, "sampling": sampling, "model": model, "revision": revision,
-          "make_engine": lambda: build_engine(spec), "cache_dir": tmp / "cache", "batch_size": batch,
-          "progress": False}
+    kw = {
+        "prompt": PROMPT,
+        "sampling": sampling,
+        "model": model,
+        "revision": revision,
+        "make_engine": lambda: build_engine(spec),
+        "cache_dir": tmp / "cache",
+        "batch_size": batch,
+        "progress": False,
+    }
     t = time.perf_counter()
     _, r_full = textualize(items, root, **kw)
     t_full = time.perf_counter() - t
@@ -106,14 +116,22 @@ def main(n: int = 2000, new_pct: float = 1.0, batch: int = 32, max_new_tokens: i
     print(f"tiny LLaVA (random weights), CPU, torch threads={threads}, greedy, max_new_tokens={max_new_tokens}")
     print(f"{'run':46s} {'images':>6s} {'calls':>6s} {'seconds':>8s} {'img/s':>7s}  comparison")
     print(f"{'engine, one image per generate() (authors)':46s} {m:6d} {m:6d} {t_loop:8.2f} {m / t_loop:7.2f}  1.00x")
-    print(f"{f'engine, batched ({batch} per generate())':46s} {m:6d} {m:6d} {t_batch:8.2f} {m / t_batch:7.2f}  "
-          f"{t_loop / t_batch:.2f}x the loop (goal >= 5x); same text {same}/{m}")
-    print(f"{'textualize, cold cache (incl. engine load)':46s} {n:6d} {r_full['model_calls']:6d} {t_full:8.2f} "
-          f"{n / t_full:7.2f}  {(n / t_full) / (m / t_loop):.2f}x the loop's img/s")
-    print(f"{'textualize, rerun, nothing changed':46s} {n:6d} {r_same['model_calls']:6d} {t_same:8.2f} {'':>7s}  "
-          f"{t_same / t_full:.1%} of the cold run; engine built: {r_same['engine_built']}")
-    print(f"{f'textualize, +{extra} new items (+{new_pct:g} %)':46s} {n + extra:6d} {r_new['model_calls']:6d} "
-          f"{t_new:8.2f} {'':>7s}  {t_new / t_full:.1%} of the cold run (goal <= 3 %)")
+    print(
+        f"{f'engine, batched ({batch} per generate())':46s} {m:6d} {m:6d} {t_batch:8.2f} {m / t_batch:7.2f}  "
+        f"{t_loop / t_batch:.2f}x the loop (goal >= 5x); same text {same}/{m}"
+    )
+    print(
+        f"{'textualize, cold cache (incl. engine load)':46s} {n:6d} {r_full['model_calls']:6d} {t_full:8.2f} "
+        f"{n / t_full:7.2f}  {(n / t_full) / (m / t_loop):.2f}x the loop's img/s"
+    )
+    print(
+        f"{'textualize, rerun, nothing changed':46s} {n:6d} {r_same['model_calls']:6d} {t_same:8.2f} {'':>7s}  "
+        f"{t_same / t_full:.1%} of the cold run; engine built: {r_same['engine_built']}"
+    )
+    print(
+        f"{f'textualize, +{extra} new items (+{new_pct:g} %)':46s} {n + extra:6d} {r_new['model_calls']:6d} "
+        f"{t_new:8.2f} {'':>7s}  {t_new / t_full:.1%} of the cold run (goal <= 3 %)"
+    )
 
     # 5. the real captioner, same posters, one at a time vs batched (built once: its load is not the question)
     tagger = build_engine(EngineSpec(engine="image_tagger", model="image-tagger"))
@@ -126,8 +144,10 @@ def main(n: int = 2000, new_pct: float = 1.0, batch: int = 32, max_new_tokens: i
     t_many = time.perf_counter() - t
     same = sum(a.text == b.text for a, b in zip(one, many))
     print(f"{'image_tagger, one image per generate()':46s} {m:6d} {m:6d} {t_one:8.2f} {m / t_one:7.2f}  1.00x")
-    print(f"{f'image_tagger, batched ({batch} per generate())':46s} {m:6d} {m:6d} {t_many:8.2f} {m / t_many:7.2f}  "
-          f"{t_one / t_many:.2f}x one at a time; same text {same}/{m}")
+    print(
+        f"{f'image_tagger, batched ({batch} per generate())':46s} {m:6d} {m:6d} {t_many:8.2f} {m / t_many:7.2f}  "
+        f"{t_one / t_many:.2f}x one at a time; same text {same}/{m}"
+    )
 
 
 if __name__ == "__main__":

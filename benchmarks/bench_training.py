@@ -47,9 +47,18 @@ def sft_tokens_per_s(model_dir: Path, rows: list[dict], dropout: float, steps: i
     tok = AutoTokenizer.from_pretrained(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         batch = len(rows) // (steps + 1)
-        params = SftParams(lora={"r": 16, "alpha": 16, "dropout": dropout}, lr=1e-4, max_steps=steps + 1,
-                           batch_size=batch, grad_accum=1, dtype=dtype, save_steps=10_000, logging_steps=1,
-                           checkpoint_dir=f"{tmp}/ckpt", monitor={"every": 0})
+        params = SftParams(
+            lora={"r": 16, "alpha": 16, "dropout": dropout},
+            lr=1e-4,
+            max_steps=steps + 1,
+            batch_size=batch,
+            grad_accum=1,
+            dtype=dtype,
+            save_steps=10_000,
+            logging_steps=1,
+            checkpoint_dir=f"{tmp}/ckpt",
+            monitor={"every": 0},
+        )
         times = []
 
         from transformers import TrainerCallback
@@ -84,12 +93,16 @@ def main() -> None:
     rate = gemm_rate(dtype, 2048, 2048, 2048)  # square matrices: the box's dense matmul rate
     h, w = model.config.hidden_size, model.config.intermediate_size
     shape_rate = gemm_rate(dtype, args.batch * args.tokens, h, w)
-    print(f"{args.model.name}: {n / 1e6:.0f} M matmul params + {n_head / 1e6:.0f} M LM head, "
-          f"{str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads; dense matmul "
-          f"{rate / 1e9:.0f} GFLOP/s ({shape_rate / 1e9:.0f} GFLOP/s at the model's {args.batch * args.tokens} x {h} "
-          f"@ {h} x {w}: {shape_rate / rate:.0%})")
-    print(f"roofline: forward {rate / (2 * (n + n_head)):.0f} tok/s with all logits, {rate / (2 * n):.0f} without; "
-          f"LoRA training step {rate / (4 * n):.0f} tok/s")
+    print(
+        f"{args.model.name}: {n / 1e6:.0f} M matmul params + {n_head / 1e6:.0f} M LM head, "
+        f"{str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads; dense matmul "
+        f"{rate / 1e9:.0f} GFLOP/s ({shape_rate / 1e9:.0f} GFLOP/s at the model's {args.batch * args.tokens} x {h} "
+        f"@ {h} x {w}: {shape_rate / rate:.0%})"
+    )
+    print(
+        f"roofline: forward {rate / (2 * (n + n_head)):.0f} tok/s with all logits, {rate / (2 * n):.0f} without; "
+        f"LoRA training step {rate / (4 * n):.0f} tok/s"
+    )
 
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 40_000, (args.batch, args.tokens), generator=g)
@@ -98,8 +111,10 @@ def main() -> None:
         t = time.perf_counter()
         model(input_ids=ids)
     fwd = ids.numel() / (time.perf_counter() - t)
-    print(f"bare forward ({args.batch} x {args.tokens}, all logits):  {fwd:7.0f} tok/s  "
-          f"{fwd * 2 * (n + n_head) / rate:5.0%}")
+    print(
+        f"bare forward ({args.batch} x {args.tokens}, all logits):  {fwd:7.0f} tok/s  "
+        f"{fwd * 2 * (n + n_head) / rate:5.0%}"
+    )
 
     # likelihood ranking: a prompt of `tokens` + 10 candidate answers of 16 tokens, one packed forward
     prompt = ids[0].tolist()
@@ -111,8 +126,10 @@ def main() -> None:
     print(f"likelihood ranking (1 prompt + 10 answers, packed):  {rank:7.0f} tok/s  {rank * 2 * n / rate:5.0%}")
 
     del model
-    rows = [{"input_ids": r, "completion_mask": [0] * (args.tokens - 20) + [1] * 20}
-            for r in torch.randint(100, 40_000, (args.batch * (args.steps + 1), args.tokens), generator=g).tolist()]
+    rows = [
+        {"input_ids": r, "completion_mask": [0] * (args.tokens - 20) + [1] * 20}
+        for r in torch.randint(100, 40_000, (args.batch * (args.steps + 1), args.tokens), generator=g).tolist()
+    ]
     for dropout in (0.05, 0.0):
         sft = sft_tokens_per_s(args.model, rows, dropout, args.steps, "auto")
         print(f"SFT step, train_sft, LoRA r 16, dropout {dropout:.2f}:  {sft:7.0f} tok/s  {sft * 4 * n / rate:5.0%}")

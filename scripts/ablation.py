@@ -81,13 +81,16 @@ def queue(arms_file: Path, presets: list[Path], only: list[str]) -> None:
         raise UserError(f"--only {unknown}: not arms of {arms_file} ({', '.join(arms)})")
     existing = set(ablation.experiment_refs(ROOT))
     if only and reference not in only and reference not in existing:
-        raise UserError(f"--only leaves out the reference arm {reference!r}, which has no finished experiment: the "
-                        "table compares every arm with it; add `--only " + reference + "`")
+        raise UserError(
+            f"--only leaves out the reference arm {reference!r}, which has no finished experiment: the "
+            "table compares every arm with it; add `--only " + reference + "`"
+        )
     arms = {a: arms[a] for a in only} if only else arms
     taken = existing & set(arms)
     if taken:
-        raise UserError(f"experiments {sorted(taken)} exist already; `dvc exp remove {' '.join(sorted(taken))}` "
-                        "to run them again")
+        raise UserError(
+            f"experiments {sorted(taken)} exist already; `dvc exp remove {' '.join(sorted(taken))}` to run them again"
+        )
     params, draft = None, ROOT / "params.yaml.ablation"  # presets and arms checked on a copy: a bad arm writes nothing
     shutil.copy(ROOT / "params.yaml", draft)
     try:
@@ -100,10 +103,21 @@ def queue(arms_file: Path, presets: list[Path], only: list[str]) -> None:
         draft.unlink(missing_ok=True)
     sh("dvc", "repro", *SHARED)
     for name, overrides in arms.items():
-        sh("dvc", "exp", "run", "--queue", "-n", name, *[a for k, v in overrides.items()
-                                                          for a in ("-S", set_flag(k, v))], *TARGETS)
-    print(f"queued {len(arms)} arms (reference {reference}); next: `dvc queue start -j 1`, then "
-          "`python scripts/ablation.py table`", file=sys.stderr)
+        sh(
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-n",
+            name,
+            *[a for k, v in overrides.items() for a in ("-S", set_flag(k, v))],
+            *TARGETS,
+        )
+    print(
+        f"queued {len(arms)} arms (reference {reference}); next: `dvc queue start -j 1`, then "
+        "`python scripts/ablation.py table`",
+        file=sys.stderr,
+    )
 
 
 def table(arms_file: Path, out: Path = ROOT / "metrics/ablation.md", plots: Path = ROOT / "plots/ablation") -> None:

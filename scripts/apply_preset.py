@@ -73,12 +73,18 @@ def _dump(yaml, data) -> str:
     return buf.getvalue()
 
 
-def main(preset: Path, params: Path = Path("params.yaml"),
-         check: bool = typer.Option(False, help="validate the merged params only; write nothing")) -> None:
+def main(
+    preset: Path,
+    params: Path = Path("params.yaml"),
+    check: bool = typer.Option(False, help="validate the merged params only; write nothing"),
+) -> None:
     merged = apply(preset, params, check)
     policy = merged.get("models", {}).get("policy", {}).get("model")
-    print(f"{preset} {'validates against' if check else 'applied to'} {params} ({len(merged)} sections; policy "
-          f"{policy}). Next: `dvc status`, then `dvc repro` (or `dvc exp run -n <name>`).", file=sys.stderr)
+    print(
+        f"{preset} {'validates against' if check else 'applied to'} {params} ({len(merged)} sections; policy "
+        f"{policy}). Next: `dvc status`, then `dvc repro` (or `dvc exp run -n <name>`).",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -61,8 +61,9 @@ def mean_auc(docs: list[list[str]], genres: dict[str, np.ndarray], folds: np.nda
     return float(np.mean([auc(cv_scores(docs, y, folds), y) for y in genres.values()]))
 
 
-def paired_bootstrap(a: list[list[str]], b: list[list[str]], genres: dict[str, np.ndarray], folds: np.ndarray,
-                     draws: int, rng) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: list[list[str]], b: list[list[str]], genres: dict[str, np.ndarray], folds: np.ndarray, draws: int, rng
+) -> tuple[float, float, float]:
     """95 % CI and two-sided p of mean AUC(a) - mean AUC(b), resampling items (the same items for both)."""
     sa = [cv_scores(a, y, folds) for y in genres.values()]
     sb = [cv_scores(b, y, folds) for y in genres.values()]
@@ -76,8 +77,14 @@ def paired_bootstrap(a: list[list[str]], b: list[list[str]], genres: dict[str, n
     return float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5)), p
 
 
-def main(captions: Path = Path("data/textualize/captions.parquet"), movies: Path = ROOT / "movies.csv",
-         shuffles: int = 200, folds: int = 5, min_items: int = 30, seed: int = 0) -> None:
+def main(
+    captions: Path = Path("data/textualize/captions.parquet"),
+    movies: Path = ROOT / "movies.csv",
+    shuffles: int = 200,
+    folds: int = 5,
+    min_items: int = 30,
+    seed: int = 0,
+) -> None:
     caps = pl.read_parquet(captions).filter(pl.col("caption").is_not_null())
     items = pl.read_parquet("data/ingest/items.parquet").select("item_id", "image_path")
     meta = pl.read_csv(movies).select(pl.col("movieId").cast(str).alias("item_id"), "genres")
@@ -85,8 +92,9 @@ def main(captions: Path = Path("data/textualize/captions.parquet"), movies: Path
     rng = np.random.default_rng(seed)
     fold = rng.permutation(np.arange(df.height) % folds)
     genre_lists = [g.split("|") for g in df["genres"]]
-    genres = {g: np.array([g in gl for gl in genre_lists], dtype=int)
-              for g in sorted({g for gl in genre_lists for g in gl})}  # fmt: skip
+    genres = {
+        g: np.array([g in gl for gl in genre_lists], dtype=int) for g in sorted({g for gl in genre_lists for g in gl})
+    }
     genres = {g: y for g, y in genres.items() if min_items <= y.sum() <= df.height - min_items}
 
     docs = [words(c) for c in df["caption"]]
@@ -106,19 +114,26 @@ def main(captions: Path = Path("data/textualize/captions.parquet"), movies: Path
     text = df["caption"]
     has_text, has_faces = text.str.contains('text "').mean(), text.str.contains(" faces?;").mean()
     has_label = ~text.str.contains(r"^(a tiny|\w+ faces?;|text \"|mostly )")  # the caption starts with a label
-    print(f"{df.height} items with a caption and genres; {len(genres)} genres with >= {min_items} items "
-          f"({', '.join(genres)}); model {caps['model'][0]}\n")
-    print(f"- items with a confident ImageNet label: {has_label.mean():.0%}; with printed text (after the title "
-          f"scrub): {has_text:.0%}; with faces: {has_faces:.0%}")
+    print(
+        f"{df.height} items with a caption and genres; {len(genres)} genres with >= {min_items} items "
+        f"({', '.join(genres)}); model {caps['model'][0]}\n"
+    )
+    print(
+        f"- items with a confident ImageNet label: {has_label.mean():.0%}; with printed text (after the title "
+        f"scrub): {has_text:.0%}; with faces: {has_faces:.0%}"
+    )
     print("\n| captions | mean genre AUC (5-fold NB) |\n|---|---|")
     print(f"| this run's captions | {real:.3f} |\n| the same without their colour clause | {content:.3f} |")
     print(f"| pixel describer (colours only), same posters | {pixel:.3f} |")
     for name, c in (("captions", control), ("captions without colour clause", content_control)):
-        print(f"| {name}, shuffled across items ({shuffles} draws) | {c.mean():.3f} ± {c.std():.3f} "
-              f"(max {c.max():.3f}) |")
+        print(
+            f"| {name}, shuffled across items ({shuffles} draws) | {c.mean():.3f} ± {c.std():.3f} (max {c.max():.3f}) |"
+        )
     print(f"\np (shuffled >= real) = {p:.3f}; without the colour clause {p_content:.3f}")
-    print(f"this run's captions - pixel describer: {real - pixel:+.3f} "
-          f"[{lo:+.3f}, {hi:+.3f}] (paired bootstrap over items, 1000 draws), p = {p_pixel:.3f}")
+    print(
+        f"this run's captions - pixel describer: {real - pixel:+.3f} "
+        f"[{lo:+.3f}, {hi:+.3f}] (paired bootstrap over items, 1000 draws), p = {p_pixel:.3f}"
+    )
 
 
 if __name__ == "__main__":

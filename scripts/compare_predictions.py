@@ -33,20 +33,28 @@ def read(path: Path) -> pl.DataFrame:
     return df  # baselines have no protocol column: they rank, and pair with every protocol of the other side
 
 
-def main(a: Annotated[Path, typer.Argument(help="predictions of run a")],
-         b: Annotated[Path, typer.Argument(help="predictions of run b (the same samples)")],
-         names: Annotated[str, typer.Option(help="labels for a and b")] = "a,b",
-         common: Annotated[bool, typer.Option(help="pair on the samples both files hold (e.g. one run scored a seeded "
-                                                   "subset of the other's users); the counts left out are printed")
-                           ] = False,
-         resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
-         seed: Annotated[int, typer.Option()] = 0) -> None:
+def main(
+    a: Annotated[Path, typer.Argument(help="predictions of run a")],
+    b: Annotated[Path, typer.Argument(help="predictions of run b (the same samples)")],
+    names: Annotated[str, typer.Option(help="labels for a and b")] = "a,b",
+    common: Annotated[
+        bool,
+        typer.Option(
+            help="pair on the samples both files hold (e.g. one run scored a seeded "
+            "subset of the other's users); the counts left out are printed"
+        ),
+    ] = False,
+    resamples: Annotated[int, typer.Option(help="bootstrap resamples")] = 1000,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
     name_a, _, name_b = names.partition(",")
     preds_a, preds_b = read(a), read(b)
     if common:
         shared = set(preds_a["sample_id"]) & set(preds_b["sample_id"])
-        print(f"on the {len(shared)} samples both hold ({name_a}: {preds_a['sample_id'].n_unique() - len(shared)} "
-              f"left out, {name_b}: {preds_b['sample_id'].n_unique() - len(shared)} left out)\n")
+        print(
+            f"on the {len(shared)} samples both hold ({name_a}: {preds_a['sample_id'].n_unique() - len(shared)} "
+            f"left out, {name_b}: {preds_b['sample_id'].n_unique() - len(shared)} left out)\n"
+        )
         preds_a, preds_b = (p.filter(pl.col("sample_id").is_in(shared)) for p in (preds_a, preds_b))
     on = [c for c in ("protocol", "num_negatives") if c in preds_a.columns and c in preds_b.columns]
     keys = preds_a.select(*on).unique().join(preds_b.select(*on).unique(), on=on)
@@ -58,8 +66,11 @@ def main(a: Annotated[Path, typer.Argument(help="predictions of run a")],
     keys = keys.select("protocol", "num_negatives").sort(pl.all())
     if keys.is_empty():
         raise UserError(f"{a} and {b} share no protocol and candidate size")
-    print(f"| protocol | candidates | n | {name_a} HR@1 | {name_b} HR@1 | " +
-          " | ".join(f"Δ{m} [95 % CI] p" for m in METRICS) + " |")
+    print(
+        f"| protocol | candidates | n | {name_a} HR@1 | {name_b} HR@1 | "
+        + " | ".join(f"Δ{m} [95 % CI] p" for m in METRICS)
+        + " |"
+    )
     print("|---|---|---|---|---|" + "---|" * len(METRICS))
     for protocol, size in keys.iter_rows():
         sa, sb = (p.filter(pl.col("num_negatives") == size) for p in (preds_a, preds_b))

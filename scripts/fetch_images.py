@@ -27,21 +27,25 @@ def main(
     rate: Annotated[float, typer.Option(min=0.01, help="requests per second, all threads together")] = 5.0,
     timeout: Annotated[float, typer.Option(min=0.01, help="seconds per request, the whole body included")] = 10.0,
     retries: Annotated[int, typer.Option(min=0, help="extra attempts on 429/5xx/timeouts/connection errors")] = 3,
-    failures: Annotated[Path | None, typer.Option(help="failure report, .csv or .json (default: "
-                                                       "<root>/fetch_failures.csv)")] = None,
+    failures: Annotated[
+        Path | None, typer.Option(help="failure report, .csv or .json (default: <root>/fetch_failures.csv)")
+    ] = None,
 ) -> None:
     meta_file, bad_lines = resolve(root, meta, "metadata", fix="pass --meta FILE_OR_GLOB"), Report()
     urls = meta_image_urls(meta_file, bad_lines)
     if bad_lines.skipped:
-        print(f"fetch_images: {meta_file}: skipped {dict(bad_lines.skipped)} metadata lines, e.g. "
-              f"{[e for ex in bad_lines.examples.values() for e in ex][:3]}")
-    summary, failed = fetch_images(urls, root / image_dir, workers=workers, rate=rate, timeout=timeout,
-                                   retries=retries)
+        print(
+            f"fetch_images: {meta_file}: skipped {dict(bad_lines.skipped)} metadata lines, e.g. "
+            f"{[e for ex in bad_lines.examples.values() for e in ex][:3]}"
+        )
+    summary, failed = fetch_images(urls, root / image_dir, workers=workers, rate=rate, timeout=timeout, retries=retries)
     report = failures or root / "fetch_failures.csv"
     write_failures(failed, report)
-    print(f"fetch_images: {summary['downloaded']} downloaded, {summary['already_present']} already present, "
-          f"{summary['failed']} failed {summary['failed_by_reason']}, {summary['no_url']} without an image URL "
-          f"(of {summary['items']} items); failures in {report}")
+    print(
+        f"fetch_images: {summary['downloaded']} downloaded, {summary['already_present']} already present, "
+        f"{summary['failed']} failed {summary['failed_by_reason']}, {summary['no_url']} without an image URL "
+        f"(of {summary['items']} items); failures in {report}"
+    )
 
 
 if __name__ == "__main__":

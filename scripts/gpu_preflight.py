@@ -82,22 +82,36 @@ def rehearsal(cuda: bool) -> Check:
 
     missing = [m for m in ("dvc", "polars", "trl", "vllm") if importlib.util.find_spec(m) is None]
     if missing:
-        return Check("rehearsal paper-movielens", "skip", detail=f"not installed: {', '.join(missing)} "
-                     "(install the project's lock: requirements/gpu.txt)")
+        return Check(
+            "rehearsal paper-movielens",
+            "skip",
+            detail=f"not installed: {', '.join(missing)} (install the project's lock: requirements/gpu.txt)",
+        )
     if not cuda:
         return Check("rehearsal paper-movielens", "skip", detail="no CUDA: run scripts/rehearse.py directly")
     t = time.perf_counter()
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "scripts/rehearse.py", "presets/paper-movielens.yaml"], cwd=root, check=False,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "scripts/rehearse.py", "presets/paper-movielens.yaml"],
+        cwd=root,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     print(out.stdout[-8000:], out.stderr[-2000:])
     failed = [ln.split(" | ")[0].strip("| ") for ln in out.stdout.splitlines() if " | FAILED | " in ln]
-    return Check("rehearsal paper-movielens", "pass" if out.returncode == 0 else "FAIL", time.perf_counter() - t,
-                 None, "every stage ran" if out.returncode == 0 else f"failed: {', '.join(failed) or out.stderr[-160:]}")
+    return Check(
+        "rehearsal paper-movielens",
+        "pass" if out.returncode == 0 else "FAIL",
+        time.perf_counter() - t,
+        None,
+        "every stage ran" if out.returncode == 0 else f"failed: {', '.join(failed) or out.stderr[-160:]}",
+    )
 
 
 def lora_step(base: Path, device: str, dtype: str, steps: int):
     """LoRA steps on the tiny model with transformers + peft alone (what a bare GPU box has)."""
+
     def run():
         import torch
         from peft import LoraConfig, get_peft_model
@@ -113,11 +127,18 @@ def lora_step(base: Path, device: str, dtype: str, steps: int):
             opt.step()
             opt.zero_grad()
         return f"{steps} steps, {dtype}, loss {loss.item():.3f}"
+
     return run
 
 
-PIPELINE_CHECKS = ("sft (train_sft, LoRA)", "grpo (train_grpo)", "likelihood ranking", "generation, transformers engine",
-                   "generation, vLLM engine", "grpo, vLLM colocate")
+PIPELINE_CHECKS = (
+    "sft (train_sft, LoRA)",
+    "grpo (train_grpo)",
+    "likelihood ranking",
+    "generation, transformers engine",
+    "generation, vLLM engine",
+    "grpo, vLLM colocate",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,28 +148,43 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32", "float16"])
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    ap.add_argument("--rehearse", action="store_true", help="then rehearse presets/paper-movielens.yaml end to end "
-                    "(scripts/rehearse.py: tiny models, this GPU, vLLM engines)")
+    ap.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="then rehearse presets/paper-movielens.yaml end to end "
+        "(scripts/rehearse.py: tiny models, this GPU, vLLM engines)",
+    )
     args = ap.parse_args(argv)
     steps, dtype, device = args.steps, args.dtype, args.device
     import torch
 
     cuda = device == "cuda"
     if cuda and not torch.cuda.is_available():
-        print("gpu_preflight: no CUDA device visible (torch.cuda.is_available() is False): nothing to check here; "
-              "run it on the GPU box, with the CUDA lock installed (requirements/gpu.txt)")
+        print(
+            "gpu_preflight: no CUDA device visible (torch.cuda.is_available() is False): nothing to check here; "
+            "run it on the GPU box, with the CUDA lock installed (requirements/gpu.txt)"
+        )
         return 0
     from tiny_models import build_tiny_lm
 
-    print(f"gpu_preflight: {torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s), torch "
-          f"{torch.__version__}, CUDA {torch.version.cuda}, bf16 supported: {torch.cuda.is_bf16_supported()}"
-          if cuda else f"gpu_preflight: on CPU ({device}), torch {torch.__version__}: the checks' code, not a GPU")
+    print(
+        f"gpu_preflight: {torch.cuda.get_device_name(0)}, {torch.cuda.device_count()} GPU(s), torch "
+        f"{torch.__version__}, CUDA {torch.version.cuda}, bf16 supported: {torch.cuda.is_bf16_supported()}"
+        if cuda
+        else f"gpu_preflight: on CPU ({device}), torch {torch.__version__}: the checks' code, not a GPU"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="gpu_preflight_"))
     base = build_tiny_lm(tmp / "tiny")
     checks = [run_check("LoRA step (transformers + peft only)", lora_step(base, device, dtype, max(steps, 1)), cuda)]
     if lacking := [m for m in PIPELINE if importlib.util.find_spec(m) is None]:
-        checks += [Check(name, "skip", detail=f"needs {', '.join(lacking)}: pip install -r requirements/gpu.txt "
-                         "&& pip install --no-deps -e .") for name in PIPELINE_CHECKS]
+        checks += [
+            Check(
+                name,
+                "skip",
+                detail=f"needs {', '.join(lacking)}: pip install -r requirements/gpu.txt && pip install --no-deps -e .",
+            )
+            for name in PIPELINE_CHECKS
+        ]
         return report(checks)
     return report(checks + pipeline_checks(tmp, base, steps, dtype, device, cuda, args.rehearse))
 
@@ -160,8 +196,9 @@ def report(checks: list[Check]) -> int:
     return 1 if failed else 0
 
 
-def pipeline_checks(tmp: Path, base: Path, steps: int, dtype: str, device: str, cuda: bool, rehearse: bool
-                    ) -> list[Check]:
+def pipeline_checks(
+    tmp: Path, base: Path, steps: int, dtype: str, device: str, cuda: bool, rehearse: bool
+) -> list[Check]:
     """The checks that run the stages' own functions."""
     import numpy as np
     import torch
@@ -184,22 +221,46 @@ def pipeline_checks(tmp: Path, base: Path, steps: int, dtype: str, device: str, 
 
     def sft():
         rows, _ = tokenize_examples(sft_examples(train, TEXTS, tok, PROMPT, None), tok, 4096)
-        params = SftParams(lora=lora, lr=1e-3, max_steps=steps, batch_size=4, grad_accum=1, dtype=dtype,
-                           save_steps=10_000, checkpoint_dir=str(tmp / "sft.ckpt"))  # fmt: skip
+        params = SftParams(
+            lora=lora,
+            lr=1e-3,
+            max_steps=steps,
+            batch_size=4,
+            grad_accum=1,
+            dtype=dtype,
+            save_steps=10_000,
+            checkpoint_dir=str(tmp / "sft.ckpt"),
+        )
         info = train_sft(rows, str(base), "", tok, params, tmp / "sft")
         return f"{info['global_step']} LoRA steps, {info['dtype']}, loss {info['loss'][-1]['loss']:.3f}"
 
     def grpo(vllm: bool = False):  # vllm: TRL's colocate generation, CUDA only (scripts/probe_trl_vllm_cpu.py)
         def run():
             name = "grpo-vllm" if vllm else "grpo"
-            params = GrpoParams(model=str(tmp / "sft"), lora=lora, num_generations=4, max_steps=steps, batch_size=8,
-                                grad_accum=1, max_completion_length=16, dtype=dtype, save_steps=10_000,
-                                use_vllm=vllm, vllm_gpu_memory_utilization=0.2, vllm_max_model_length=2048,
-                                checkpoint_dir=str(tmp / f"{name}.ckpt"), monitor={"every": 0})  # fmt: skip
-            info = train_grpo(grpo_rows(train, TEXTS, tok, PROMPT, None), None, TEXTS, tok, params, PROMPT, None,
-                              tmp / name)  # fmt: skip
-            return (f"{info['global_step']} steps x 8 completions ({'vLLM colocate' if vllm else 'HF generation'}), "
-                    f"{info['dtype']}")
+            params = GrpoParams(
+                model=str(tmp / "sft"),
+                lora=lora,
+                num_generations=4,
+                max_steps=steps,
+                batch_size=8,
+                grad_accum=1,
+                max_completion_length=16,
+                dtype=dtype,
+                save_steps=10_000,
+                use_vllm=vllm,
+                vllm_gpu_memory_utilization=0.2,
+                vllm_max_model_length=2048,
+                checkpoint_dir=str(tmp / f"{name}.ckpt"),
+                monitor={"every": 0},
+            )
+            info = train_grpo(
+                grpo_rows(train, TEXTS, tok, PROMPT, None), None, TEXTS, tok, params, PROMPT, None, tmp / name
+            )
+            return (
+                f"{info['global_step']} steps x 8 completions ({'vLLM colocate' if vllm else 'HF generation'}), "
+                f"{info['dtype']}"
+            )
+
         return run
 
     def ranking():
@@ -208,8 +269,12 @@ def pipeline_checks(tmp: Path, base: Path, steps: int, dtype: str, device: str, 
         s = test.row(0, named=True)  # the packed scorer must equal one forward per candidate (bf16: loosely)
         messages = build_messages(s, TEXTS, PROMPT)
         prefix, suffix = completion_template(tk, messages, None)
-        brute = score_brute_force(model, tk, render_prompt(tk, messages, None),
-                                  [prefix + answer_line(c, TEXTS) + suffix for c in s["candidates"]])
+        brute = score_brute_force(
+            model,
+            tk,
+            render_prompt(tk, messages, None),
+            [prefix + answer_line(c, TEXTS) + suffix for c in s["candidates"]],
+        )
         gap = float(np.abs(np.array(preds["scores"][0].to_list()) - brute).max())
         if gap > 0.05 * max(1.0, float(np.abs(brute).max())):
             raise AssertionError(f"packed and one-by-one log-likelihoods differ by {gap:.3f}")
@@ -217,26 +282,46 @@ def pipeline_checks(tmp: Path, base: Path, steps: int, dtype: str, device: str, 
 
     def generation(engine: str):
         def run():
-            eng = build_engine(EngineSpec(engine=engine, model=str(tmp / "sft"), device=device, dtype=dtype,
-                                          batch_size=8, max_model_len=2048, gpu_memory_utilization=0.3))
+            eng = build_engine(
+                EngineSpec(
+                    engine=engine,
+                    model=str(tmp / "sft"),
+                    device=device,
+                    dtype=dtype,
+                    batch_size=8,
+                    max_model_len=2048,
+                    gpu_memory_utilization=0.3,
+                )
+            )
             preds = generative_predictions(eng, test, TEXTS, PROMPT, SamplingParams(max_new_tokens=16), batch=8)
             return f"{preds.height} prompts batched, greedy"
+
         return run
 
     checks.append(run_check("sft (train_sft, LoRA)", sft, cuda))
-    checks.append(run_check("grpo (train_grpo)", grpo(), cuda) if checks[-1].status == "pass"
-                  else Check("grpo (train_grpo)", "skip", detail="needs the SFT check's model"))
+    checks.append(
+        run_check("grpo (train_grpo)", grpo(), cuda)
+        if checks[-1].status == "pass"
+        else Check("grpo (train_grpo)", "skip", detail="needs the SFT check's model")
+    )
     for name, fn in (("likelihood ranking", ranking), ("generation, transformers engine", generation("transformers"))):
-        checks.append(run_check(name, fn, cuda) if checks[0].status == "pass" else Check(name, "skip", detail="no SFT model"))
+        checks.append(
+            run_check(name, fn, cuda) if checks[0].status == "pass" else Check(name, "skip", detail="no SFT model")
+        )
     try:
         import vllm  # noqa: F401
 
         checks.append(run_check("generation, vLLM engine", generation("vllm"), cuda))
-        checks.append(run_check("grpo, vLLM colocate", grpo(vllm=True), cuda) if cuda and checks[0].status == "pass"
-                      else Check("grpo, vLLM colocate", "skip", detail="CUDA only (TRL weight sync)"))
+        checks.append(
+            run_check("grpo, vLLM colocate", grpo(vllm=True), cuda)
+            if cuda and checks[0].status == "pass"
+            else Check("grpo, vLLM colocate", "skip", detail="CUDA only (TRL weight sync)")
+        )
     except ImportError:
-        checks += [Check(name, "skip", detail="vllm not installed (pip install -e '.[gpu]')")
-                   for name in ("generation, vLLM engine", "grpo, vLLM colocate")]
+        checks += [
+            Check(name, "skip", detail="vllm not installed (pip install -e '.[gpu]')")
+            for name in ("generation, vLLM engine", "grpo, vLLM colocate")
+        ]
     if rehearse:
         checks.append(rehearsal(cuda))
     return checks

@@ -14,8 +14,15 @@ import polars as pl
 import typer
 
 
-def main(src: Path, dst: Path, n_items: int = 450, n_users: int = 300, min_inter: int = 20,
-         max_inter: int = 300, seed: int = 0) -> None:
+def main(
+    src: Path,
+    dst: Path,
+    n_items: int = 450,
+    n_users: int = 300,
+    min_inter: int = 20,
+    max_inter: int = 300,
+    seed: int = 0,
+) -> None:
     ratings = pl.read_csv(src / "ratings.csv")
     posters = {int(p.stem) for p in (src / "posters").glob("*.jpg")}
     counts = ratings.filter(pl.col("movieId").is_in(posters)).group_by("movieId").len()

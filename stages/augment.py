@@ -29,8 +29,10 @@ def main(out: Path = OUT) -> None:
     write_parquet(grpo, out / "grpo.parquet")
     write_json(report, out / "report.json")
     s, g = report["sft"], report["grpo"]
-    print(f"augment: {report['samples']} samples, {report['cots']['kept_in_samples']} with a kept CoT; "
-          f"sft {s['with_cot']} with CoT (asked {s['requested']}), grpo {g['with_cot']} (asked {g['requested']})")
+    print(
+        f"augment: {report['samples']} samples, {report['cots']['kept_in_samples']} with a kept CoT; "
+        f"sft {s['with_cot']} with CoT (asked {s['requested']}), grpo {g['with_cot']} (asked {g['requested']})"
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,9 @@ def main(method: Method) -> None:
         import torch  # heavy import only where it is needed
 
         # early stopping on the hardest candidate set's valid split; the vocabulary covers its test candidates
-        scorer, checkpoint, log = sasrec_scorer(train_seqs, load_candidates(sizes[-1], "valid"),
-                                                load_candidates(sizes[-1], "test"), params.sasrec)
+        scorer, checkpoint, log = sasrec_scorer(
+            train_seqs, load_candidates(sizes[-1], "valid"), load_candidates(sizes[-1], "test"), params.sasrec
+        )
         with atomic(Path("data/models/sasrec.pt")) as tmp, open(tmp, "wb") as f:
             torch.save(checkpoint, f)  # a file object: torch.save would name the zip's records after the temp path
         write_csv(pl.DataFrame(log), Path("plots/sasrec_train.csv"))

@@ -35,18 +35,28 @@ def main(out: Path = OUT) -> None:
     samples = select_train_samples(cands, params.max_samples, params.seed)
     model, revision = partcache.model_identity(spec)
     drafts, report = draft(
-        samples, load_item_texts(items, captions, root), mode=params.mode, prompt=params.prompt,
-        sampling=to_sampling(params.sampling), model=model, revision=revision, make_engine=lambda: build_engine(spec),
-        cache_dir=Path(params.cache_dir), batch_size=params.batch_size, max_caption_chars=params.max_caption_chars,
+        samples,
+        load_item_texts(items, captions, root),
+        mode=params.mode,
+        prompt=params.prompt,
+        sampling=to_sampling(params.sampling),
+        model=model,
+        revision=revision,
+        make_engine=lambda: build_engine(spec),
+        cache_dir=Path(params.cache_dir),
+        batch_size=params.batch_size,
+        max_caption_chars=params.max_caption_chars,
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
-    )  # fmt: skip
+    )
     report["train_samples_available"] = cands.filter(pl.col("split") == "train").height
 
     write_parquet(drafts, out / "drafts.parquet")
     write_json(report, out / "draft_report.json")
-    print(f"draft_cot: {report['drafted']}/{report['samples']} train samples drafted by {model} ({params.mode}); "
-          f"{report.get('model_calls', 0)} model calls, {report.get('cache_hits', 0)} cache hits, "
-          f"errors {report['errors']}, input notes {report['input_notes']}")
+    print(
+        f"draft_cot: {report['drafted']}/{report['samples']} train samples drafted by {model} ({params.mode}); "
+        f"{report.get('model_calls', 0)} model calls, {report.get('cache_hits', 0)} cache hits, "
+        f"errors {report['errors']}, input notes {report['input_notes']}"
+    )
 
 
 if __name__ == "__main__":

@@ -58,19 +58,24 @@ def main(policy: Policy) -> None:
     spec = load_section("models", ModelsParams).policy
     executor = load_section("executor", ExecutorParams, default=ExecutorParams())
     if params.launch.num_processes > 1 and spec.engine != "transformers":
-        raise UserError(f"params.yaml: evaluate.launch.num_processes > 1 shards the transformers engine; "
-                        f"models.policy.engine is {spec.engine!r}: set evaluate.launch.num_processes: 1")
+        raise UserError(
+            f"params.yaml: evaluate.launch.num_processes > 1 shards the transformers engine; "
+            f"models.policy.engine is {spec.engine!r}: set evaluate.launch.num_processes: 1"
+        )
     if params.launch.num_processes > 1 and executor.kind != "local":
-        raise UserError("params.yaml: evaluate.launch.num_processes > 1 and executor.kind = ray both shard the "
-                        "generation; pick one (evaluate.launch.num_processes: 1 with Ray)")
+        raise UserError(
+            "params.yaml: evaluate.launch.num_processes > 1 and executor.kind = ray both shard the "
+            "generation; pick one (evaluate.launch.num_processes: 1 with Ray)"
+        )
     maybe_relaunch(params.launch, "evaluate")
     if policy in TRAINED:
         require(Path(TRAINED[policy]), policy.value)
         spec = spec.model_copy(update={"model": TRAINED[policy], "revision": ""})
 
     items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = (read_parquet(Path("data/textualize/captions.parquet"), "textualize")
-                if prompt.captions != "none" else None)
+    captions = (
+        read_parquet(Path("data/textualize/captions.parquet"), "textualize") if prompt.captions != "none" else None
+    )
     texts = load_item_texts(items, captions)
     sizes = candidate_sizes()
     if params.num_negatives is not None:
@@ -79,8 +84,10 @@ def main(policy: Policy) -> None:
             raise UserError(f"params.yaml: evaluate.num_negatives {sorted(missing)} not in split.num_negatives {sizes}")
         sizes = params.num_negatives
     sampling = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=params.max_new_tokens, seed=0)
-    print(f"evaluate {policy.value}: {spec.model} enable_thinking={spec.enable_thinking} "
-          f"generation={json.dumps(sampling.__dict__)}")  # logged: nothing comes from generation_config.json
+    print(
+        f"evaluate {policy.value}: {spec.model} enable_thinking={spec.enable_thinking} "
+        f"generation={json.dumps(sampling.__dict__)}"
+    )  # logged: nothing comes from generation_config.json
 
     from accelerate import PartialState
 
@@ -90,20 +97,28 @@ def main(policy: Policy) -> None:
     # each candidate set read once; both protocols score the same samples
     subsets = {n: load_candidates(n, eval_params.split, params.max_samples, eval_params.seed) for n in sizes}
     device, dtype = pick_device_dtype(spec)
-    check_cuda_inference(spec.model, spec.revision, dtype, spec.gpu_memory_utilization if spec.engine == "vllm"
-                         else 0.0, f"evaluate {policy.value}")  # CUDA only: before any weights load
+    check_cuda_inference(
+        spec.model,
+        spec.revision,
+        dtype,
+        spec.gpu_memory_utilization if spec.engine == "vllm" else 0.0,
+        f"evaluate {policy.value}",
+    )  # CUDA only: before any weights load
     model, tokenizer = load_policy(spec.model, spec.revision, device, dtype)
 
     def ranked(model, frame: pl.DataFrame) -> tuple[pl.DataFrame, dict]:
-        mine = likelihood_predictions(model, tokenizer, shard(frame, rank, world), texts, prompt,
-                                      spec.enable_thinking, params.max_tokens)
+        mine = likelihood_predictions(
+            model, tokenizer, shard(frame, rank, world), texts, prompt, spec.enable_thinking, params.max_tokens
+        )
         return score_predictions(merge_shards(mine, frame, world), eval_params)
 
     for n_neg, cands in subsets.items():
         preds, summary = ranked(model, cands)
         if n_neg in params.position_check:  # the same samples, candidates reversed and shuffled: does order decide?
-            reordered = {how: ranked(model, reorder_candidates(cands, how, eval_params.seed))[0]
-                         for how in ("reversed", "shuffled")}
+            reordered = {
+                how: ranked(model, reorder_candidates(cands, how, eval_params.seed))[0]
+                for how in ("reversed", "shuffled")
+            }
             summary["position"] = position_bias(preds, reordered, eval_params, summary)
         metrics["likelihood"][f"n{n_neg}"] = summary
         frames.append(preds.with_columns(protocol=pl.lit("likelihood"), num_negatives=pl.lit(n_neg)))
@@ -113,10 +128,10 @@ def main(policy: Policy) -> None:
         for n_neg, cands in subsets.items():
             if params.generative_num_negatives is not None and n_neg not in params.generative_num_negatives:
                 continue
-            mine = generative_predictions(None, shard(cands, rank, world), texts, prompt, sampling, spec.batch_size,
-                                          executor=ex)
-            preds, metrics["generative"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world),
-                                                                          eval_params)
+            mine = generative_predictions(
+                None, shard(cands, rank, world), texts, prompt, sampling, spec.batch_size, executor=ex
+            )
+            preds, metrics["generative"][f"n{n_neg}"] = score_predictions(merge_shards(mine, cands, world), eval_params)
             frames.append(preds.with_columns(protocol=pl.lit("generative"), num_negatives=pl.lit(n_neg)))
 
     if not state.is_main_process:  # every rank holds the merged results; one writes them
@@ -125,8 +140,10 @@ def main(policy: Policy) -> None:
     for protocol, by_size in metrics.items():
         write_json(by_size, Path(f"metrics/{policy.value}-{protocol}.json"))
         for size, m in by_size.items():
-            print(f"{policy.value} {protocol} {size}: HR@1={m['HR@1']:.3f} HR@3={m.get('HR@3', float('nan')):.3f} "
-                  f"valid={m['valid_rate']:.2f} out_of_candidates={m['out_of_candidates']}")
+            print(
+                f"{policy.value} {protocol} {size}: HR@1={m['HR@1']:.3f} HR@3={m.get('HR@3', float('nan')):.3f} "
+                f"valid={m['valid_rate']:.2f} out_of_candidates={m['out_of_candidates']}"
+            )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,12 @@ from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
 
 
-def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.csv"),
-         valid_plot: Path = Path("plots/grpo_valid.csv"), samples_out: Path = Path("data/grpo/completions.jsonl")
-         ) -> None:
+def main(
+    out: Path = Path("models/grpo"),
+    plot: Path = Path("plots/grpo_train.csv"),
+    valid_plot: Path = Path("plots/grpo_valid.csv"),
+    samples_out: Path = Path("data/grpo/completions.jsonl"),
+) -> None:
     params = load_section("grpo", GrpoParams)  # validates the effective batch before anything loads
     maybe_relaunch(params.launch, "grpo")
     prompt = load_section("prompt", PromptParams)
@@ -33,8 +36,9 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
     if not (Path(params.model) / "config.json").exists():
         raise UserError(f"{params.model}: no model there (grpo.model); run `dvc repro sft` first")
     items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"),
-                                                                   "textualize")
+    captions = (
+        None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"), "textualize")
+    )
     texts = load_item_texts(items, captions)
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
@@ -47,13 +51,21 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
     tokenizer = AutoTokenizer.from_pretrained(params.model)
     samples = seeded_subset(samples, params.max_samples, params.seed)
     rows = grpo_rows(samples, texts, tokenizer, prompt, policy.enable_thinking)
-    check_budget("grpo", params.max_steps, params.batch_size * params.grad_accum * params.launch.num_processes
-                 // params.num_generations, params.epochs, len(rows), "prompts")
+    check_budget(
+        "grpo",
+        params.max_steps,
+        params.batch_size * params.grad_accum * params.launch.num_processes // params.num_generations,
+        params.epochs,
+        len(rows),
+        "prompts",
+    )
     valid = valid_subset(Path("data/split"), params.monitor)
     monitor_train = train_subset(samples, params.monitor)
-    print(f"grpo: {len(rows)} prompts ({sum(r['has_cot'] for r in rows)} with CoT) x {params.num_generations} "
-          f"generations, reward {params.reward.kind}, beta {params.beta}, loss {params.loss_type}, "
-          f"monitor {0 if valid is None else valid.height} valid samples every {params.monitor.every} steps")
+    print(
+        f"grpo: {len(rows)} prompts ({sum(r['has_cot'] for r in rows)} with CoT) x {params.num_generations} "
+        f"generations, reward {params.reward.kind}, beta {params.beta}, loss {params.loss_type}, "
+        f"monitor {0 if valid is None else valid.height} valid samples every {params.monitor.every} steps"
+    )
 
     info = train_grpo(rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, out, monitor_train)
     from accelerate import PartialState
@@ -66,10 +78,12 @@ def main(out: Path = Path("models/grpo"), plot: Path = Path("plots/grpo_train.cs
     write_text(jsonl.read_text() if jsonl.exists() else "", samples_out)
     last = info["curve"][-1] if info["curve"] else {}
     first_valid, last_valid = (info["valid_curve"][0], info["valid_curve"][-1]) if info["valid_curve"] else ({}, {})
-    print(f"grpo: {info['global_step']} steps (resumed at {info['resumed_from_step']}) on {info['world_size']} "
-          f"process(es) in {info['train_seconds']} s (monitor {info['monitor_seconds']} s), {info['dtype']}; "
-          f"last reward {last.get('reward')}, valid HR@1 {first_valid.get('valid_HR@1')} -> "
-          f"{last_valid.get('valid_HR@1')} -> {out}")
+    print(
+        f"grpo: {info['global_step']} steps (resumed at {info['resumed_from_step']}) on {info['world_size']} "
+        f"process(es) in {info['train_seconds']} s (monitor {info['monitor_seconds']} s), {info['dtype']}; "
+        f"last reward {last.get('reward')}, valid HR@1 {first_valid.get('valid_HR@1')} -> "
+        f"{last_valid.get('valid_HR@1')} -> {out}"
+    )
 
 
 if __name__ == "__main__":

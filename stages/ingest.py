@@ -35,11 +35,16 @@ def main(out: Path = OUT) -> None:
     items, image_counts = attach_images(sort_ids(items, "item_id"), root, image_dir, params.image_workers)
     if items.height and not items["image_ok"].any():  # a misspelt folder reads like a dataset without images
         folder = root / image_dir
-        why = "does not exist" if not folder.is_dir() else f"holds no usable image named by an item id " \
-            f"{dict(image_counts)}"
+        why = (
+            "does not exist"
+            if not folder.is_dir()
+            else f"holds no usable image named by an item id {dict(image_counts)}"
+        )
         if params.require_image or params.image_dir:
-            raise UserError(f"ingest.image_dir: {folder} {why}: 0 of {items.height} items have an image; fix the "
-                            f"folder name, or set ingest.image_dir: null and require_image: false to ingest text only")
+            raise UserError(
+                f"ingest.image_dir: {folder} {why}: 0 of {items.height} items have an image; fix the "
+                f"folder name, or set ingest.image_dir: null and require_image: false to ingest text only"
+            )
         print(f"ingest: no images ({folder} {why}): the items are text only")
     if params.require_image:
         without = items.filter(~pl.col("image_ok"))
@@ -48,18 +53,23 @@ def main(out: Path = OUT) -> None:
         report.skip("interaction_with_item_without_image", dropped)
         items = items.filter("image_ok")
         inter = inter.join(items.select("item_id"), on="item_id", how="semi").with_columns(
-            position=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id"))  # positions stay contiguous
+            position=pl.int_range(pl.len(), dtype=pl.Int32).over("user_id")
+        )  # positions stay contiguous
 
     if inter.is_empty():  # never an empty output with exit 0
-        raise UserError(f"ingest: no interaction left of {sum(report.read.values())} rows read in {root}; "
-                        f"skipped {dict(report.skipped)}")
+        raise UserError(
+            f"ingest: no interaction left of {sum(report.read.values())} rows read in {root}; "
+            f"skipped {dict(report.skipped)}"
+        )
     write_parquet(items, out / "items.parquet")
     write_parquet(inter, out / "interactions.parquet")
     summary = ingest_report(report, inter, items, image_counts)
     write_json(summary, out / "report.json")
-    print(f"ingest: {summary['interactions']['kept']} interactions, {summary['interactions']['users']} users, "
-          f"{summary['items']['kept']} items ({summary['items']['with_image']} with image); "
-          f"skipped {dict(report.skipped)}")
+    print(
+        f"ingest: {summary['interactions']['kept']} interactions, {summary['interactions']['users']} users, "
+        f"{summary['items']['kept']} items ({summary['items']['with_image']} with image); "
+        f"skipped {dict(report.skipped)}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ def load_sasrec(path: Path) -> dict:
     except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for a foreign file
         raise UserError(f"{path}: not readable as a checkpoint ({type(e).__name__}); run `dvc repro sasrec`") from e
     if not ok:
-        raise UserError(f"{path}: not a SASRec checkpoint of the sasrec stage (no item_emb.weight / items); "
-                        "run `dvc repro sasrec`")
+        raise UserError(
+            f"{path}: not a SASRec checkpoint of the sasrec stage (no item_emb.weight / items); run `dvc repro sasrec`"
+        )
     return ckpt
 
 
@@ -40,15 +41,22 @@ def main(out: Path = OUT) -> None:
     checkpoint = load_sasrec(Path("data/models/sasrec.pt")) if params.enabled else None
     table = item_table(items, checkpoint, params.init, params.seed)
     missing = table["vector"].null_count()
-    report = {"enabled": params.enabled, "init": params.init, "items": table.height,
-              "from_vectors": table.height - missing, "title_fallback": missing}
+    report = {
+        "enabled": params.enabled,
+        "init": params.init,
+        "items": table.height,
+        "from_vectors": table.height - missing,
+        "title_fallback": missing,
+    }
     write_parquet(table, out / "items.parquet")
     write_json(report, out / "report.json")
     if not params.enabled:
         print("item_tokens: disabled (item_tokens.enabled: false): the policy stays text-only")
         return
-    print(f"item_tokens: {table.height} items, {report['from_vectors']} from {params.init} vectors, {missing} never "
-          "seen by SASRec (they start from the mean embedding of their title's tokens)")
+    print(
+        f"item_tokens: {table.height} items, {report['from_vectors']} from {params.init} vectors, {missing} never "
+        "seen by SASRec (they start from the mean embedding of their title's tokens)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,16 +24,19 @@ def main(force: bool = typer.Option(False, help="rebuild even if the folder is c
     roles = [r for r in ("captioner", "drafter", "editor", "policy") if Path(getattr(models, r).model) == out]
     if not roles:
         out.mkdir(parents=True, exist_ok=True)
-        write_json({"skipped": "no role uses this folder (models.*.model)", "wheel": params.wheel},
-                   out / "provenance.json")
+        write_json(
+            {"skipped": "no role uses this folder (models.*.model)", "wheel": params.wheel}, out / "provenance.json"
+        )
         print(f"models: no role uses {out} (models.*.model): nothing provisioned")
         return
     info = provision(params, out, force=force)
     if info["skipped"]:
         print(f"models: {out} already complete ({info['wheel']}), nothing to do")
     else:
-        print(f"models: {out} from {info['wheel']}: {info['params'] / 1e6:.1f} M params, fetch {info['fetch_s']} s, "
-              f"convert {info['convert_s']} s; smoke answer: {info['smoke_answer']!r}")
+        print(
+            f"models: {out} from {info['wheel']}: {info['params'] / 1e6:.1f} M params, fetch {info['fetch_s']} s, "
+            f"convert {info['convert_s']} s; smoke answer: {info['smoke_answer']!r}"
+        )
 
 
 if __name__ == "__main__":

@@ -41,19 +41,28 @@ def main(out: Path = OUT) -> None:
         given, joined = read_cot(Path(load_section("ingest", IngestParams).root) / params.authors_file, drafts)
         model, revision = f"authors_json:{Path(params.authors_file).name}", ""
     refined, report = refine(
-        drafts, load_item_texts(items, captions), params=params, sampling=to_sampling(params.sampling),
-        model=model, revision=revision, make_engine=lambda: build_engine(spec), cache_dir=Path(params.cache_dir),
-        given=given, executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
-    )  # fmt: skip
+        drafts,
+        load_item_texts(items, captions),
+        params=params,
+        sampling=to_sampling(params.sampling),
+        model=model,
+        revision=revision,
+        make_engine=lambda: build_engine(spec),
+        cache_dir=Path(params.cache_dir),
+        given=given,
+        executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
+    )
     if joined is not None:
         report["authors_json"] = joined
 
     write_parquet(refined, out / "refined.parquet")
     write_json(report, out / "refine_report.json")
-    print(f"refine_cot: {report['refined_format_ok']}/{report['sent_to_editor']} drafts refined by {model}; "
-          f"failed {report['failed']}; leaks {report['leak_before']} -> {report['leak_after']} "
-          f"({report['leak_action']}); {report.get('model_calls', 0)} model calls, "
-          f"{report.get('cache_hits', 0)} cache hits")
+    print(
+        f"refine_cot: {report['refined_format_ok']}/{report['sent_to_editor']} drafts refined by {model}; "
+        f"failed {report['failed']}; leaks {report['leak_before']} -> {report['leak_after']} "
+        f"({report['leak_action']}); {report.get('model_calls', 0)} model calls, "
+        f"{report.get('cache_hits', 0)} cache hits"
+    )
 
 
 if __name__ == "__main__":

@@ -49,12 +49,15 @@ from mllmrec.evaluation.summary import what_this_run_shows
 from mllmrec.io import read_json, write_json, write_text
 
 
-def main(metric_files: list[Path],
-         predictions: Annotated[list[Path], typer.Option(help="each method's predictions (repeat the option)")],
-         plots: Path = Path("plots/report"), report: Path = Path("metrics/report.md"),
-         comparisons_file: Path = Path("metrics/comparisons.json"),
-         headline_file: Path = Path("metrics/headline.json"),
-         environment_file: Path = Path("metrics/environment.json")) -> None:
+def main(
+    metric_files: list[Path],
+    predictions: Annotated[list[Path], typer.Option(help="each method's predictions (repeat the option)")],
+    plots: Path = Path("plots/report"),
+    report: Path = Path("metrics/report.md"),
+    comparisons_file: Path = Path("metrics/comparisons.json"),
+    headline_file: Path = Path("metrics/headline.json"),
+    environment_file: Path = Path("metrics/environment.json"),
+) -> None:
     params = load_section("eval", EvalParams)
     rows, by_file = [], {path.stem: read_json(path) for path in metric_files}
     for stem, by_size in by_file.items():
@@ -65,23 +68,35 @@ def main(metric_files: list[Path],
     md = [show(*cells(table), f"{params.split} split, each method on its own samples: HR@K [95 % bootstrap CI]")]
 
     preds = load_predictions(predictions)
-    same = pl.concat(same_samples(group, f"1+{n_neg}")
-                     for (n_neg,), group in preds.group_by("num_negatives", maintain_order=True))
+    same = pl.concat(
+        same_samples(group, f"1+{n_neg}") for (n_neg,), group in preds.group_by("num_negatives", maintain_order=True)
+    )
     same_table = pl.DataFrame(same_sample_rows(same, params))
     write_plots(same_table, plots, "same_samples", by_k=True)
     md.append(show(*cells(same_table), "the same samples for every method (the LLM policies' evaluation subset)"))
     comps = comparisons(same, params)
-    legend = (f"Δ = first − second method on the same samples, 95 % paired bootstrap CI ({params.bootstrap} "
-              f"resamples); p two-sided: exact McNemar test for HR@K, paired sign-flip permutation test "
-              f"({params.bootstrap} resamples) for NDCG@10; * p < 0.05, not corrected for multiple comparisons.")
-    md += [show(*comparison_cells(c), f"paired comparisons, 1+{size.removeprefix('n')} candidates", legend)
-           for size, c in comps.items() if c]
+    legend = (
+        f"Δ = first − second method on the same samples, 95 % paired bootstrap CI ({params.bootstrap} "
+        f"resamples); p two-sided: exact McNemar test for HR@K, paired sign-flip permutation test "
+        f"({params.bootstrap} resamples) for NDCG@10; * p < 0.05, not corrected for multiple comparisons."
+    )
+    md += [
+        show(*comparison_cells(c), f"paired comparisons, 1+{size.removeprefix('n')} candidates", legend)
+        for size, c in comps.items()
+        if c
+    ]
     header, position = position_cells(by_file)
     if position:
-        md.append(show(header, position, "position bias: likelihood HR@1 with each sample's candidates reordered",
-                       "Δ = reordered − the candidate file's order, same samples (exact McNemar p); FLAGGED when "
-                       "HR@1 moves by more than half the width of its own 95 % CI: the ranker reads the list's "
-                       "order, not only the items."))
+        md.append(
+            show(
+                header,
+                position,
+                "position bias: likelihood HR@1 with each sample's candidates reordered",
+                "Δ = reordered − the candidate file's order, same samples (exact McNemar p); FLAGGED when "
+                "HR@1 moves by more than half the width of its own 95 % CI: the ranker reads the list's "
+                "order, not only the items.",
+            )
+        )
     env = versions()
     md.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None) + "\n")
     head = headline(same)

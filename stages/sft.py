@@ -24,8 +24,11 @@ from mllmrec.prompts import load_item_texts
 from mllmrec.training.sft import check_budget, sft_examples, tokenize_examples, train_sft
 
 
-def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv"),
-         valid_plot: Path = Path("plots/sft_valid.csv")) -> None:
+def main(
+    out: Path = Path("models/sft"),
+    plot: Path = Path("plots/sft_loss.csv"),
+    valid_plot: Path = Path("plots/sft_valid.csv"),
+) -> None:
     params = load_section("sft", SftParams)
     maybe_relaunch(params.launch, "sft")  # sft.launch.num_processes > 1: re-exec under accelerate launch
     prompt = load_section("prompt", PromptParams)
@@ -35,8 +38,9 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
 
     samples = read_parquet(Path("data/augment/sft.parquet"), "augment")
     items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"),
-                                                                   "textualize")
+    captions = (
+        None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"), "textualize")
+    )
     texts = load_item_texts(items, captions)
     item_table = read_parquet(Path("data/item_tokens/items.parquet"), "item_tokens")
 
@@ -50,26 +54,47 @@ def main(out: Path = Path("models/sft"), plot: Path = Path("plots/sft_loss.csv")
     examples = sft_examples(samples, texts, tokenizer, prompt, policy.enable_thinking)
     rows, skipped = tokenize_examples(examples, tokenizer, params.max_length)
     lengths = sorted(len(r["input_ids"]) for r in rows)
-    print(f"sft: {len(rows)} examples ({int(samples['has_cot'].sum())} with CoT), {len(skipped)} skipped as longer "
-          f"than {params.max_length} tokens; tokens median {lengths[len(lengths) // 2] if lengths else 0}, "
-          f"max {lengths[-1] if lengths else 0}")
+    print(
+        f"sft: {len(rows)} examples ({int(samples['has_cot'].sum())} with CoT), {len(skipped)} skipped as longer "
+        f"than {params.max_length} tokens; tokens median {lengths[len(lengths) // 2] if lengths else 0}, "
+        f"max {lengths[-1] if lengths else 0}"
+    )
 
-    check_budget("sft", params.max_steps, params.batch_size * params.grad_accum * params.launch.num_processes,
-                 params.epochs, len(rows), "samples")
+    check_budget(
+        "sft",
+        params.max_steps,
+        params.batch_size * params.grad_accum * params.launch.num_processes,
+        params.epochs,
+        len(rows),
+        "samples",
+    )
     valid = valid_subset(Path("data/split"), params.monitor)
     trained = samples.filter(~pl.col("sample_id").is_in(skipped))  # the train curve ranks only samples SFT sees
-    monitor = ValidMonitor(valid, texts, tokenizer, prompt, policy.enable_thinking, params.monitor, "sft",
-                           train_subset(trained, params.monitor))
-    notes = {"with_cot": int(samples["has_cot"].sum()), "skipped_too_long": len(skipped),
-             "enable_thinking": policy.enable_thinking}
+    monitor = ValidMonitor(
+        valid,
+        texts,
+        tokenizer,
+        prompt,
+        policy.enable_thinking,
+        params.monitor,
+        "sft",
+        train_subset(trained, params.monitor),
+    )
+    notes = {
+        "with_cot": int(samples["has_cot"].sum()),
+        "skipped_too_long": len(skipped),
+        "enable_thinking": policy.enable_thinking,
+    }
     info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, [monitor], item_table)
     if not info["main_process"]:
         return
     write_csv(info["loss"], plot)
     write_csv(info["valid_curve"], valid_plot)
     last = info["loss"][-1]["loss"] if info["loss"] else float("nan")
-    print(f"sft: {info['global_step']} steps (resumed at {info['resumed_from_step']}) in {info['train_seconds']} s, "
-          f"{info['dtype']}, last loss {last:.4f} -> {out}")
+    print(
+        f"sft: {info['global_step']} steps (resumed at {info['resumed_from_step']}) in {info['train_seconds']} s, "
+        f"{info['dtype']}, last loss {last:.4f} -> {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -35,8 +35,10 @@ def main(out: Path = OUT) -> None:
     kept = seqs.filter(pl.col("n") >= params.min_inter)
     if kept.is_empty():  # else the candidate pool is empty and the error would blame num_negatives
         longest = int(seqs["n"].max()) if seqs.height else 0
-        raise UserError(f"params.yaml: split.min_inter = {params.min_inter}, but no user has that many interactions "
-                        f"({seqs.height} users, the most active has {longest}); lower split.min_inter")
+        raise UserError(
+            f"params.yaml: split.min_inter = {params.min_inter}, but no user has that many interactions "
+            f"({seqs.height} users, the most active has {longest}); lower split.min_inter"
+        )
     samples = make_samples(kept, params.min_inter, params.train_windows, params.window_stride)
     # the candidate pool: every item some kept user interacted with, in a fixed order
     items = sort_ids(kept.select(pl.col("items").explode().unique().alias("item_id")), "item_id")["item_id"]
@@ -49,8 +51,10 @@ def main(out: Path = OUT) -> None:
             rows = read_candidates(root / source.file, counts)
             n_neg = rows["candidates"].list.len()[0] - 1
             if n_neg not in params.num_negatives:
-                raise UserError(f"{root / source.file}: candidate lists of {n_neg} + 1 items, but split.num_negatives "
-                                f"is {params.num_negatives}; add {n_neg}")
+                raise UserError(
+                    f"{root / source.file}: candidate lists of {n_neg} + 1 items, but split.num_negatives "
+                    f"is {params.num_negatives}; add {n_neg}"
+                )
             authors.setdefault(n_neg, []).append((source.file, source.split, rows, counts))
     ingested = set(inter["item_id"].unique())
     joins: dict[str, Counter] = {}  # several files for one split -> their joint join's counts
@@ -65,9 +69,11 @@ def main(out: Path = OUT) -> None:
             before = cands.filter(pl.col("split") == split).height
             cands = apply_candidates(cands, combine_files([(f, rows) for f, rows, _ in group]), split, ingested, join)
             if cands.filter(pl.col("split") == split).is_empty():  # never an empty split written with exit 0
-                raise UserError(f"{', '.join(str(root / f) for f, _, _ in group)}: the authors' {split} candidates "
-                                f"joined none of our {before} {split} samples ({dict(join)}); is ingest.root the "
-                                f"dataset these files were made from?")
+                raise UserError(
+                    f"{', '.join(str(root / f) for f, _, _ in group)}: the authors' {split} candidates "
+                    f"joined none of our {before} {split} samples ({dict(join)}); is ingest.root the "
+                    f"dataset these files were made from?"
+                )
         write_parquet(cands, out / f"candidates_n{n_neg}.parquet")
     write_parquet(
         kept.select("user_id", pl.col("items").list.head(pl.col("n") - 2)),  # valid + test targets held out
@@ -80,8 +86,9 @@ def main(out: Path = OUT) -> None:
         "candidate_pool_items": items.len(),
     }
     if authors:  # only then: the report of a plain split keeps its bytes
-        report["authors_candidates"] = {f: dict(sorted(c.items())) for group in authors.values()
-                                        for f, _, _, c in group} | {f: dict(sorted(c.items())) for f, c in joins.items()}
+        report["authors_candidates"] = {
+            f: dict(sorted(c.items())) for group in authors.values() for f, _, _, c in group
+        } | {f: dict(sorted(c.items())) for f, c in joins.items()}
     write_json(report, out / "report.json")
     print(f"split: {report}")
 

@@ -35,19 +35,29 @@ def main(
 
     model, revision = model_identity(spec)
     s = params.sampling
-    sampling = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
-                              seed=s.seed, stop=tuple(s.stop))
+    sampling = SamplingParams(
+        temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed, stop=tuple(s.stop)
+    )
     captions, report = textualize(
-        items, root, prompt=params.prompt, sampling=sampling, model=model, revision=revision,
-        make_engine=lambda: build_engine(spec), cache_dir=Path(params.cache_dir), batch_size=params.batch_size,
+        items,
+        root,
+        prompt=params.prompt,
+        sampling=sampling,
+        model=model,
+        revision=revision,
+        make_engine=lambda: build_engine(spec),
+        cache_dir=Path(params.cache_dir),
+        batch_size=params.batch_size,
         cache_only=cache_only,
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
-    )  # fmt: skip
+    )
 
     write_parquet(captions, out / "captions.parquet")
     write_json(report, out / "report.json")
-    print(f"textualize: {report['captioned']}/{report['items']} items captioned by {model}; "
-          f"{report['model_calls']} model calls, {report['cache_hits']} cache hits, errors {report['errors']}")
+    print(
+        f"textualize: {report['captioned']}/{report['items']} items captioned by {model}; "
+        f"{report['model_calls']} model calls, {report['cache_hits']} cache hits, errors {report['errors']}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,19 @@ GROUPS, PER_GROUP, UNSEEN = 8, 8, 2
 ITEMS = [str(i) for i in range(GROUPS * PER_GROUP)]
 GROUP = {i: int(i) // PER_GROUP for i in ITEMS}
 _rng = random.Random(7)
-TEXTS = {i: ItemText(" ".join("".join(_rng.choice("bcdfgklmnprstvz") + _rng.choice("aeiou") for _ in range(2))
-                              for _ in range(2)).title()) for i in ITEMS}
+TEXTS = {
+    i: ItemText(
+        " ".join(
+            "".join(_rng.choice("bcdfgklmnprstvz") + _rng.choice("aeiou") for _ in range(2)) for _ in range(2)
+        ).title()
+    )
+    for i in ITEMS
+}
 PROMPT = PromptParams(system="Recommend the next item.", captions="none")
 
 
 def members(group: int, seen: bool) -> list[str]:
-    items = ITEMS[group * PER_GROUP:(group + 1) * PER_GROUP]
+    items = ITEMS[group * PER_GROUP : (group + 1) * PER_GROUP]
     return items[UNSEEN:] if seen else items[:UNSEEN]
 
 
@@ -39,8 +45,12 @@ def sequences(n: int = 800, length: int = 12, seed: int = 0) -> pl.DataFrame:
     rows = []
     for u in range(n):
         g = rng.randrange(GROUPS)
-        rows.append({"user_id": f"s{u}", "items": [rng.choice(ITEMS[g * PER_GROUP:(g + 1) * PER_GROUP])
-                                                   for _ in range(length)]})
+        rows.append(
+            {
+                "user_id": f"s{u}",
+                "items": [rng.choice(ITEMS[g * PER_GROUP : (g + 1) * PER_GROUP]) for _ in range(length)],
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -55,6 +65,16 @@ def samples(n: int, split: str, seen: bool, seed: int = 0, history: int = 4, neg
         pool = [i for h in range(GROUPS) if h != g for i in members(h, seen)]
         cands = rng.sample(pool, negatives) + [target]
         rng.shuffle(cands)
-        rows.append({"sample_id": f"{u}:{split}", "user_id": str(u), "split": split, "history": hist,
-                     "candidates": cands, "target": target, "cot": None, "has_cot": False})
+        rows.append(
+            {
+                "sample_id": f"{u}:{split}",
+                "user_id": str(u),
+                "split": split,
+                "history": hist,
+                "candidates": cands,
+                "target": target,
+                "cot": None,
+                "has_cot": False,
+            }
+        )
     return pl.DataFrame(rows, schema_overrides={"cot": pl.String})

@@ -1,6 +1,6 @@
 """Shared pytest fixtures: tiny random models saved once per session (see tests/tiny_models.py).
 
-    def test_x(tiny_vlm_dir): AutoProcessor.from_pretrained(tiny_vlm_dir) ...
+def test_x(tiny_vlm_dir): AutoProcessor.from_pretrained(tiny_vlm_dir) ...
 """
 
 import sys

@@ -15,9 +15,13 @@ from pathlib import Path
 from ingest_fixtures import POSTERS, USERS, copy_images, csv_line, items_of, movies, rows_of, write_text
 
 ML100K_PARAMS = {
-    "format": "csv", "interactions_file": "u.csv", "titles_file": "u.item.csv", "image_dir": "posters",
-    "interactions": {"columns": {"user": "user_id", "item": "movie_id", "timestamp": "unix_timestamp",
-                                 "rating": "rating"}},
+    "format": "csv",
+    "interactions_file": "u.csv",
+    "titles_file": "u.item.csv",
+    "image_dir": "posters",
+    "interactions": {
+        "columns": {"user": "user_id", "item": "movie_id", "timestamp": "unix_timestamp", "rating": "rating"}
+    },
     "titles": {"columns": {"item": "movie_id", "title": "movie_title", "image": "poster"}},
 }
 
@@ -28,20 +32,34 @@ def asin(movie_id: str) -> str:
 
 def write_ml100k_csv(root: Path, users: tuple[str, ...] = USERS, extra_ratings: list[str] = ()) -> Path:
     items = items_of(users)
-    write_text(root / "u.csv", ["user_id,movie_id,rating,unix_timestamp", *map(",".join, rows_of(users)),
-                                *extra_ratings])
-    write_text(root / "u.item.csv", ["movie_id,movie_title,poster",
-                                     *(csv_line([i, movies()[i][0], f"{i}.jpg"]) for i in items)])
+    write_text(
+        root / "u.csv", ["user_id,movie_id,rating,unix_timestamp", *map(",".join, rows_of(users)), *extra_ratings]
+    )
+    write_text(
+        root / "u.item.csv",
+        ["movie_id,movie_title,poster", *(csv_line([i, movies()[i][0], f"{i}.jpg"]) for i in items)],
+    )
     copy_images(root, "posters", items)
     return root
 
 
 def write_recbole(root: Path, users: tuple[str, ...] = USERS, extra_inter: list[str] = ()) -> Path:
     items = items_of(users)
-    write_text(root / "ml-100k.inter", ["user_id:token\titem_id:token\trating:float\ttimestamp:float",
-                                        *(f"{u}\t{i}\t{r}\t{t}.0" for u, i, r, t in rows_of(users)), *extra_inter])
-    write_text(root / "ml-100k.item", ["item_id:token\tmovie_title:token_seq\tclass:token_seq",
-                                       *(f"{i}\t{movies()[i][0]}\t{movies()[i][1].replace('|', ' ')}" for i in items)])
+    write_text(
+        root / "ml-100k.inter",
+        [
+            "user_id:token\titem_id:token\trating:float\ttimestamp:float",
+            *(f"{u}\t{i}\t{r}\t{t}.0" for u, i, r, t in rows_of(users)),
+            *extra_inter,
+        ],
+    )
+    write_text(
+        root / "ml-100k.item",
+        [
+            "item_id:token\tmovie_title:token_seq\tclass:token_seq",
+            *(f"{i}\t{movies()[i][0]}\t{movies()[i][1].replace('|', ' ')}" for i in items),
+        ],
+    )
     copy_images(root, "images", items)
     return root
 
@@ -54,15 +72,38 @@ def jsonl_gz(path: Path, records: list, extra: list[str] = ()) -> Path:
     return path
 
 
-def write_amazon_2023(root: Path, users: tuple[str, ...] = USERS, extra_reviews: list[str] = (),
-                      base_url: str = "http://127.0.0.1:9/img") -> Path:
+def write_amazon_2023(
+    root: Path, users: tuple[str, ...] = USERS, extra_reviews: list[str] = (), base_url: str = "http://127.0.0.1:9/img"
+) -> Path:
     items = items_of(users)
-    reviews = [{"rating": float(r), "title": "ok", "text": "nice", "images": [], "asin": asin(i) + "V",
-                "parent_asin": asin(i), "user_id": f"AU{u}", "timestamp": int(t) * 1000, "helpful_vote": 0,
-                "verified_purchase": True} for u, i, r, t in rows_of(users)]
-    meta = [{"main_category": "All Beauty", "title": movies()[i][0], "average_rating": 4.0, "rating_number": 3,
-             "images": [{"thumb": f"{base_url}/{i}_t.jpg", "large": f"{base_url}/{i}.jpg", "variant": "MAIN",
-                         "hi_res": None}], "parent_asin": asin(i)} for i in items]
+    reviews = [
+        {
+            "rating": float(r),
+            "title": "ok",
+            "text": "nice",
+            "images": [],
+            "asin": asin(i) + "V",
+            "parent_asin": asin(i),
+            "user_id": f"AU{u}",
+            "timestamp": int(t) * 1000,
+            "helpful_vote": 0,
+            "verified_purchase": True,
+        }
+        for u, i, r, t in rows_of(users)
+    ]
+    meta = [
+        {
+            "main_category": "All Beauty",
+            "title": movies()[i][0],
+            "average_rating": 4.0,
+            "rating_number": 3,
+            "images": [
+                {"thumb": f"{base_url}/{i}_t.jpg", "large": f"{base_url}/{i}.jpg", "variant": "MAIN", "hi_res": None}
+            ],
+            "parent_asin": asin(i),
+        }
+        for i in items
+    ]
     jsonl_gz(root / "Beauty.jsonl.gz", reviews, extra_reviews)
     jsonl_gz(root / "meta_Beauty.jsonl.gz", meta)
     (root / "images").mkdir(parents=True, exist_ok=True)
@@ -73,10 +114,27 @@ def write_amazon_2023(root: Path, users: tuple[str, ...] = USERS, extra_reviews:
 
 def write_amazon_2018(root: Path, users: tuple[str, ...] = USERS) -> Path:
     items = items_of(users)
-    reviews = [{"overall": float(r), "verified": True, "reviewTime": "09 13, 2009", "reviewerID": f"A{u}",
-                "asin": asin(i), "unixReviewTime": int(t), "reviewText": "fine"} for u, i, r, t in rows_of(users)]
-    meta = [{"title": movies()[i][0], "asin": asin(i), "imageURL": [f"http://x/{i}_s.jpg"],
-             "imageURLHighRes": [f"http://x/{i}.jpg"]} for i in items]
+    reviews = [
+        {
+            "overall": float(r),
+            "verified": True,
+            "reviewTime": "09 13, 2009",
+            "reviewerID": f"A{u}",
+            "asin": asin(i),
+            "unixReviewTime": int(t),
+            "reviewText": "fine",
+        }
+        for u, i, r, t in rows_of(users)
+    ]
+    meta = [
+        {
+            "title": movies()[i][0],
+            "asin": asin(i),
+            "imageURL": [f"http://x/{i}_s.jpg"],
+            "imageURLHighRes": [f"http://x/{i}.jpg"],
+        }
+        for i in items
+    ]
     root.mkdir(parents=True, exist_ok=True)
     (root / "Beauty.json").write_text("".join(json.dumps(r) + "\n" for r in reviews))
     jsonl_gz(root / "meta_Beauty.json.gz", meta)

@@ -15,8 +15,16 @@ from pathlib import Path
 import polars as pl
 import yaml
 
-TITLES = ["Toy Story (1995)", "Jumanji (1995)", "Heat (1995)", "GoldenEye (1995)", "Twelve Monkeys (1995)",
-          "Seven (1995)", "Red House", "Blue Sky"]
+TITLES = [
+    "Toy Story (1995)",
+    "Jumanji (1995)",
+    "Heat (1995)",
+    "GoldenEye (1995)",
+    "Twelve Monkeys (1995)",
+    "Seven (1995)",
+    "Red House",
+    "Blue Sky",
+]
 ITEMS = [str(i) for i in range(1, len(TITLES) + 1)]
 STAGE = Path(__file__).resolve().parents[1] / "stages" / "grpo.py"
 
@@ -28,8 +36,17 @@ def samples(n: int, split: str, seed: int) -> pl.DataFrame:
         picked = rng.sample(ITEMS, 6)
         history, cands = picked[:2], picked[2:]
         target = rng.choice(cands)
-        rows.append({"sample_id": f"{u}:{split}", "user_id": str(u), "split": split, "history": history,
-                     "candidates": cands, "target": target, "target_index": cands.index(target)})
+        rows.append(
+            {
+                "sample_id": f"{u}:{split}",
+                "user_id": str(u),
+                "split": split,
+                "history": history,
+                "candidates": cands,
+                "target": target,
+                "target_index": cands.index(target),
+            }
+        )
     return pl.DataFrame(rows)
 
 
@@ -46,8 +63,10 @@ def warm_policy(src: Path, dst: Path, df: pl.DataFrame, steps: int = 40, seed: i
     tok = AutoTokenizer.from_pretrained(src)
     model = AutoModelForCausalLM.from_pretrained(src)
     texts = {i: ItemText(t) for i, t in zip(ITEMS, TITLES)}
-    prompts = [render_prompt(tok, build_messages(s, texts, PromptParams(captions="none")), None)
-               for s in df.iter_rows(named=True)]
+    prompts = [
+        render_prompt(tok, build_messages(s, texts, PromptParams(captions="none")), None)
+        for s in df.iter_rows(named=True)
+    ]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
     for _ in range(steps):
@@ -81,15 +100,32 @@ def make_project(root: Path, tiny_lm_dir: Path, grpo: dict | None = None, warmed
     else:
         shutil.copytree(warmed, root / "models/sft")
     spec = {"engine": "transformers", "model": str(tiny_lm_dir)}
-    g = {"model": "models/sft", "num_generations": 4, "beta": 0.1, "temperature": 1.0, "top_p": 1.0,
-         "max_completion_length": 12, "lr": 2e-3, "max_steps": 4, "batch_size": 4, "grad_accum": 2,
-         "save_steps": 2, "lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"},
-         "monitor": {"every": 2, "samples": 8, "num_negatives": 3, "ks": [1, 3]}}
+    g = {
+        "model": "models/sft",
+        "num_generations": 4,
+        "beta": 0.1,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "max_completion_length": 12,
+        "lr": 2e-3,
+        "max_steps": 4,
+        "batch_size": 4,
+        "grad_accum": 2,
+        "save_steps": 2,
+        "lora": {"r": 4, "alpha": 8, "target_modules": "all-linear"},
+        "monitor": {"every": 2, "samples": 8, "num_negatives": 3, "ks": [1, 3]},
+    }
     for k, v in (grpo or {}).items():
         g[k] = {**g[k], **v} if isinstance(v, dict) and isinstance(g.get(k), dict) else v
-    params = {"prompt": {"captions": "none"},
-              "models": {"captioner": {"engine": "pixel_describer", "model": "pixel-describer"},
-                         "drafter": spec, "editor": spec, "policy": spec},
-              "grpo": g}
+    params = {
+        "prompt": {"captions": "none"},
+        "models": {
+            "captioner": {"engine": "pixel_describer", "model": "pixel-describer"},
+            "drafter": spec,
+            "editor": spec,
+            "policy": spec,
+        },
+        "grpo": g,
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root

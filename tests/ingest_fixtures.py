@@ -74,20 +74,28 @@ def csv_line(fields: list[str]) -> str:
     return ",".join(f'"{f}"' if ("," in f or '"' in f) else f for f in fields)
 
 
-def write_movielens_csv(root: Path, users: tuple[str, ...] = USERS, extra_ratings: list[str] = (),
-                        extra_movies: list[str] = (), images: bool = True) -> Path:
+def write_movielens_csv(
+    root: Path,
+    users: tuple[str, ...] = USERS,
+    extra_ratings: list[str] = (),
+    extra_movies: list[str] = (),
+    images: bool = True,
+) -> Path:
     items = items_of(users)
-    write_text(root / "ratings.csv", ["userId,movieId,rating,timestamp", *map(",".join, rows_of(users)),
-                                      *extra_ratings])
-    write_text(root / "movies.csv", ["movieId,title,genres",
-                                     *(csv_line([i, *movies()[i]]) for i in items), *extra_movies])
+    write_text(
+        root / "ratings.csv", ["userId,movieId,rating,timestamp", *map(",".join, rows_of(users)), *extra_ratings]
+    )
+    write_text(
+        root / "movies.csv", ["movieId,title,genres", *(csv_line([i, *movies()[i]]) for i in items), *extra_movies]
+    )
     if images:
         copy_images(root, "posters", items)
     return root
 
 
-def write_movielens_dat(root: Path, users: tuple[str, ...] = USERS, extra_ratings: list[str] = (),
-                        encoding: str = "latin-1") -> Path:
+def write_movielens_dat(
+    root: Path, users: tuple[str, ...] = USERS, extra_ratings: list[str] = (), encoding: str = "latin-1"
+) -> Path:
     """ml-1m form: `::`-separated, no header, movies.dat in latin-1 (as GroupLens ships ml-1m)."""
     items = items_of(users)
     write_text(root / "ratings.dat", [*("::".join(r) for r in rows_of(users)), *extra_ratings])
@@ -96,8 +104,13 @@ def write_movielens_dat(root: Path, users: tuple[str, ...] = USERS, extra_rating
     return root
 
 
-def write_mllmrec_tsv(root: Path, users: tuple[str, ...] = USERS, name: str = "movies", extra_train: list[str] = (),
-                      extra_titles: list[str] = ()) -> Path:
+def write_mllmrec_tsv(
+    root: Path,
+    users: tuple[str, ...] = USERS,
+    name: str = "movies",
+    extra_train: list[str] = (),
+    extra_titles: list[str] = (),
+) -> Path:
     """The authors' layout: train.tsv = all but the last item per user, test.tsv = the last (time order)."""
     items = items_of(users)
     train, test = [], []
@@ -107,8 +120,9 @@ def write_mllmrec_tsv(root: Path, users: tuple[str, ...] = USERS, name: str = "m
         test.append(f"{u}\t{seq[-1]}")
     write_text(root / "train.tsv", [*train, *extra_train])
     write_text(root / "test.tsv", test)
-    write_text(root / f"{name}_titles.csv", ["item,title", *(csv_line([i, movies()[i][0]]) for i in items),
-                                             *extra_titles])
+    write_text(
+        root / f"{name}_titles.csv", ["item,title", *(csv_line([i, movies()[i][0]]) for i in items), *extra_titles]
+    )
     copy_images(root, "images", items)
     return root
 
@@ -116,8 +130,10 @@ def write_mllmrec_tsv(root: Path, users: tuple[str, ...] = USERS, name: str = "m
 def write_microlens(root: Path, users: tuple[str, ...] = USERS, extra_pairs: list[str] = ()) -> Path:
     """MicroLens style: `user,item,timestamp` pairs (not sorted by time) + `item,title` + covers/<item>.jpg."""
     items = items_of(users)
-    write_text(root / "MicroLens-sample_pairs.csv",
-               ["user,item,timestamp", *(f"{r[0]},{r[1]},{r[3]}" for r in rows_of(users)), *extra_pairs])
+    write_text(
+        root / "MicroLens-sample_pairs.csv",
+        ["user,item,timestamp", *(f"{r[0]},{r[1]},{r[3]}" for r in rows_of(users)), *extra_pairs],
+    )
     write_text(root / "MicroLens-sample_titles.csv", ["item,title", *(csv_line([i, movies()[i][0]]) for i in items)])
     copy_images(root, "covers", items)
     return root

@@ -16,8 +16,9 @@ import polars as pl
 from mllmrec.config import PromptParams
 from mllmrec.prompts import ItemText
 
-TITLES = [f"{a} {n}" for a in ("Red", "Blue", "Dark", "Bright", "Green", "Grey")
-          for n in ("City", "House", "Sky", "Family")]
+TITLES = [
+    f"{a} {n}" for a in ("Red", "Blue", "Dark", "Bright", "Green", "Grey") for n in ("City", "House", "Sky", "Family")
+]
 ITEMS = [str(i) for i in range(len(TITLES))]
 TEXTS = {i: ItemText(t) for i, t in zip(ITEMS, TITLES)}
 PROMPT = PromptParams(system="Recommend the next item.", captions="none")
@@ -32,9 +33,18 @@ def samples(n: int, split: str, seed: int, history: int = 4, negatives: int = 9)
         last, target = ITEMS[k], ITEMS[(k + 1) % len(ITEMS)]
         others = [i for i in ITEMS if i not in (last, target)]
         rng.shuffle(others)
-        cands = others[history - 1: history - 1 + negatives] + [target]
+        cands = others[history - 1 : history - 1 + negatives] + [target]
         rng.shuffle(cands)  # the target's position carries no signal
-        rows.append({"sample_id": f"{u}:{split}", "user_id": str(u), "split": split,
-                     "history": others[: history - 1] + [last], "candidates": cands, "target": target,
-                     "cot": None, "has_cot": False})
+        rows.append(
+            {
+                "sample_id": f"{u}:{split}",
+                "user_id": str(u),
+                "split": split,
+                "history": others[: history - 1] + [last],
+                "candidates": cands,
+                "target": target,
+                "cot": None,
+                "has_cot": False,
+            }
+        )
     return pl.DataFrame(rows, schema_overrides={"cot": pl.String})

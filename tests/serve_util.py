@@ -31,8 +31,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def transformers_serve(model_dir: Path, log_path: Path | None = None, start_timeout_s: float = 120,
-                       extra_args: tuple[str, ...] = ()):
+def transformers_serve(
+    model_dir: Path, log_path: Path | None = None, start_timeout_s: float = 120, extra_args: tuple[str, ...] = ()
+):
     """Yield the /v1 base url of a `transformers serve` subprocess on `model_dir` (CPU), terminated on exit."""
     port = free_port()
     exe = Path(sys.executable).parent / "transformers"
@@ -40,10 +41,22 @@ def transformers_serve(model_dir: Path, log_path: Path | None = None, start_time
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     with open(log_path, "w") as log_file:
         proc = subprocess.Popen(
-            [str(exe), "serve", str(model_dir), "--port", str(port), "--host", "127.0.0.1", "--device", "cpu",
-             *extra_args],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+            [
+                str(exe),
+                "serve",
+                str(model_dir),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+                "--device",
+                "cpu",
+                *extra_args,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         deadline = time.time() + start_timeout_s
         while True:
@@ -84,8 +97,13 @@ class QuietHandler(BaseHTTPRequestHandler):
 class FaultProxy:
     """Forwards POSTs to `upstream` (a /v1 base url), injecting the faults `schedule(n)` picks for request n."""
 
-    def __init__(self, upstream: str, schedule: Callable[[int], str] = lambda n: "pass", stall_s: float = 3.0,
-                 delay_s: float = 0.0):
+    def __init__(
+        self,
+        upstream: str,
+        schedule: Callable[[int], str] = lambda n: "pass",
+        stall_s: float = 3.0,
+        delay_s: float = 0.0,
+    ):
         # delay_s: added to every forwarded request (a hosted API's network + queueing latency)
         self.upstream, self.schedule, self.stall_s, self.delay_s = upstream.rstrip("/"), schedule, stall_s, delay_s
         self.n = 0
@@ -109,8 +127,11 @@ class FaultProxy:
                     time.sleep(proxy.stall_s)
                     return self._send(504, b"too late")
                 time.sleep(proxy.delay_s)
-                req = urllib.request.Request(proxy.upstream + self.path.removeprefix("/v1"), data=body,
-                                             headers={"Content-Type": "application/json"})  # fmt: skip
+                req = urllib.request.Request(
+                    proxy.upstream + self.path.removeprefix("/v1"),
+                    data=body,
+                    headers={"Content-Type": "application/json"},
+                )
                 try:
                     with urllib.request.urlopen(req, timeout=300) as resp:
                         return self._send(resp.status, resp.read(), [("Content-Type", "application/json")])

@@ -1,6 +1,6 @@
 """The ablation grid: arms file checks, overrides validated before queueing, and the table on hand-made arms.
 
-    .venv/bin/pytest tests/test_ablation.py -q
+.venv/bin/pytest tests/test_ablation.py -q
 """
 
 import shutil
@@ -21,8 +21,22 @@ import ablation as ablation_script
 from ablation import PRESETS, arm_params, set_flag
 from apply_preset import apply, validate
 
-TITLES = dict(enumerate(["Heat (1995)", "Casablanca (1942)", "Alien (1979)", "Fargo (1996)", "Vertigo (1958)",
-                          "Jaws (1975)", "Rocky (1976)", "Psycho (1960)", "Amadeus (1984)", "Gandhi (1982)"]))
+TITLES = dict(
+    enumerate(
+        [
+            "Heat (1995)",
+            "Casablanca (1942)",
+            "Alien (1979)",
+            "Fargo (1996)",
+            "Vertigo (1958)",
+            "Jaws (1975)",
+            "Rocky (1976)",
+            "Psycho (1960)",
+            "Amadeus (1984)",
+            "Gandhi (1982)",
+        ]
+    )
+)
 TITLES = {str(i): t for i, t in TITLES.items()}
 CANDS = [str(i) for i in range(10)]
 
@@ -33,7 +47,9 @@ def test_every_shipped_arm_validates_on_the_presets(tmp_path):
     for preset in PRESETS:
         merged = apply(preset, params)
     reference, arms = load_arms(ROOT / "configs/ablation-arms.yaml")
-    assert reference == "no-cot" and {"no-cot", "reliable-cot", "leaky-cot", "captions-history", "captions-all"} <= set(arms)
+    assert reference == "no-cot" and {"no-cot", "reliable-cot", "leaky-cot", "captions-history", "captions-all"} <= set(
+        arms
+    )
     for name, overrides in arms.items():
         validate(arm_params(merged, overrides), name)  # raises on a value the params models refuse
     leaky = arm_params(merged, arms["leaky-cot"])
@@ -42,7 +58,11 @@ def test_every_shipped_arm_validates_on_the_presets(tmp_path):
     # the sizing the README promises: SFT sees each augment sample once, GRPO each of its prompts once
     assert merged["sft"]["max_steps"] * merged["sft"]["batch_size"] == merged["augment"]["max_samples"]
     g = merged["grpo"]
-    assert g["max_steps"] * g["batch_size"] * g["grad_accum"] // g["num_generations"] == g["max_samples"] <= merged["draft_cot"]["max_samples"]
+    assert (
+        g["max_steps"] * g["batch_size"] * g["grad_accum"] // g["num_generations"]
+        == g["max_samples"]
+        <= merged["draft_cot"]["max_samples"]
+    )
 
 
 def test_bad_arms_are_refused_before_anything_runs(tmp_path):
@@ -73,13 +93,19 @@ def test_only_names_shipped_arms_and_keeps_the_reference(monkeypatch):
 
 
 def test_set_flags_are_yaml_scalars_dvc_parses_back():
-    assert [set_flag("a.b", v) for v in (True, 0.0, 0.5, "history")] == ["a.b=true", "a.b=0.0", "a.b=0.5",
-                                                                          "a.b=history"]
+    assert [set_flag("a.b", v) for v in (True, 0.0, 0.5, "history")] == [
+        "a.b=true",
+        "a.b=0.0",
+        "a.b=0.5",
+        "a.b=history",
+    ]
 
 
 def test_queue_status_and_logs_name_the_failed_arm():
-    status = ("Task     Name          Created    Status\n1a2b3c4  no-cot        10:01 AM   Success\n"
-              "5d6e7f8  leaky-cot     10:01 AM   Failed\n9a0b1c2  captions-all  10:01 AM   Queued\n")
+    status = (
+        "Task     Name          Created    Status\n1a2b3c4  no-cot        10:01 AM   Success\n"
+        "5d6e7f8  leaky-cot     10:01 AM   Failed\n9a0b1c2  captions-all  10:01 AM   Queued\n"
+    )
     assert failed_tasks(status) == {"leaky-cot"}
     log = "Running stage 'sft':\n> python stages/sft.py\nerror: sft.max_steps 30 x 4 > 10 samples\nERROR: failed"
     assert last_error(log) == "ERROR: failed"
@@ -87,53 +113,108 @@ def test_queue_status_and_logs_name_the_failed_arm():
 
 
 def _completion(sid, answer, reward, has_cot=False):
-    return {"step": 1, "sample_id": sid, "has_cot": has_cot, "completion": f"[ITEM_{answer}] {TITLES[answer]}",
-            "rewards": {"format": 0.0, "hit": reward if reward == 1.0 else 0.0, "valid_miss": 0.3 * (reward != 1.0)}}
+    return {
+        "step": 1,
+        "sample_id": sid,
+        "has_cot": has_cot,
+        "completion": f"[ITEM_{answer}] {TITLES[answer]}",
+        "rewards": {"format": 0.0, "hit": reward if reward == 1.0 else 0.0, "valid_miss": 0.3 * (reward != 1.0)},
+    }
 
 
 def test_prompt_rewards_average_each_prompts_completions():
-    df = prompt_rewards([_completion("s1", "0", 1.0), _completion("s1", "1", 0.3), _completion("s2", "2", 0.3),
-                         {"step": 1, "sample_id": None, "completion": "", "rewards": {"format": -1.0}}])
-    assert df.to_dicts() == [{"sample_id": "s1", "reward": pytest.approx(0.65), "n": 2},
-                             {"sample_id": "s2", "reward": pytest.approx(0.3), "n": 1}]  # unnamed rows skipped
+    df = prompt_rewards(
+        [
+            _completion("s1", "0", 1.0),
+            _completion("s1", "1", 0.3),
+            _completion("s2", "2", 0.3),
+            {"step": 1, "sample_id": None, "completion": "", "rewards": {"format": -1.0}},
+        ]
+    )
+    assert df.to_dicts() == [
+        {"sample_id": "s1", "reward": pytest.approx(0.65), "n": 2},
+        {"sample_id": "s2", "reward": pytest.approx(0.3), "n": 1},
+    ]  # unnamed rows skipped
 
 
 def test_copy_rates_count_answers_of_the_named_item():
-    samples = pl.DataFrame({
-        "sample_id": ["s1", "s2", "s3"], "candidates": [CANDS] * 3, "target": ["0", "1", "2"],
-        "has_cot": [True, True, False],
-        "cot": ["Step 4: they will watch Heat next.", "Step 4: [ITEM_5] or [ITEM_6].", None]})
-    leaky = [_completion("s1", "0", 1.0, True), _completion("s1", "0", 1.0, True), _completion("s1", "3", 0.3, True),
-             _completion("s2", "5", 0.3, True), _completion("s3", "2", 1.0)]
+    samples = pl.DataFrame(
+        {
+            "sample_id": ["s1", "s2", "s3"],
+            "candidates": [CANDS] * 3,
+            "target": ["0", "1", "2"],
+            "has_cot": [True, True, False],
+            "cot": ["Step 4: they will watch Heat next.", "Step 4: [ITEM_5] or [ITEM_6].", None],
+        }
+    )
+    leaky = [
+        _completion("s1", "0", 1.0, True),
+        _completion("s1", "0", 1.0, True),
+        _completion("s1", "3", 0.3, True),
+        _completion("s2", "5", 0.3, True),
+        _completion("s3", "2", 1.0),
+    ]
     base = [_completion("s1", "0", 1.0), _completion("s1", "4", 0.3)]
     r = copy_rates(leaky, samples, TITLES, base)
     # s1's CoT names one candidate (the target, by title); s2's names two: not counted; s3 has none
-    assert r == {"cot_prompts": 2, "pointing_prompts": 1, "pointing_at_target": 1, "completions": 3,
-                 "answer_pointed": round(2 / 3, 4), "baseline_completions": 2, "baseline_answer_pointed": 0.5}
+    assert r == {
+        "cot_prompts": 2,
+        "pointing_prompts": 1,
+        "pointing_at_target": 1,
+        "completions": 3,
+        "answer_pointed": round(2 / 3, 4),
+        "baseline_completions": 2,
+        "baseline_answer_pointed": 0.5,
+    }
 
 
 def _arm(hits_sft, hits_grpo, rewards, with_cot=0, cot_sids=()):
     """A finished arm: target_rank 0 where hit else 3, both protocols; GRPO completions with `rewards` per prompt."""
+
     def preds(hits):
         ranks = [0 if h else 3 for h in hits]
-        base = pl.DataFrame({"sample_id": [f"t{i}" for i in range(len(hits))], "target_rank": ranks,
-                             "num_negatives": 9})
+        base = pl.DataFrame(
+            {"sample_id": [f"t{i}" for i in range(len(hits))], "target_rank": ranks, "num_negatives": 9}
+        )
         return pl.concat([base.with_columns(protocol=pl.lit(p)) for p in ("likelihood", "generative")])
 
-    completions = [_completion(f"g{i}", "0" if r == 1.0 else "1", r, f"g{i}" in cot_sids)
-                   for i, rs in enumerate(rewards) for r in rs]
-    samples = pl.DataFrame({"sample_id": [f"g{i}" for i in range(len(rewards))], "candidates": [CANDS] * len(rewards),
-                            "target": ["0"] * len(rewards), "has_cot": [f"g{i}" in cot_sids for i in range(len(rewards))],
-                            "cot": ["Step 4: Heat." if f"g{i}" in cot_sids else None for i in range(len(rewards))]})
+    completions = [
+        _completion(f"g{i}", "0" if r == 1.0 else "1", r, f"g{i}" in cot_sids)
+        for i, rs in enumerate(rewards)
+        for r in rs
+    ]
+    samples = pl.DataFrame(
+        {
+            "sample_id": [f"g{i}" for i in range(len(rewards))],
+            "candidates": [CANDS] * len(rewards),
+            "target": ["0"] * len(rewards),
+            "has_cot": [f"g{i}" in cot_sids for i in range(len(rewards))],
+            "cot": ["Step 4: Heat." if f"g{i}" in cot_sids else None for i in range(len(rewards))],
+        }
+    )
     steps = pl.DataFrame({"step": [1, 2, 3, 4], "reward": [float(np.mean(rs)) for rs in rewards[:4]]})
     return {
-        "sha": "0" * 40, "predictions": {"sft": preds(hits_sft), "grpo": preds(hits_grpo)}, "grpo_curve": steps,
+        "sha": "0" * 40,
+        "predictions": {"sft": preds(hits_sft), "grpo": preds(hits_grpo)},
+        "grpo_curve": steps,
         "sft_valid": pl.DataFrame({"step": [0, 30], "valid_HR@1": [0.1, 0.2]}),
         "grpo_valid": pl.DataFrame({"step": [0, 12], "valid_HR@1": [0.2, 0.25]}),
-        "cot": {"train_samples_drafted": 6, "refined_format_ok": 5, "with_cot_after_audit": 5, "kept": with_cot,
-                "leak_rate_before": 0.4, "leak_rate_after": 0.0},
-        "augment": {"sft": {"with_cot": with_cot, "requested": 12}, "grpo": {"with_cot": len(cot_sids), "requested": 12}},
-        "completions": completions, "grpo_samples": samples, "titles": TITLES, "finished": "12:00:00",
+        "cot": {
+            "train_samples_drafted": 6,
+            "refined_format_ok": 5,
+            "with_cot_after_audit": 5,
+            "kept": with_cot,
+            "leak_rate_before": 0.4,
+            "leak_rate_after": 0.0,
+        },
+        "augment": {
+            "sft": {"with_cot": with_cot, "requested": 12},
+            "grpo": {"with_cot": len(cot_sids), "requested": 12},
+        },
+        "completions": completions,
+        "grpo_samples": samples,
+        "titles": TITLES,
+        "finished": "12:00:00",
     }
 
 
@@ -154,7 +235,11 @@ def test_report_pairs_arms_on_the_same_samples_and_marks_failed_arms():
     assert "+0.700" in inflation and "1.0 (16)" in inflation  # reward 1.0 vs 0.3 on each paired prompt; all copy
     assert "| captions-all | failed: error: out of memory |" in text
     assert [r["step"] for r in plots["grpo_reward"]] == [1, 2, 3, 4] and plots["grpo_reward"][0] == {
-        "step": 1, "no-cot": 0.3, "leaky-cot": 1.0, "captions-all": None}  # a failed arm: an empty column
+        "step": 1,
+        "no-cot": 0.3,
+        "leaky-cot": 1.0,
+        "captions-all": None,
+    }  # a failed arm: an empty column
     assert {r["arm"] for r in plots["reward_vs_valid"]} == {"no-cot", "leaky-cot"}
     with pytest.raises(UserError, match="reference arm 'captions-all'"):
         report(runs, "captions-all")

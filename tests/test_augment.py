@@ -20,17 +20,33 @@ def candidates(n_users: int) -> pl.DataFrame:
     rows = []
     for u in range(n_users):
         for split, pos in (("train", 9), ("valid", 10), ("test", 11)):
-            rows.append({"sample_id": f"{u}:{split}:{pos}", "user_id": str(u), "split": split,
-                         "history": [f"i{j}" for j in range(pos - 9, pos)], "target": f"i{pos}",
-                         "candidates": [f"i{pos}", "n1", "n2"], "target_index": 0, "seed": 0, "num_negatives": 2})
+            rows.append(
+                {
+                    "sample_id": f"{u}:{split}:{pos}",
+                    "user_id": str(u),
+                    "split": split,
+                    "history": [f"i{j}" for j in range(pos - 9, pos)],
+                    "target": f"i{pos}",
+                    "candidates": [f"i{pos}", "n1", "n2"],
+                    "target_index": 0,
+                    "seed": 0,
+                    "num_negatives": 2,
+                }
+            )
     return pl.DataFrame(rows)
 
 
 def cots(cands: pl.DataFrame, keep_every: int = 2) -> pl.DataFrame:
     """A CoT for every sample incl. valid/test (which augment must ignore); every `keep_every`-th is kept."""
     ids = cands["sample_id"].to_list()
-    return pl.DataFrame({"sample_id": ids, "cot": [f"Step 1: cot of {s}" for s in ids],
-                         "keep": [i % keep_every == 0 for i in range(len(ids))], "confidence": [0.5] * len(ids)})
+    return pl.DataFrame(
+        {
+            "sample_id": ids,
+            "cot": [f"Step 1: cot of {s}" for s in ids],
+            "keep": [i % keep_every == 0 for i in range(len(ids))],
+            "confidence": [0.5] * len(ids),
+        }
+    )
 
 
 def test_draw_is_seeded_persisted_and_only_kept_train_cots():
@@ -45,8 +61,16 @@ def test_draw_is_seeded_persisted_and_only_kept_train_cots():
 
     kept = set(c.filter("keep")["sample_id"])
     for df, prob in ((sft, 0.1), (grpo, 0.05)):
-        assert set(df.columns) >= {"sample_id", "user_id", "history", "candidates", "target", "cot", "has_cot",
-                                   "cot_draw"}
+        assert set(df.columns) >= {
+            "sample_id",
+            "user_id",
+            "history",
+            "candidates",
+            "target",
+            "cot",
+            "has_cot",
+            "cot_draw",
+        }
         assert df["sample_id"].str.contains(":train:").all()  # valid/test never appear, so never get CoT
         assert df.height == 400 and df["has_cot"].sum() == round(prob * 400)
         with_cot = df.filter("has_cot")
@@ -115,13 +139,15 @@ def test_stage_names_assess_cot_when_cot_file_missing(tmp_path):
     (tmp_path / "data/split").mkdir(parents=True)
     candidates(3).write_parquet(tmp_path / "data/split/candidates_n9.parquet")
     (tmp_path / "params.yaml").write_text("augment:\n  cot_file: data/cot/assessed.parquet\n")
-    r = subprocess.run([sys.executable, str(ROOT / "stages/augment.py")], cwd=tmp_path, capture_output=True, check=False,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "stages/augment.py")], cwd=tmp_path, capture_output=True, check=False, text=True
+    )
     assert r.returncode == 2 and "dvc repro assess_cot" in r.stderr
     cots(candidates(3)).write_parquet(tmp_path / "assessed.parquet")
     (tmp_path / "params.yaml").write_text("augment:\n  cot_file: assessed.parquet\n  sft_cot_prob: 1.0\n")
-    r = subprocess.run([sys.executable, str(ROOT / "stages/augment.py")], cwd=tmp_path, capture_output=True, check=False,
-                       text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "stages/augment.py")], cwd=tmp_path, capture_output=True, check=False, text=True
+    )
     assert r.returncode == 0, r.stderr
     sft = pl.read_parquet(tmp_path / "data/augment/sft.parquet")
     assert sft["has_cot"].to_list() == [True, False, True]  # every kept train CoT (keep_every=2 over all rows)

@@ -10,15 +10,21 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def preds(path: Path, ranks: list[int], protocol: str | None = "likelihood") -> Path:
-    df = pl.DataFrame({"sample_id": [f"u{i}:test" for i in range(len(ranks))], "target_rank": ranks,
-                       "num_negatives": [9] * len(ranks)})
+    df = pl.DataFrame(
+        {
+            "sample_id": [f"u{i}:test" for i in range(len(ranks))],
+            "target_rank": ranks,
+            "num_negatives": [9] * len(ranks),
+        }
+    )
     (df.with_columns(protocol=pl.lit(protocol)) if protocol else df).write_parquet(path)
     return path
 
 
 def compare(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "scripts/compare_predictions.py", *args], cwd=ROOT, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "scripts/compare_predictions.py", *args], cwd=ROOT, capture_output=True, text=True, check=False
+    )
 
 
 def test_pairs_runs_and_a_baseline_without_protocol(tmp_path):

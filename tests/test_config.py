@@ -52,47 +52,66 @@ def test_missing_section_and_bad_yaml(tmp_path):
 
 def test_stage_fails_before_work_with_one_line(tmp_path):
     write(tmp_path, "ingest:\n  format: parquet\n  root: nowhere\n")
-    proc = subprocess.run([sys.executable, str(ROOT / "stages/ingest.py")], cwd=tmp_path, capture_output=True, check=False,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages/ingest.py")], cwd=tmp_path, capture_output=True, check=False, text=True
+    )
     assert proc.returncode == 2
     assert "ingest.format" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "data").exists()  # nothing was written
 
 
-@pytest.mark.parametrize("args, env, expected", [
-    (["stages/evaluate.py", "--bogus"], {}, "No such option: --bogus"),
-    (["stages/evaluate.py", "nosuch"], {}, "'nosuch' is not one of 'zeroshot', 'sft', 'grpo'"),
-    (["stages/evaluate.py"], {}, "Missing argument"),
-    (["stages/textualize.py"], {"MLLMREC_CACHE_ONLY": "maybe"}, "MLLMREC_CACHE_ONLY"),
-])
+@pytest.mark.parametrize(
+    "args, env, expected",
+    [
+        (["stages/evaluate.py", "--bogus"], {}, "No such option: --bogus"),
+        (["stages/evaluate.py", "nosuch"], {}, "'nosuch' is not one of 'zeroshot', 'sft', 'grpo'"),
+        (["stages/evaluate.py"], {}, "Missing argument"),
+        (["stages/textualize.py"], {"MLLMREC_CACHE_ONLY": "maybe"}, "MLLMREC_CACHE_ONLY"),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(tmp_path, args, env, expected):
     """typer 0.29 raises its own copies of click's exceptions: they must still end in one line and exit 2."""
-    proc = subprocess.run([sys.executable, str(ROOT / args[0]), *args[1:]], cwd=tmp_path, capture_output=True,
-                          text=True, check=False, env={**os.environ, **env})
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / args[0]), *args[1:]],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **env},
+    )
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-@pytest.mark.parametrize("text, key", [
-    ("ingest:\n  format: movielens_csv\n  root: x\n  encoding: utf-9\n", "ingest.encoding: Value error, unknown encoding"),
-    ("split:\n  num_negatives: [9, 0]\n", "split.num_negatives.1: Input should be greater than or equal to 1"),
-    ("eval:\n  ks: [1, -5]\n", "eval.ks.1: Input should be greater than or equal to 1"),
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        (
+            "ingest:\n  format: movielens_csv\n  root: x\n  encoding: utf-9\n",
+            "ingest.encoding: Value error, unknown encoding",
+        ),
+        ("split:\n  num_negatives: [9, 0]\n", "split.num_negatives.1: Input should be greater than or equal to 1"),
+        ("eval:\n  ks: [1, -5]\n", "eval.ks.1: Input should be greater than or equal to 1"),
+    ],
+)
 def test_bad_values_are_refused_naming_the_key(tmp_path, text, key):
     name = text.split(":")[0]
     with pytest.raises(UserError, match=re.escape(key)):
         load_section(name, section_model(name), write(tmp_path, text))
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"eval:\n\tks: [1]\n", r"not valid YAML at line 2, column 1: found character '\\t'"),
-    (b"eval:\n  ks: [1]\n  ks: [5]\n", r"not valid YAML at line 3, column 3: duplicate key 'ks'"),
-    (b"eval:\n  seed: 0\neval:\n  seed: 1\n", "duplicate key 'eval'"),
-    (b"- eval\n- split\n", "expected a mapping of sections at the top level, got a list"),
-    (b"eval:\n  split: t\xe9st\n", r"not UTF-8 text \(byte 16\)"),
-    (b"eval: {}\nevall:\n  seed: 0\n", r"unknown section\(s\) \['evall'\]"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"eval:\n\tks: [1]\n", r"not valid YAML at line 2, column 1: found character '\\t'"),
+        (b"eval:\n  ks: [1]\n  ks: [5]\n", r"not valid YAML at line 3, column 3: duplicate key 'ks'"),
+        (b"eval:\n  seed: 0\neval:\n  seed: 1\n", "duplicate key 'eval'"),
+        (b"- eval\n- split\n", "expected a mapping of sections at the top level, got a list"),
+        (b"eval:\n  split: t\xe9st\n", r"not UTF-8 text \(byte 16\)"),
+        (b"eval: {}\nevall:\n  seed: 0\n", r"unknown section\(s\) \['evall'\]"),
+    ],
+)
 def test_every_broken_params_file_is_one_line_naming_it(tmp_path, content, expected):
     p = tmp_path / "params.yaml"
     p.write_bytes(content)
@@ -109,28 +128,42 @@ def test_a_folder_or_a_missing_file_is_one_line(tmp_path):
         load_section("eval", EvalParams, tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("content, expected", [
-    ("sft:\n\tlr: 1\n", "not valid YAML at line 2"),
-    ("sft:\n  lr: 1\n  lr: 2\n", "duplicate key 'lr'"),
-    ("- sft\n", "got a list"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("sft:\n\tlr: 1\n", "not valid YAML at line 2"),
+        ("sft:\n  lr: 1\n  lr: 2\n", "duplicate key 'lr'"),
+        ("- sft\n", "got a list"),
+    ],
+)
 def test_apply_preset_refuses_a_broken_preset_with_one_line(tmp_path, content, expected):
     preset = tmp_path / "bad.yaml"
     preset.write_text(content)
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts/apply_preset.py"), str(preset), "--check"], cwd=ROOT,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/apply_preset.py"), str(preset), "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_a_column_mapped_to_two_roles_is_refused_at_params_load(tmp_path):
-    p = write(tmp_path, "ingest:\n  format: csv\n  root: d\n  interactions_file: i.csv\n  titles_file: t.csv\n"
-                        "  interactions: {columns: {user: u, item: u, timestamp: t}}\n"
-                        "  titles: {columns: {item: id, title: name}}\n")
+    p = write(
+        tmp_path,
+        "ingest:\n  format: csv\n  root: d\n  interactions_file: i.csv\n  titles_file: t.csv\n"
+        "  interactions: {columns: {user: u, item: u, timestamp: t}}\n"
+        "  titles: {columns: {item: id, title: name}}\n",
+    )
     with pytest.raises(UserError, match=r"ingest\.interactions: Value error, columns: \['u'\] mapped to more than one"):
         load_section("ingest", IngestParams, p)
-    p = write(tmp_path, "ingest:\n  format: csv\n  root: d\n  interactions_file: i.csv\n  titles_file: t.csv\n"
-                        "  interactions: {header: false, columns: {user: 0, item: true, timestamp: 2}}\n"
-                        "  titles: {columns: {item: id, title: name}}\n")
+    p = write(
+        tmp_path,
+        "ingest:\n  format: csv\n  root: d\n  interactions_file: i.csv\n  titles_file: t.csv\n"
+        "  interactions: {header: false, columns: {user: 0, item: true, timestamp: 2}}\n"
+        "  titles: {columns: {item: id, title: name}}\n",
+    )
     with pytest.raises(UserError, match=r"columns \['item'\]: a boolean is not a column"):
         load_section("ingest", IngestParams, p)

@@ -1,6 +1,6 @@
 """draft -> refine -> assess on hand-made samples: faults by reason, retries, leak scrub/drop, caching, confidence.
 
-    .venv/bin/pytest tests/test_cot_pipeline.py -q
+.venv/bin/pytest tests/test_cot_pipeline.py -q
 """
 
 import os
@@ -24,14 +24,26 @@ S = SamplingParams(max_new_tokens=32)
 
 
 def _draft(samples, engine, cache, **kw):
-    return draft(samples, TEXTS, mode="captions", prompt="History:\n{history}\nAnalyse.", sampling=S, model="m",
-                 revision="r", make_engine=lambda: engine, cache_dir=cache, batch_size=3, **kw)  # fmt: skip
+    return draft(
+        samples,
+        TEXTS,
+        mode="captions",
+        prompt="History:\n{history}\nAnalyse.",
+        sampling=S,
+        model="m",
+        revision="r",
+        make_engine=lambda: engine,
+        cache_dir=cache,
+        batch_size=3,
+        **kw,
+    )
 
 
 def _refine(drafts, engine, cache, **kw):
     params = RefineCotParams(**{"max_attempts": 3, **kw})
-    return refine(drafts, TEXTS, params=params, sampling=S, model="m", revision="r", make_engine=lambda: engine,
-                  cache_dir=cache)  # fmt: skip
+    return refine(
+        drafts, TEXTS, params=params, sampling=S, model="m", revision="r", make_engine=lambda: engine, cache_dir=cache
+    )
 
 
 def test_draft_counts_missing_captions_long_titles_and_caches(tmp_path):
@@ -47,13 +59,34 @@ def test_draft_counts_missing_captions_long_titles_and_caches(tmp_path):
     d2, rep2 = _draft(samples, None, tmp_path / "c")
     assert rep2["model_calls"] == 0 and rep2["cache_hits"] == 6 and d2.equals(d)
     # a changed caption redoes exactly the samples whose history shows it
-    caps = CAPTIONS.with_columns(pl.when(pl.col("item_id") == "2").then(pl.lit("new")).otherwise("caption")
-                                 .alias("caption"))  # fmt: skip
+    caps = CAPTIONS.with_columns(
+        pl.when(pl.col("item_id") == "2").then(pl.lit("new")).otherwise("caption").alias("caption")
+    )
     eng3 = ScriptedEngine(lambda p, seed: "d")
-    draft(samples, load_item_texts(ITEMS, caps), mode="captions", prompt="H:\n{history}", sampling=S, model="m",
-          revision="r", make_engine=lambda: eng3, cache_dir=tmp_path / "c2", batch_size=3)  # fmt: skip
-    draft(samples, TEXTS, mode="captions", prompt="H:\n{history}", sampling=S, model="m", revision="r",
-          make_engine=lambda: eng3, cache_dir=tmp_path / "c2", batch_size=3)  # fmt: skip
+    draft(
+        samples,
+        load_item_texts(ITEMS, caps),
+        mode="captions",
+        prompt="H:\n{history}",
+        sampling=S,
+        model="m",
+        revision="r",
+        make_engine=lambda: eng3,
+        cache_dir=tmp_path / "c2",
+        batch_size=3,
+    )
+    draft(
+        samples,
+        TEXTS,
+        mode="captions",
+        prompt="H:\n{history}",
+        sampling=S,
+        model="m",
+        revision="r",
+        make_engine=lambda: eng3,
+        cache_dir=tmp_path / "c2",
+        batch_size=3,
+    )
     with_item2 = sum("2" in h for h in samples["history"].to_list())
     assert eng3.calls == 6 + with_item2
 
@@ -71,8 +104,12 @@ def test_engine_failure_is_recorded_not_cached_then_retried(tmp_path):
 def _editor(p: str, seed: int) -> str | GenerationResult:
     """Fault per sample, chosen by the first history item; seed > 0 = a retry."""
     first = history_ids(p)[0]
-    faults = {"1": "", "2": "I'm sorry, I can't help with that.", "3": "The user likes films.",  # then ok on retry
-              "4": GenerationResult(text="Step 1: a\nStep 2: b", finish_reason="length", completion_tokens=32)}
+    faults = {
+        "1": "",
+        "2": "I'm sorry, I can't help with that.",
+        "3": "The user likes films.",  # then ok on retry
+        "4": GenerationResult(text="Step 1: a\nStep 2: b", finish_reason="length", completion_tokens=32),
+    }
     if first in faults and seed == 0:
         return faults[first]
     if first == "5":  # always malformed: recorded as failed after max_attempts
@@ -114,8 +151,11 @@ def test_refine_retries_by_reason_strips_think_and_audits_leaks(tmp_path):
     r2, rep2 = _refine(drafts, None, tmp_path / "c")
     assert rep2["model_calls"] == 0 and r2.equals(r)
     r3, rep3 = _refine(drafts, None, tmp_path / "c", leak_action="drop")
-    assert rep3["model_calls"] == 0 and rep3["dropped"] == 2 and r3.filter(pl.col("sample_id") == "u6:train:0")[
-        "cot"].to_list() == [None]  # fmt: skip
+    assert (
+        rep3["model_calls"] == 0
+        and rep3["dropped"] == 2
+        and r3.filter(pl.col("sample_id") == "u6:train:0")["cot"].to_list() == [None]
+    )
     # keep mode (the authors' pipeline): leaks detected and counted, the editor's text left as written
     r4, rep4 = _refine(drafts, None, tmp_path / "c", leak_action="keep")
     kept = {row["sample_id"]: row for row in r4.iter_rows(named=True)}
@@ -153,10 +193,12 @@ def embedder():
 
 
 def test_confidence_ranks_the_described_target_first(embedder):
-    cands = ["Toy Story (1995) Cheerful cartoon toys, a cowboy and a space ranger in a bright child's bedroom.",
-             "Alien (1979) A dark alien egg cracking open in a black void, eerie green light.",
-             "Finding Nemo (2003) Bright orange clownfish in a blue coral reef under water.",
-             "Casablanca (1942) A black and white photo of a man in a hat and a woman, a wartime airport."]
+    cands = [
+        "Toy Story (1995) Cheerful cartoon toys, a cowboy and a space ranger in a bright child's bedroom.",
+        "Alien (1979) A dark alien egg cracking open in a black void, eerie green light.",
+        "Finding Nemo (2003) Bright orange clownfish in a blue coral reef under water.",
+        "Casablanca (1942) A black and white photo of a man in a hat and a woman, a wartime airport.",
+    ]
     vec = embedder.encode(cands)
     about_alien = embedder.encode(["Next they want dark, eerie science-fiction horror in space with creatures."])[0]
     other = embedder.encode(["Next a classic black-and-white wartime romance from the 1940s."])[0]
@@ -169,11 +211,16 @@ def test_confidence_ranks_the_described_target_first(embedder):
 
 def test_assess_keep_rule_scores_and_cache(tmp_path, embedder):
     samples = make_samples(3)  # targets: 5 (Alien), 6 (Amélie; Toy Story is a candidate), 7
-    cots = [good_cot("dark eerie alien horror in space, green light"),
-            good_cot("cartoon toys, a cowboy and a space ranger"), None]
+    cots = [
+        good_cot("dark eerie alien horror in space, green light"),
+        good_cot("cartoon toys, a cowboy and a space ranger"),
+        None,
+    ]
     refined = samples.with_columns(
-        pl.Series("cot", cots, pl.String), pl.Series("format_ok", [True, True, False]),
-        pl.Series("leak_after", [False, False, False]))  # fmt: skip
+        pl.Series("cot", cots, pl.String),
+        pl.Series("format_ok", [True, True, False]),
+        pl.Series("leak_after", [False, False, False]),
+    )
     params = AssessCotParams(cache_dir=str(tmp_path / "emb"), threshold=0.3)
     ident = embedder_identity(params.embedding_model)
     calls = Counter()
@@ -186,21 +233,23 @@ def test_assess_keep_rule_scores_and_cache(tmp_path, embedder):
     by = {r["sample_id"]: r for r in df.iter_rows(named=True)}
     alien = by["u0:train:0"]
     assert len(alien["scores"]) == 4 and alien["target_rank"] == 1 and alien["keep"]
-    assert np.isclose(sum(np.exp(np.array(alien["scores"]) / 0.05) / np.exp(np.array(alien["scores"]) / 0.05).sum()),
-                      1.0)  # fmt: skip
+    assert np.isclose(
+        sum(np.exp(np.array(alien["scores"]) / 0.05) / np.exp(np.array(alien["scores"]) / 0.05).sum()), 1.0
+    )
     assert not by["u1:train:0"]["keep"] and by["u2:train:0"]["scores"] is None and not by["u2:train:0"]["keep"]
     assert rep["kept"] == 1 and sum(h["count"] for h in rep["histogram"]) == 2
-    df2, rep2 = assess(refined, TEXTS, params=params, make_embedder=make, embedder_id=ident,
-                       prediction=prediction_text)  # fmt: skip
+    df2, rep2 = assess(refined, TEXTS, params=params, make_embedder=make, embedder_id=ident, prediction=prediction_text)
     assert calls["built"] == 1 and rep2["embedding"]["model_calls"] == 0 and df2.equals(df)
     # a leak flag vetoes keep whatever the confidence
     leaky = refined.with_columns(pl.Series("leak_after", [True, False, False]))
-    assert not assess(leaky, TEXTS, params=params, make_embedder=make, embedder_id=ident,
-                      prediction=prediction_text)[0]["keep"][0]  # fmt: skip
+    assert not assess(leaky, TEXTS, params=params, make_embedder=make, embedder_id=ident, prediction=prediction_text)[
+        0
+    ]["keep"][0]
     # keep: all (the authors' unfiltered pipeline): every CoT present is kept, leaking or unconfident
     everything = AssessCotParams(cache_dir=str(tmp_path / "emb"), threshold=0.3, keep="all")
-    df3, rep3 = assess(leaky, TEXTS, params=everything, make_embedder=make, embedder_id=ident,
-                       prediction=prediction_text)  # fmt: skip
+    df3, rep3 = assess(
+        leaky, TEXTS, params=everything, make_embedder=make, embedder_id=ident, prediction=prediction_text
+    )
     assert df3["keep"].to_list() == [True, True, False] and rep3["kept"] == 2 and rep3["keep_rule"] == "all"
 
 
@@ -224,14 +273,26 @@ def test_images_mode_with_tiny_vlm_falls_back_and_counts(tmp_path, tiny_vlm_dir)
     (tmp_path / "img").mkdir()
     items = ITEMS.with_columns(
         pl.when(pl.col("item_id").is_in(["1", "2", "3"])).then(pl.format("img/{}.jpg", "item_id")).alias("image_path"),
-        pl.col("item_id").is_in(["1", "2", "3"]).alias("image_ok"), pl.lit("sha").alias("image_sha256"))  # fmt: skip
+        pl.col("item_id").is_in(["1", "2", "3"]).alias("image_ok"),
+        pl.lit("sha").alias("image_sha256"),
+    )
     for i in "123":
         Image.new("RGB", (40, 60), (40 * int(i), 10, 10)).save(tmp_path / "img" / f"{i}.jpg")
     texts = load_item_texts(items, CAPTIONS, tmp_path)
     spec = EngineSpec(engine="transformers", model=str(tiny_vlm_dir), limit_mm_per_prompt=9, batch_size=4)
     samples = make_samples(3)  # histories 1-4, 2-5, 3-6: 6 posters, 6 items fall back to their caption
-    _d, rep = draft(samples, texts, mode="images", prompt="History:\n{history}\nAnalyse.", sampling=S, model="tiny",
-                   revision="v", make_engine=lambda: build_engine(spec), cache_dir=tmp_path / "c", batch_size=4)
+    _d, rep = draft(
+        samples,
+        texts,
+        mode="images",
+        prompt="History:\n{history}\nAnalyse.",
+        sampling=S,
+        model="tiny",
+        revision="v",
+        make_engine=lambda: build_engine(spec),
+        cache_dir=tmp_path / "c",
+        batch_size=4,
+    )
     assert rep["errors"] == {} and rep["drafted"] + rep["errors"].get("empty", 0) == 3, rep
     assert rep["input_notes"] == {"image_fallback_caption": 6}
 

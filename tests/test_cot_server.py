@@ -22,11 +22,30 @@ TEXTS = load_item_texts(ITEMS, CAPTIONS)
 
 
 def _run(url: str, model: str, cache, drafts, **spec_kw):
-    spec = EngineSpec(**{"engine": "openai", "model": model, "base_url": url, "concurrency": 3, "max_retries": 3,
-                         "timeout_s": 20, "backoff_s": 0.01, "backoff_max_s": 0.05, **spec_kw})  # fmt: skip
+    spec = EngineSpec(
+        **{
+            "engine": "openai",
+            "model": model,
+            "base_url": url,
+            "concurrency": 3,
+            "max_retries": 3,
+            "timeout_s": 20,
+            "backoff_s": 0.01,
+            "backoff_max_s": 0.05,
+            **spec_kw,
+        }
+    )
     params = RefineCotParams(max_attempts=2, max_caption_chars=60)
-    return refine(drafts, TEXTS, params=params, sampling=SamplingParams(temperature=0.1, max_new_tokens=12),
-                  model=model, revision="tiny", make_engine=lambda: build_engine(spec), cache_dir=cache)  # fmt: skip
+    return refine(
+        drafts,
+        TEXTS,
+        params=params,
+        sampling=SamplingParams(temperature=0.1, max_new_tokens=12),
+        model=model,
+        revision="tiny",
+        make_engine=lambda: build_engine(spec),
+        cache_dir=cache,
+    )
 
 
 @pytest.mark.slow

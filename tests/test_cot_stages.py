@@ -43,8 +43,10 @@ class EditorServer:
                     text = good_cot("family adventures") + leak
                 else:
                     text = "<think>hmm</think>The user enjoys colourful adventures and animals."
-                out = {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 10, "completion_tokens": 10}}  # fmt: skip
+                out = {
+                    "choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 10},
+                }
                 data = json.dumps(out).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(data)))
@@ -58,28 +60,44 @@ class EditorServer:
 
 def _project(tmp: Path, url: str) -> None:
     samples = make_samples(6)
-    split = pl.concat([samples.with_columns(pl.lit("train").alias("split")),
-                       samples.with_columns(pl.lit("test").alias("split"), pl.col("sample_id") + "t")])  # fmt: skip
-    for path, df in [("data/split/candidates_n3.parquet", split), ("data/ingest/items.parquet", ITEMS),
-                     ("data/textualize/captions.parquet", CAPTIONS)]:  # fmt: skip
+    split = pl.concat(
+        [
+            samples.with_columns(pl.lit("train").alias("split")),
+            samples.with_columns(pl.lit("test").alias("split"), pl.col("sample_id") + "t"),
+        ]
+    )
+    for path, df in [
+        ("data/split/candidates_n3.parquet", split),
+        ("data/ingest/items.parquet", ITEMS),
+        ("data/textualize/captions.parquet", CAPTIONS),
+    ]:
         (tmp / path).parent.mkdir(parents=True, exist_ok=True)
         df.write_parquet(tmp / path)
     http = {"engine": "openai", "model": "scripted", "base_url": url, "concurrency": 2, "backoff_s": 0.01}
     params = {
         "ingest": {"format": "movielens_csv", "root": "dataset"},
-        "models": {"captioner": {"engine": "pixel_describer", "model": "pixel-describer"}, "drafter": http,
-                   "editor": http, "policy": http},
+        "models": {
+            "captioner": {"engine": "pixel_describer", "model": "pixel-describer"},
+            "drafter": http,
+            "editor": http,
+            "policy": http,
+        },
         "draft_cot": {"num_negatives": 3, "max_samples": 5, "batch_size": 2},
         "refine_cot": {"max_attempts": 2, "batch_size": 2},
         "assess_cot": {"threshold": 0.0, "require_top1": False},
-    }  # fmt: skip
+    }
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def _stage(tmp: Path, name: str) -> str:
-    r = subprocess.run([sys.executable, str(REPO / "stages" / f"{name}.py")], cwd=tmp, capture_output=True, text=True,
-                       check=False,
-                       timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, str(REPO / "stages" / f"{name}.py")],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout
 
@@ -99,8 +117,17 @@ def test_cot_stages_end_to_end_and_cached_rerun(tmp_path):
         assert planted and refine_rep["leak_before"] == planted and refine_rep["leak_after"] == 0
         assert refine_rep["leak_kinds"] == {"item_tag": planted} and refine_rep["scrubbed_sentences"] == planted
         assessed = pl.read_parquet(tmp_path / "data/cot/assessed.parquet")
-        assert {"sample_id", "cot", "format_ok", "leak_before", "leak_after", "scores", "target_rank", "confidence",
-                "keep"} <= set(assessed.columns)  # fmt: skip
+        assert {
+            "sample_id",
+            "cot",
+            "format_ok",
+            "leak_before",
+            "leak_after",
+            "scores",
+            "target_rank",
+            "confidence",
+            "keep",
+        } <= set(assessed.columns)
         assert assessed["scores"].list.len().to_list() == [4] * 5
         metrics = json.loads((tmp_path / "metrics/cot.json").read_text())
         assert metrics["train_samples_drafted"] == 5 and metrics["kept"] == assessed["keep"].sum()

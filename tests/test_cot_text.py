@@ -1,6 +1,6 @@
 """Pure CoT functions on hand-written strings: Step parsing, leak audit + scrubbing, prompt lines, sample selection.
 
-    .venv/bin/pytest tests/test_cot_text.py -q
+.venv/bin/pytest tests/test_cot_text.py -q
 """
 
 import doctest
@@ -71,8 +71,12 @@ def test_prediction_text_is_steps_2_to_4():
         ("Step 4: They will rewatch The Matrix.", "2571", "Matrix, The (1999)", ["title_core"]),
         ("Step 4: a new Toy Stroy adventure.", "1", "Toy Story (1995)", ["fuzzy"]),
         ("Step 4: the Matrx sequel.", "2571", "Matrix, The (1999)", ["fuzzy"]),
-        ("Step 4: Fabuleux destin d'Amelie Poulain.", "4973", "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)",
-         ["title_core"]),
+        (
+            "Step 4: Fabuleux destin d'Amelie Poulain.",
+            "4973",
+            "Amélie (Fabuleux destin d'Amélie Poulain, Le) (2001)",
+            ["title_core"],
+        ),
         ("Step 4: 次は千と千尋の神隠しを見る。", "5618", "千と千尋の神隠し (2001)", ["title_core"]),
         ("Step 4: Heat again.", "6", "Heat (1995)", ["title_core"]),
         ("Step 4: They like Se7en.", "47", "Seven (a.k.a. Se7en) (1995)", ["title_core"]),
@@ -98,12 +102,15 @@ def test_clean_cots_are_not_flagged(text, item_id, title):
 
 
 def test_scrub_removes_only_leaking_sentences_and_counts():
-    c = ("Step 1: Likes toys. Loved Toy Story before.\nStep 2: More family fun.\n"
-         "Step 3: toys; bright; family\nStep 4: Surely [ITEM_1]. A cheerful animated film.")  # fmt: skip
+    c = (
+        "Step 1: Likes toys. Loved Toy Story before.\nStep 2: More family fun.\n"
+        "Step 3: toys; bright; family\nStep 4: Surely [ITEM_1]. A cheerful animated film."
+    )
     out, removed = scrub(c, "1", "Toy Story (1995)")
     assert removed == 2 and find_leaks(out, "1", "Toy Story (1995)") == []
-    assert out == ("Step 1: Likes toys.\nStep 2: More family fun.\nStep 3: toys; bright; family\n"
-                   "Step 4: A cheerful animated film.")  # fmt: skip
+    assert out == (
+        "Step 1: Likes toys.\nStep 2: More family fun.\nStep 3: toys; bright; family\nStep 4: A cheerful animated film."
+    )
     assert parse_steps(out)[1] == "ok"
     emptied, _ = scrub("Step 1: a\nStep 2: b\nStep 3: c\nStep 4: It is Toy Story.", "1", "Toy Story (1995)")
     assert parse_steps(emptied)[1] == "wrong_format"  # the caller drops such a sample
@@ -123,10 +130,18 @@ def test_item_line_records_workarounds():
 
 
 def test_select_train_samples_only_train_stable_subsample():
-    df = pl.DataFrame({"sample_id": [f"s{i}" for i in range(40)], "user_id": [str(i) for i in range(40)],
-                       "split": ["train", "valid", "test", "train"] * 10, "history": [["1"]] * 40,
-                       "target": ["2"] * 40, "candidates": [["2", "3"]] * 40, "target_index": [0] * 40,
-                       "num_negatives": [1] * 40})  # fmt: skip
+    df = pl.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(40)],
+            "user_id": [str(i) for i in range(40)],
+            "split": ["train", "valid", "test", "train"] * 10,
+            "history": [["1"]] * 40,
+            "target": ["2"] * 40,
+            "candidates": [["2", "3"]] * 40,
+            "target_index": [0] * 40,
+            "num_negatives": [1] * 40,
+        }
+    )
     a = select_train_samples(df, 5, seed=0)
     assert a.height == 5 and set(a["sample_id"]) <= set(df.filter(pl.col("split") == "train")["sample_id"])
     assert select_train_samples(df, 5, seed=0).equals(a)
@@ -137,13 +152,16 @@ def test_select_train_samples_only_train_stable_subsample():
     assert select_train_samples(df, None, 0).height == 20
 
 
-@pytest.mark.parametrize("caption, title, kept", [
-    ('poster; text "the fugitive"; dark', "Fugitive, The (1993)", "poster; dark"),  # the article moved to the front
-    ('night; text "thefugitive"', "Fugitive, The (1993)", "night"),  # ... and the words merged by OCR
-    ('red; text "12monkeys"', "Twelve Monkeys (1995)", "red"),  # a number word as digits
-    ('toys; text "stort"; blue', "Toy Story (1995)", "toys; blue"),  # one letter misread in a word of >= 5
-    ('text "night"; text "sky"; blue', "Toy Story (1995)", 'text "night"; text "sky"; blue'),  # not the title
-])
+@pytest.mark.parametrize(
+    "caption, title, kept",
+    [
+        ('poster; text "the fugitive"; dark', "Fugitive, The (1993)", "poster; dark"),  # the article moved to the front
+        ('night; text "thefugitive"', "Fugitive, The (1993)", "night"),  # ... and the words merged by OCR
+        ('red; text "12monkeys"', "Twelve Monkeys (1995)", "red"),  # a number word as digits
+        ('toys; text "stort"; blue', "Toy Story (1995)", "toys; blue"),  # one letter misread in a word of >= 5
+        ('text "night"; text "sky"; blue', "Toy Story (1995)", 'text "night"; text "sky"; blue'),  # not the title
+    ],
+)
 def test_caption_scrub_catches_how_posters_spell_titles(caption, title, kept):
     assert scrub_caption(caption, "1", title)[0] == kept
 

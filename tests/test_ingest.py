@@ -103,8 +103,9 @@ def test_mllmrec_tsv_test_item_comes_last_and_titles_file_is_found_by_pattern(tm
 
 def test_mllmrec_tsv_user_on_two_lines_continues_in_file_order(tmp_path):
     # positions restart per line would interleave the two lines (592, 1, 150, 2, ...)
-    root = write_mllmrec_tsv(tmp_path / "d", extra_train=["14\t1 2"], extra_titles=["1,Toy Story (1995)",
-                                                                                    "2,Jumanji (1995)"])
+    root = write_mllmrec_tsv(
+        tmp_path / "d", extra_train=["14\t1 2"], extra_titles=["1,Toy Story (1995)", "2,Jumanji (1995)"]
+    )
     inter, _, _ = ingest(root, "mllmrec_tsv")
     seq = expected_sequences()["14"]
     assert sequences(inter)["14"] == [*seq[:-1], "1", "2", seq[-1]]  # train line 1, train line 2, then test.tsv
@@ -113,7 +114,9 @@ def test_mllmrec_tsv_user_on_two_lines_continues_in_file_order(tmp_path):
 def test_missing_interactions_file_is_named(tmp_path):
     root = write_movielens_csv(tmp_path / "d", images=False)
     (root / "ratings.csv").unlink()
-    with pytest.raises(UserError, match=r"no interactions file matching 'ratings.csv' \(set ingest.interactions_file\)"):
+    with pytest.raises(
+        UserError, match=r"no interactions file matching 'ratings.csv' \(set ingest.interactions_file\)"
+    ):
         ingest(root, "movielens_csv")
     with pytest.raises(UserError, match="dataset root is not a folder"):
         ingest(tmp_path / "nope", "movielens_csv")
@@ -171,7 +174,8 @@ def test_duplicate_interactions_keep_the_earliest(tmp_path):
     assert report["skipped"] == {"duplicate_interaction": 2}
     r = root / "ratings.csv"
     assert sorted(report["examples"]["duplicate_interaction"]) == sorted(
-        [f"ratings.csv:{line_of(r, extra[0])}", f"ratings.csv:{line_of(r, ','.join(first_150))}"])
+        [f"ratings.csv:{line_of(r, extra[0])}", f"ratings.csv:{line_of(r, ','.join(first_150))}"]
+    )
     u14 = inter.filter(pl.col("user_id") == "14")
     assert u14.filter(pl.col("item_id") == "150")["timestamp"].to_list() == [800000000]
     assert u14["item_id"][0] == "150"  # now the earliest
@@ -185,15 +189,21 @@ def test_duplicate_interactions_keep_the_earliest(tmp_path):
 
 
 def test_ids_with_path_characters_are_rejected_and_counted(tmp_path):
-    root = write_movielens_csv(tmp_path / "d", images=False, extra_movies=["../x,Evil (2000),Drama", ".hidden,H,Drama"],
-                               extra_ratings=["14,../x,4.0,964982703", "../u,592,4.0,964982703", "a b,592,4.0,1"])
+    root = write_movielens_csv(
+        tmp_path / "d",
+        images=False,
+        extra_movies=["../x,Evil (2000),Drama", ".hidden,H,Drama"],
+        extra_ratings=["14,../x,4.0,964982703", "../u,592,4.0,964982703", "a b,592,4.0,1"],
+    )
     (root / "x.jpg").write_bytes((POSTERS / "1.jpg").read_bytes())  # what `posters/../x.jpg` would reach
     inter, items, report = ingest(root, "movielens_csv")
     r, m = root / "ratings.csv", root / "movies.csv"
     assert report["skipped"] == {"invalid_id": 3, "invalid_item_id_in_titles": 2}
     assert report["examples"]["invalid_id"] == [f"ratings.csv:{n}" for n in range(N_RATINGS + 2, N_RATINGS + 5)]
-    assert report["examples"]["invalid_item_id_in_titles"] == [f"movies.csv:{line_of(m, '../x,', prefix=True)}",
-                                                                f"movies.csv:{line_of(m, '.hidden,', prefix=True)}"]
+    assert report["examples"]["invalid_item_id_in_titles"] == [
+        f"movies.csv:{line_of(m, '../x,', prefix=True)}",
+        f"movies.csv:{line_of(m, '.hidden,', prefix=True)}",
+    ]
     assert not items["item_id"].str.contains(r"[./ ]").any() and inter.height == N_RATINGS
     assert line_of(r, "../u,592,4.0,964982703") == N_RATINGS + 3
 
@@ -244,17 +254,30 @@ def test_odd_unicode_titles_are_normalized_and_counted(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- empty / columns
-@pytest.mark.parametrize(("fmt", "file", "content", "message"), [
-    ("movielens_csv", "ratings.csv", "", r"ratings\.csv: file is empty"),
-    ("movielens_csv", "ratings.csv", "\n  \n\n", r"ratings\.csv: file is empty"),
-    ("movielens_csv", "ratings.csv", "userId,movieId,rating,timestamp\n", r"ratings\.csv: no data lines after the header"),
-    ("movielens_csv", "movies.csv", "", r"movies\.csv: file is empty"),
-    ("movielens_csv", "movies.csv", "movieId,title,genres\n", r"movies\.csv: no title rows"),
-    ("movielens_csv", "movies.csv", "movieId,title,genres\n1,x\n", r"movies\.csv: no title rows \(1 malformed, e.g. movies\.csv:2\)"),
-    ("movielens_dat", "ratings.dat", " \n", r"ratings\.dat: no data lines \(file is blank\)"),
-    ("mllmrec_tsv", "test.tsv", "", r"test\.tsv: file is empty"),
-    ("mllmrec_tsv", "train.tsv", "\n\n", r"train\.tsv: no data lines \(file is blank\)"),
-])
+@pytest.mark.parametrize(
+    ("fmt", "file", "content", "message"),
+    [
+        ("movielens_csv", "ratings.csv", "", r"ratings\.csv: file is empty"),
+        ("movielens_csv", "ratings.csv", "\n  \n\n", r"ratings\.csv: file is empty"),
+        (
+            "movielens_csv",
+            "ratings.csv",
+            "userId,movieId,rating,timestamp\n",
+            r"ratings\.csv: no data lines after the header",
+        ),
+        ("movielens_csv", "movies.csv", "", r"movies\.csv: file is empty"),
+        ("movielens_csv", "movies.csv", "movieId,title,genres\n", r"movies\.csv: no title rows"),
+        (
+            "movielens_csv",
+            "movies.csv",
+            "movieId,title,genres\n1,x\n",
+            r"movies\.csv: no title rows \(1 malformed, e.g. movies\.csv:2\)",
+        ),
+        ("movielens_dat", "ratings.dat", " \n", r"ratings\.dat: no data lines \(file is blank\)"),
+        ("mllmrec_tsv", "test.tsv", "", r"test\.tsv: file is empty"),
+        ("mllmrec_tsv", "train.tsv", "\n\n", r"train\.tsv: no data lines \(file is blank\)"),
+    ],
+)
 def test_empty_files_are_a_clear_error(tmp_path, fmt, file, content, message):
     root = READERS[fmt][0](tmp_path / "d")
     (root / file).write_text(content)
@@ -273,16 +296,22 @@ def test_a_directory_where_a_file_belongs_is_a_clear_error(tmp_path):
 def test_nothing_left_after_ingest_is_a_clear_error(tmp_path):
     root = write_movielens_csv(tmp_path / "d", images=False)
     write_text(root / "movies.csv", ["movieId,title,genres", "1,Toy Story (1995),Animation"])  # none of theirs
-    with pytest.raises(UserError, match=rf"no interactions left after ingest: skipped \{{'unknown_item': {N_RATINGS}\}}"
-                                        r".*ratings\.csv:2"):
+    with pytest.raises(
+        UserError,
+        match=rf"no interactions left after ingest: skipped \{{'unknown_item': {N_RATINGS}\}}"
+        r".*ratings\.csv:2",
+    ):
         ingest(root, "movielens_csv")
 
 
 def test_only_malformed_lines_is_a_clear_error(tmp_path):
     root = write_movielens_csv(tmp_path / "d", images=False)
     write_text(root / "ratings.csv", ["userId,movieId,rating,timestamp", "14,592", "15,150,4.0,soon"])
-    with pytest.raises(UserError, match=r"ratings\.csv: no line could be read; the first, line 2: expected 4 fields "
-                                        r"separated by ','"):
+    with pytest.raises(
+        UserError,
+        match=r"ratings\.csv: no line could be read; the first, line 2: expected 4 fields "
+        r"separated by ','",
+    ):
         ingest(root, "movielens_csv")
     write_text(root / "ratings.csv", ["userId,movieId,rating,timestamp", "15,150,4.0,soon", "14,592,4.0,later"])
     with pytest.raises(UserError, match=r"line 2: timestamp 'soon' is not 'integer' \(column 'timestamp'"):
@@ -292,14 +321,26 @@ def test_only_malformed_lines_is_a_clear_error(tmp_path):
         read_dataset(root, IngestParams(format="movielens_csv", root=str(root), min_rating=1.0), Report())
 
 
-@pytest.mark.parametrize(("fmt", "file", "header", "message"), [
-    ("movielens_csv", "ratings.csv", "userId,movieId,rating",
-     r"ratings\.csv:1: missing column\(s\) \['timestamp'\]; header is \['userId', 'movieId', 'rating'\]"),
-    ("movielens_csv", "ratings.csv", "user,movie,rating,timestamp", r"ratings\.csv:1: missing column\(s\) \['userId', 'movieId'\]"),
-    ("movielens_csv", "movies.csv", "movieId,name,genres", r"movies\.csv:1: expected an id column .* and 'title'"),
-    ("microlens", "MicroLens-sample_pairs.csv", "user,item", r"_pairs\.csv:1: missing column\(s\) \['timestamp'\]"),
-    ("mllmrec_tsv", "movies_titles.csv", "id,name", r"movies_titles\.csv:1: expected an id column"),
-])
+@pytest.mark.parametrize(
+    ("fmt", "file", "header", "message"),
+    [
+        (
+            "movielens_csv",
+            "ratings.csv",
+            "userId,movieId,rating",
+            r"ratings\.csv:1: missing column\(s\) \['timestamp'\]; header is \['userId', 'movieId', 'rating'\]",
+        ),
+        (
+            "movielens_csv",
+            "ratings.csv",
+            "user,movie,rating,timestamp",
+            r"ratings\.csv:1: missing column\(s\) \['userId', 'movieId'\]",
+        ),
+        ("movielens_csv", "movies.csv", "movieId,name,genres", r"movies\.csv:1: expected an id column .* and 'title'"),
+        ("microlens", "MicroLens-sample_pairs.csv", "user,item", r"_pairs\.csv:1: missing column\(s\) \['timestamp'\]"),
+        ("mllmrec_tsv", "movies_titles.csv", "id,name", r"movies_titles\.csv:1: expected an id column"),
+    ],
+)
 def test_missing_columns_name_the_file_and_header(tmp_path, fmt, file, header, message):
     root = READERS[fmt][0](tmp_path / "d")
     lines = (root / file).read_text().splitlines()
@@ -331,8 +372,14 @@ def test_image_problems_are_recorded_per_item_and_counted(tmp_path):
 
     _, items, report = ingest(root, "movielens_csv")
     rec = {r["item_id"]: r for r in items.iter_rows(named=True)}
-    assert report["images"] == {"ok": N_ITEMS - 6, "missing": 1, "corrupt": 3, "extension_mismatch": 1,
-                                "outside_root": 1, "several_files_first_used": 1}
+    assert report["images"] == {
+        "ok": N_ITEMS - 6,
+        "missing": 1,
+        "corrupt": 3,
+        "extension_mismatch": 1,
+        "outside_root": 1,
+        "several_files_first_used": 1,
+    }
     assert report["items"] == {"kept": N_ITEMS, "with_image": N_ITEMS - 5}  # the mislabelled PNG is usable
     assert (rec[a]["image_ok"], rec[a]["image_error"], rec[a]["image_path"]) == (False, "missing", None)
     for item in (b, c, d):
@@ -349,8 +396,15 @@ def test_image_problems_are_recorded_per_item_and_counted(tmp_path):
 def run_stage(stage: str, cwd: Path, params: dict) -> subprocess.CompletedProcess:
     """`python stages/<stage>.py` as dvc runs it: from a project folder holding params.yaml."""
     (cwd / "params.yaml").write_text(yaml.safe_dump(params, allow_unicode=True))
-    return subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        [sys.executable, str(REPO / "stages" / f"{stage}.py")],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def test_stages_run_for_real_and_count_every_drop(tmp_path):
@@ -368,8 +422,12 @@ def test_stages_run_for_real_and_count_every_drop(tmp_path):
 
     report = json.loads((proj / "data/ingest/report.json").read_text())
     n_lost = sum(r[1] == lost for u in USERS for r in ratings()[u])
-    assert report["skipped"] == {"malformed_line": 1, "unknown_item": 1, "item_without_usable_image": 1,
-                                 "interaction_with_item_without_image": n_lost}
+    assert report["skipped"] == {
+        "malformed_line": 1,
+        "unknown_item": 1,
+        "item_without_usable_image": 1,
+        "interaction_with_item_without_image": n_lost,
+    }
     assert report["examples"]["item_without_usable_image"] == [lost]
     assert report["images"] == {"ok": N_ITEMS - 1, "corrupt": 1}
     kept = N_RATINGS + 3 - n_lost
@@ -391,13 +449,16 @@ def test_stages_run_for_real_and_count_every_drop(tmp_path):
     assert set(cands["user_id"]) == set(USERS) and cands.height == 3 * len(USERS)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"formt": "x"}, r"params\.yaml: ingest\.formt: Extra inputs are not permitted"),
-    ({"image_workers": "many"}, r"params\.yaml: ingest\.image_workers: .* \(got 'many'\)"),
-    ({"format": "netflix"}, r"params\.yaml: ingest\.format: Input should be 'movielens_csv'"),
-    ({"root": "/no/such/folder"}, r"/no/such/folder: dataset root is not a folder \(params ingest\.root\)"),
-    ({"titles_file": "ratings.csv"}, r"ratings\.csv:1: expected an id column"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"formt": "x"}, r"params\.yaml: ingest\.formt: Extra inputs are not permitted"),
+        ({"image_workers": "many"}, r"params\.yaml: ingest\.image_workers: .* \(got 'many'\)"),
+        ({"format": "netflix"}, r"params\.yaml: ingest\.format: Input should be 'movielens_csv'"),
+        ({"root": "/no/such/folder"}, r"/no/such/folder: dataset root is not a folder \(params ingest\.root\)"),
+        ({"titles_file": "ratings.csv"}, r"ratings\.csv:1: expected an id column"),
+    ],
+)
 def test_stage_on_bad_params_exits_2_with_one_clear_line(tmp_path, change, message):
     root = write_movielens_csv(tmp_path / "dataset", images=False)
     done = run_stage("ingest", tmp_path, {"ingest": {"format": "movielens_csv", "root": str(root), **change}})
@@ -434,6 +495,7 @@ def test_quoted_multiline_title_keeps_a_space_for_the_line_break(tmp_path):
     _, items, _ = ingest(root, "movielens_csv")
     assert dict(zip(items["item_id"], items["title"])).get("9001") in (None, "Two Lines, The (1999)")  # unrated
     from mllmrec.data.ingest import clean_title
+
     assert clean_title("Two\r\nLines (1999)") == "Two Lines (1999)"
 
 
@@ -470,20 +532,29 @@ def test_dat_title_containing_the_separator_is_kept_whole(tmp_path):
     assert report["notes"]["title_with_separator"] == 1
 
 
-@pytest.mark.parametrize("image_dir, require_image, remove_images, expected", [
-    ("imgs", False, False, "ingest.image_dir: .*imgs does not exist: 0 of \\d+ items have an image"),
-    (None, True, True, "ingest.image_dir: .*images does not exist"),
-    (None, False, True, None),  # no images asked for, none there: text only, said on stdout
-])
-def test_a_misspelt_image_folder_stops_ingest_when_images_were_expected(tmp_path, image_dir, require_image,
-                                                                         remove_images, expected):
+@pytest.mark.parametrize(
+    "image_dir, require_image, remove_images, expected",
+    [
+        ("imgs", False, False, "ingest.image_dir: .*imgs does not exist: 0 of \\d+ items have an image"),
+        (None, True, True, "ingest.image_dir: .*images does not exist"),
+        (None, False, True, None),  # no images asked for, none there: text only, said on stdout
+    ],
+)
+def test_a_misspelt_image_folder_stops_ingest_when_images_were_expected(
+    tmp_path, image_dir, require_image, remove_images, expected
+):
     root = write_mllmrec_tsv(tmp_path / "d")
     if remove_images:
         shutil.rmtree(root / "images")
     ingest = {"format": "mllmrec_tsv", "root": str(root), "image_dir": image_dir, "require_image": require_image}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"ingest": ingest}))
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "stages/ingest.py")],
-                          cwd=tmp_path, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "stages/ingest.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if expected is None:
         assert proc.returncode == 0 and "no images" in proc.stdout and "text only" in proc.stdout
         return
@@ -495,10 +566,12 @@ def test_same_second_ratings_keep_file_order_or_follow_item_ids(tmp_path):
     """Most MovieLens ratings share a second with another of the same user: the tie rule decides test targets."""
     root = tmp_path / "ml"
     root.mkdir()
-    (root / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,100,4,50\n1,10,4,50\n1,9,4,50\n"
-                                      "1,5,3,40\n1,a7,3,50\n")
-    (root / "movies.csv").write_text("movieId,title,genres\n5,E (1990),x\n9,N (1991),x\n10,T (1992),x\n"
-                                     "100,H (1993),x\na7,Z (1994),x\n")
+    (root / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,100,4,50\n1,10,4,50\n1,9,4,50\n1,5,3,40\n1,a7,3,50\n"
+    )
+    (root / "movies.csv").write_text(
+        "movieId,title,genres\n5,E (1990),x\n9,N (1991),x\n10,T (1992),x\n100,H (1993),x\na7,Z (1994),x\n"
+    )
     assert sequences(ingest(root, "movielens_csv")[0])["1"] == ["5", "100", "10", "9", "a7"]
     assert sequences(ingest(root, "movielens_csv", ties="item_id")[0])["1"] == ["5", "9", "10", "100", "a7"]
 
@@ -508,8 +581,12 @@ def test_an_interaction_listed_again_in_a_later_file_is_a_note_not_a_loss(tmp_pa
     root = write_mllmrec_tsv(tmp_path / "d")
     train = (root / "train.tsv").read_text().splitlines()
     test = (root / "test.tsv").read_text().splitlines()
-    (root / "test.tsv").write_text("".join(f"{t.split(chr(9))[0]}\t{tr.split(chr(9))[1]} {t.split(chr(9))[1]}\n"
-                                           for tr, t in zip(train, test, strict=True)))
+    (root / "test.tsv").write_text(
+        "".join(
+            f"{t.split(chr(9))[0]}\t{tr.split(chr(9))[1]} {t.split(chr(9))[1]}\n"
+            for tr, t in zip(train, test, strict=True)
+        )
+    )
     inter, _, report = ingest(root, "mllmrec_tsv")
     assert "duplicate_interaction" not in report["skipped"]
     assert report["notes"]["listed_again_in_a_later_file"] == sum(len(t.split("\t")[1].split()) for t in train)
@@ -523,8 +600,13 @@ def test_hostile_lines_are_counted_never_misread(tmp_path):
     lines = (root / "ratings.csv").read_bytes().decode().splitlines()
     header, first, rest = lines[0], lines[1], lines[2:]
     u, i, r, t = first.split(",")
-    hostile = [f"{u},{i}\x1f,{r},{t}", f"{u},{i},nan,{t}", f"{u},{i},inf,{t}", f'"{u}","{i}","{r}","{t}"',
-               f'{u},"{i},{r},{t}']  # the last: a quote never closed
+    hostile = [
+        f"{u},{i}\x1f,{r},{t}",
+        f"{u},{i},nan,{t}",
+        f"{u},{i},inf,{t}",
+        f'"{u}","{i}","{r}","{t}"',
+        f'{u},"{i},{r},{t}',
+    ]  # the last: a quote never closed
     (root / "ratings.csv").write_bytes("\n".join([header, *hostile, *rest]).encode() + b"\n")
     report = Report()
     inter, _ = read_dataset(root, IngestParams(format="movielens_csv", root=str(root), min_rating=0.5), report)
@@ -539,8 +621,9 @@ def test_the_tsv_reader_counts_a_line_with_the_internal_separator(tmp_path):
     (root / "train.tsv").write_bytes(train + b"77\t1 2\x1f3\n")
     report = Report()
     read_dataset(root, IngestParams(format="mllmrec_tsv", root=str(root)), report)
-    assert report.skipped["malformed_line"] == 1 and report.examples["malformed_line"] == ["train.tsv:" + str(
-        train.count(b"\n") + 1)]
+    assert report.skipped["malformed_line"] == 1 and report.examples["malformed_line"] == [
+        "train.tsv:" + str(train.count(b"\n") + 1)
+    ]
 
 
 LONG = "The " + "Very " * 100 + "Long Title (1999)"  # 521 characters
@@ -554,13 +637,19 @@ def test_an_overlong_title_is_cut_and_counted_the_same_in_every_format(tmp_path,
     root = tmp_path / fmt
     root.mkdir()
     files = {
-        "movielens_csv": {"ratings.csv": "userId,movieId,rating,timestamp\n1,7,4,10\n",
-                          "movies.csv": f"movieId,title,genres\n7,{LONG},Drama\n"},
+        "movielens_csv": {
+            "ratings.csv": "userId,movieId,rating,timestamp\n1,7,4,10\n",
+            "movies.csv": f"movieId,title,genres\n7,{LONG},Drama\n",
+        },
         "movielens_dat": {"ratings.dat": "1::7::4::10\n", "movies.dat": f"7::{LONG}::Drama\n"},
-        "recbole": {"d.inter": "user_id:token\titem_id:token\ttimestamp:float\n1\t7\t10\n",
-                    "d.item": f"item_id:token\tmovie_title:token_seq\n7\t{LONG}\n"},
-        "amazon": {"Beauty.jsonl": json.dumps({"user_id": "A1", "parent_asin": "B7", "timestamp": 10}) + "\n",
-                   "meta_Beauty.jsonl": json.dumps({"parent_asin": "B7", "title": LONG}) + "\n"},
+        "recbole": {
+            "d.inter": "user_id:token\titem_id:token\ttimestamp:float\n1\t7\t10\n",
+            "d.item": f"item_id:token\tmovie_title:token_seq\n7\t{LONG}\n",
+        },
+        "amazon": {
+            "Beauty.jsonl": json.dumps({"user_id": "A1", "parent_asin": "B7", "timestamp": 10}) + "\n",
+            "meta_Beauty.jsonl": json.dumps({"parent_asin": "B7", "title": LONG}) + "\n",
+        },
     }[fmt]
     for name, text in files.items():
         (root / name).write_text(text)

@@ -34,8 +34,11 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 
 
 def with_target_index(df: pl.DataFrame) -> pl.DataFrame:
-    return df.with_columns(target_index=pl.struct("candidates", "target").map_elements(
-        lambda r: list(r["candidates"]).index(r["target"]), return_dtype=pl.Int64))
+    return df.with_columns(
+        target_index=pl.struct("candidates", "target").map_elements(
+            lambda r: list(r["candidates"]).index(r["target"]), return_dtype=pl.Int64
+        )
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +47,9 @@ def sasrec_checkpoint():
     from mllmrec.evaluation.baselines import sasrec_scorer
 
     valid, held = with_target_index(samples(40, "valid", True)), samples(60, "test", False)
-    _, checkpoint, _ = sasrec_scorer(sequences(), valid, held,
-                                     SasrecParams(hidden=16, lr=0.005, epochs=30, patience=30, threads=2))
+    _, checkpoint, _ = sasrec_scorer(
+        sequences(), valid, held, SasrecParams(hidden=16, lr=0.005, epochs=30, patience=30, threads=2)
+    )
     return checkpoint
 
 
@@ -60,8 +64,18 @@ def sft_then_rank(base_dir: Path, table: pl.DataFrame, out: Path) -> float:
     tok = AutoTokenizer.from_pretrained(base_dir)
     add_item_tokens(tok, table["item_id"].to_list())
     rows, _ = tokenize_examples(sft_examples(samples(400, "train", True), TEXTS, tok, PROMPT, None), tok, 4096)
-    params = SftParams(lora=LORA, lr=1e-2, scheduler="constant", max_steps=400, batch_size=8, grad_accum=1,
-                       dtype="float32", save_steps=10_000, logging_steps=100, checkpoint_dir=str(out) + ".ckpt")
+    params = SftParams(
+        lora=LORA,
+        lr=1e-2,
+        scheduler="constant",
+        max_steps=400,
+        batch_size=8,
+        grad_accum=1,
+        dtype="float32",
+        save_steps=10_000,
+        logging_steps=100,
+        checkpoint_dir=str(out) + ".ckpt",
+    )
     train_sft(rows, str(base_dir), "", tok, params, out, item_table=table)
     model, tok = load_policy(str(out), "", torch.device("cpu"), torch.float32)  # plain transformers, no project code
     preds = likelihood_predictions(model, tok, samples(60, "test", False), TEXTS, PROMPT, None, 8192)
@@ -98,8 +112,12 @@ def test_item_token_ranking_is_the_line_likelihoods_first_factor(tiny_lm_dir):
         messages = build_messages(sample, TEXTS, PROMPT)
         prefix, _ = completion_template(tok, messages, None)
         assert prefix == ""  # ChatML: the answer's first token is the item's own
-        first = score_candidates(model, tok, [render_prompt(tok, messages, None)],
-                                 [[tok.convert_ids_to_tokens(token_of[c]) for c in sample["candidates"]]])[0]
+        first = score_candidates(
+            model,
+            tok,
+            [render_prompt(tok, messages, None)],
+            [[tok.convert_ids_to_tokens(token_of[c]) for c in sample["candidates"]]],
+        )[0]
         np.testing.assert_allclose(scores, first, atol=1e-4)
         answer_ids = tok(f"[ITEM_{sample['target']}] x", add_special_tokens=False)["input_ids"]
         assert answer_ids[0] == token_of[sample["target"]]  # the answer line starts with the one item token
@@ -128,7 +146,9 @@ def test_a_checkpoint_whose_vocabulary_misses_the_item_tokens_is_named(tiny_lm_d
 def test_candidates_without_an_item_token_are_named(tiny_item_lm_dir):
     model, tok = load_policy(str(tiny_item_lm_dir), "", torch.device("cpu"), torch.float32)
     held = samples(2, "test", False)  # items 0..63; the checkpoint knows [ITEM_1]..[ITEM_40]
-    with pytest.raises(UserError, match=r"has 40 item tokens, but \d+ candidate items have none .*rerun `dvc repro sft`"):
+    with pytest.raises(
+        UserError, match=r"has 40 item tokens, but \d+ candidate items have none .*rerun `dvc repro sft`"
+    ):
         likelihood_predictions(model, tok, held, TEXTS, PROMPT, None, 8192)
 
 
@@ -136,18 +156,21 @@ def test_item_tokens_stage_without_sasrec_names_the_stage(tmp_path):
     (tmp_path / "data/ingest").mkdir(parents=True)
     ITEMS_DF.write_parquet(tmp_path / "data/ingest/items.parquet")
     (tmp_path / "params.yaml").write_text("item_tokens:\n  enabled: true\n")
-    run = subprocess.run([sys.executable, str(ROOT / "stages/item_tokens.py")], cwd=tmp_path, capture_output=True,
-                         text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "stages/item_tokens.py")], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert "data/models/sasrec.pt" in run.stderr and "sasrec" in run.stderr
     (tmp_path / "data/models").mkdir(parents=True)
     (tmp_path / "data/models/sasrec.pt").write_text("not a checkpoint")  # a broken or foreign file: one line too
-    run = subprocess.run([sys.executable, str(ROOT / "stages/item_tokens.py")], cwd=tmp_path, capture_output=True,
-                         text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "stages/item_tokens.py")], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "dvc repro sasrec" in run.stderr, run.stderr
     (tmp_path / "params.yaml").write_text("item_tokens:\n  enabled: false\n")
-    run = subprocess.run([sys.executable, str(ROOT / "stages/item_tokens.py")], cwd=tmp_path, capture_output=True,
-                         text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "stages/item_tokens.py")], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert run.returncode == 0, run.stderr
     assert pl.read_parquet(tmp_path / "data/item_tokens/items.parquet").height == 0
     assert json.loads((tmp_path / "data/item_tokens/report.json").read_text())["enabled"] is False

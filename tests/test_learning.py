@@ -52,8 +52,18 @@ def sft(base_dir, out, steps: int):
     tok = AutoTokenizer.from_pretrained(base_dir)
     rows, skipped = tokenize_examples(sft_examples(TRAIN, TEXTS, tok, PROMPT, None), tok, 4096)
     assert not skipped
-    params = SftParams(lora=LORA, lr=1e-2, scheduler="constant", max_steps=steps, batch_size=8, grad_accum=1,
-                       dtype="float32", save_steps=10_000, logging_steps=50, checkpoint_dir=str(out) + ".ckpt")
+    params = SftParams(
+        lora=LORA,
+        lr=1e-2,
+        scheduler="constant",
+        max_steps=steps,
+        batch_size=8,
+        grad_accum=1,
+        dtype="float32",
+        save_steps=10_000,
+        logging_steps=50,
+        checkpoint_dir=str(out) + ".ckpt",
+    )
     train_sft(rows, str(base_dir), "", tok, params, out)
     return out
 
@@ -91,11 +101,25 @@ def grpo(start, out) -> dict:
     from mllmrec.training.grpo import grpo_rows, train_grpo
 
     tok = AutoTokenizer.from_pretrained(start)
-    params = GrpoParams(model=str(start), lora=LORA, reward={"kind": "paper"}, num_generations=8, beta=0.1, lr=1e-2,
-                        max_steps=60, batch_size=64, grad_accum=1, temperature=1.0, top_p=1.0,
-                        max_completion_length=16, dtype="float32", save_steps=10_000, logging_steps=1,
-                        checkpoint_dir=str(out) + ".ckpt",
-                        monitor={"every": 20, "samples": VALID.height, "ks": [1], "completions": 0})
+    params = GrpoParams(
+        model=str(start),
+        lora=LORA,
+        reward={"kind": "paper"},
+        num_generations=8,
+        beta=0.1,
+        lr=1e-2,
+        max_steps=60,
+        batch_size=64,
+        grad_accum=1,
+        temperature=1.0,
+        top_p=1.0,
+        max_completion_length=16,
+        dtype="float32",
+        save_steps=10_000,
+        logging_steps=1,
+        checkpoint_dir=str(out) + ".ckpt",
+        monitor={"every": 20, "samples": VALID.height, "ks": [1], "completions": 0},
+    )
     return train_grpo(grpo_rows(TRAIN, TEXTS, tok, PROMPT, None), VALID, TEXTS, tok, params, PROMPT, None, out)
 
 
@@ -131,9 +155,12 @@ def test_monitor_scores_train_and_valid_subsets_on_their_own_samples(sft_model):
     from mllmrec.training.monitor import ValidMonitor, train_subset, valid_rows
 
     params = MonitorParams(every=1, samples=VALID.height, train_samples=40, ks=[1])
-    off_rule = VALID.with_columns(target=pl.struct("candidates", "target").map_elements(
-        lambda r: r["candidates"][(r["candidates"].index(r["target"]) + 1) % len(r["candidates"])],
-        return_dtype=pl.String))
+    off_rule = VALID.with_columns(
+        target=pl.struct("candidates", "target").map_elements(
+            lambda r: r["candidates"][(r["candidates"].index(r["target"]) + 1) % len(r["candidates"])],
+            return_dtype=pl.String,
+        )
+    )
     model, tok = load_policy(str(sft_model), "", torch.device("cpu"), torch.float32)
     monitor = ValidMonitor(off_rule, TEXTS, tok, PROMPT, None, params, "sft", train_subset(TRAIN, params))
     state = TrainerState()
@@ -153,8 +180,10 @@ def test_grpo_raises_the_hit_rate_of_its_own_completions(early_sft, tmp_path):
     train_hits = [row["reward_hit"] for row in info["curve"]]  # TRL's rewards/hit/mean: the policy's own completions
     first, last = np.mean(train_hits[:20]), np.mean(train_hits[-20:])  # 160 prompts × 8 completions each
     valid_hr = [row["valid_HR@1"] for row in info["valid_curve"]]  # the monitor: likelihood ranking, valid split
-    report = (f"paper reward: train hit {first:.3f} -> {last:.3f}; held-out sampled hit {before_hit:.3f} -> {after_hit:.3f}"
-              f" (parsed {before_valid:.3f} -> {after_valid:.3f}); valid HR@1 by likelihood {valid_hr}")
+    report = (
+        f"paper reward: train hit {first:.3f} -> {last:.3f}; held-out sampled hit {before_hit:.3f} -> {after_hit:.3f}"
+        f" (parsed {before_valid:.3f} -> {after_valid:.3f}); valid HR@1 by likelihood {valid_hr}"
+    )
     print(report)
     # the reward wiring: joined to the wrong samples (planted once: each prompt scored against the next sample's
     # target) the policy's own hit rate stayed near chance (0.02 -> 0.07) while every other number still rose

@@ -15,8 +15,11 @@ SMOLLM = Path(__file__).resolve().parents[1] / "models/smollm2-135m-instruct"
 def check_equal(model_dir: Path, max_tokens: int = 8192):
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    prompt = tok.apply_chat_template([{"role": "user", "content": "Pick one: [ITEM_1] Heat, [ITEM_22] Up"}],
-                                     tokenize=False, add_generation_prompt=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "Pick one: [ITEM_1] Heat, [ITEM_22] Up"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     comps = ["[ITEM_1] Heat (1995)<|im_end|>\n", "[ITEM_22] Up (2009)<|im_end|>\n", "x", "[ITEM_333] Amélie 天"]
     packed = score_candidates(model, tok, [prompt, prompt[:40]], [comps, comps[:2]], max_tokens=max_tokens)
     assert np.allclose(packed[0], score_brute_force(model, tok, prompt, comps), atol=1e-3, rtol=1e-4)

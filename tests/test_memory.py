@@ -21,19 +21,58 @@ from mllmrec.training.memory import (
 )
 
 SHAPES = {
-    "qwen3-gqa": (Qwen3ForCausalLM, Qwen3Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=32, vocab_size=1000, tie_word_embeddings=True)),
-    "qwen3-wide-mlp": (Qwen3ForCausalLM, Qwen3Config(hidden_size=96, intermediate_size=384, num_hidden_layers=3,
-                       num_attention_heads=6, num_key_value_heads=2, head_dim=16, vocab_size=1000,
-                       tie_word_embeddings=False)),
-    "llama-mha": (LlamaForCausalLM, LlamaConfig(hidden_size=128, intermediate_size=344, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=4, vocab_size=1000)),
-}  # fmt: skip
+    "qwen3-gqa": (
+        Qwen3ForCausalLM,
+        Qwen3Config(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=32,
+            vocab_size=1000,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "qwen3-wide-mlp": (
+        Qwen3ForCausalLM,
+        Qwen3Config(
+            hidden_size=96,
+            intermediate_size=384,
+            num_hidden_layers=3,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            head_dim=16,
+            vocab_size=1000,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "llama-mha": (
+        LlamaForCausalLM,
+        LlamaConfig(
+            hidden_size=128,
+            intermediate_size=344,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            vocab_size=1000,
+        ),
+    ),
+}
 # Qwen3-4B's config.json (the paper's policy): 36 layers, hidden 2560, MLP 9728, 32 query / 8 KV heads of 128, tied
-QWEN3_4B = Qwen3Config(hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-                       num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True)
-PAPER_LORA = LoraParams(r=16, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                        "up_proj", "down_proj"])
+QWEN3_4B = Qwen3Config(
+    hidden_size=2560,
+    intermediate_size=9728,
+    num_hidden_layers=36,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    head_dim=128,
+    vocab_size=151936,
+    tie_word_embeddings=True,
+)
+PAPER_LORA = LoraParams(
+    r=16, alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+)
 
 
 def saved_bytes(model, batch: int, seq: int) -> int:
@@ -82,8 +121,11 @@ def test_qwen3_4b_is_its_published_size():
 def test_paper_sft_fits_an_h100_and_is_refused_on_a_16_gib_card_with_the_params_to_change():
     need = training_need(QWEN3_4B, 2, PAPER_LORA, batch_size=2, seq_len=2048)
     check_fits(need, 80 * GIB, "sft", "sft.batch_size")  # the paper's 2 x 2048 tokens on an 80 GB card
-    with pytest.raises(UserError, match=r"sft: this configuration needs ~\d+\.\d GiB \(weights 7\.5, .*logits .*; "
-                                        r"the visible GPU has 16\.0 GiB: change sft\.batch_size"):
+    with pytest.raises(
+        UserError,
+        match=r"sft: this configuration needs ~\d+\.\d GiB \(weights 7\.5, .*logits .*; "
+        r"the visible GPU has 16\.0 GiB: change sft\.batch_size",
+    ):
         check_fits(need, 16 * GIB, "sft", "sft.batch_size")
     checkpointed = training_need(QWEN3_4B, 2, PAPER_LORA, batch_size=2, seq_len=2048, checkpointing=True)
     assert checkpointed["activations"] < need["activations"] / 10  # the advice the refusal gives does help

@@ -59,8 +59,12 @@ def test_repro_then_noop_then_targeted_rerun(project):
     assert set(sasrec) == {"n9", "n99"} and sasrec["n9"]["n"] == 300
     assert 0 <= sasrec["n99"]["HR@10_lo"] <= sasrec["n99"]["HR@10"] <= sasrec["n99"]["HR@10_hi"] <= 1
     methods = ["random", "popularity", "sasrec"]
-    table = sh("python stages/report.py " + " ".join(f"metrics/{m}.json" for m in methods)
-               + "".join(f" --predictions data/predictions/{m}.parquet" for m in methods), project)
+    table = sh(
+        "python stages/report.py "
+        + " ".join(f"metrics/{m}.json" for m in methods)
+        + "".join(f" --predictions data/predictions/{m}.parquet" for m in methods),
+        project,
+    )
     assert "sasrec" in table and "sasrec" in (project / "plots/report/own_samples_n99.csv").read_text()
     assert "sasrec" in (project / "plots/report/same_samples_n9.csv").read_text()
     shown = json.loads(sh("dvc metrics show --json", project, stdout_only=True))[""]["data"]
@@ -108,8 +112,10 @@ def test_demo_rerun_from_scratch_is_byte_identical(tmp_path):
     assert {"textualize", "draft_cot", "sft", "grpo", "evaluate@grpo"} <= ran(first)
     before = output_hashes(demo)
     params = yaml.safe_load((demo / "params.yaml").read_text())
-    for scratch in [*(params[s]["cache_dir"] for s in ("textualize", "draft_cot", "refine_cot", "assess_cot")),
-                    "checkpoints"]:
+    for scratch in [
+        *(params[s]["cache_dir"] for s in ("textualize", "draft_cot", "refine_cot", "assess_cot")),
+        "checkpoints",
+    ]:
         shutil.rmtree(demo / scratch)
     second = sh("dvc repro -f", demo)
     assert ran(first) <= ran(second)

@@ -14,8 +14,11 @@ from mllmrec.engines.pixel_describer import MAX_WORDS, PixelDescriber, describe
 
 
 def req(path, text="Describe the image.", max_new_tokens=128):
-    return GenerationRequest(messages=({"role": "user", "content": text},), images=(str(path),),
-                             sampling=SamplingParams(max_new_tokens=max_new_tokens))
+    return GenerationRequest(
+        messages=({"role": "user", "content": text},),
+        images=(str(path),),
+        sampling=SamplingParams(max_new_tokens=max_new_tokens),
+    )
 
 
 def test_doctests():
@@ -38,8 +41,21 @@ def test_real_posters_deterministic_and_sensible():
     assert all(10 <= len(t.split()) <= MAX_WORDS for t in texts)
     assert all(t.startswith("A portrait-format image") for t in texts)  # posters are 200x300
     assert len(set(texts)) >= 36  # descriptive: posters are told apart
-    vocab = {"red", "orange", "yellow", "green", "teal", "blue", "purple", "pink", "brown", "beige", "black",
-             "white", "grey"}
+    vocab = {
+        "red",
+        "orange",
+        "yellow",
+        "green",
+        "teal",
+        "blue",
+        "purple",
+        "pink",
+        "brown",
+        "beige",
+        "black",
+        "white",
+        "grey",
+    }
     assert all(any(w.strip(",.") in vocab for w in t.split()) for t in texts)
 
 
@@ -49,11 +65,23 @@ def test_text_is_ignored_so_titles_cannot_leak():
     assert a.text == b.text and "Toy" not in a.text
 
 
-@pytest.mark.parametrize("rgb,name", [
-    ((230, 20, 20), "red"), ((20, 40, 220), "blue"), ((20, 160, 40), "green"), ((250, 230, 20), "yellow"),
-    ((250, 140, 0), "orange"), ((130, 20, 150), "purple"), ((255, 190, 200), "pink"), ((120, 65, 20), "brown"),
-    ((0, 0, 0), "black"), ((255, 255, 255), "white"), ((128, 128, 128), "grey"), ((0, 150, 150), "teal"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "rgb,name",
+    [
+        ((230, 20, 20), "red"),
+        ((20, 40, 220), "blue"),
+        ((20, 160, 40), "green"),
+        ((250, 230, 20), "yellow"),
+        ((250, 140, 0), "orange"),
+        ((130, 20, 150), "purple"),
+        ((255, 190, 200), "pink"),
+        ((120, 65, 20), "brown"),
+        ((0, 0, 0), "black"),
+        ((255, 255, 255), "white"),
+        ((128, 128, 128), "grey"),
+        ((0, 150, 150), "teal"),
+    ],
+)
 def test_solid_colours_named(tmp_path, rgb, name):
     p = tmp_path / "solid.png"
     Image.new("RGB", (200, 300), rgb).save(p)
@@ -76,10 +104,13 @@ def test_brightness_aspect_and_layout(tmp_path):
 
 def test_errors_are_results_not_exceptions(tmp_path):
     (tmp_path / "bad.jpg").write_bytes(b"garbage")
-    missing, bad, none = PixelDescriber().generate([
-        req(tmp_path / "nope.jpg"), req(tmp_path / "bad.jpg"),
-        GenerationRequest(messages=({"role": "user", "content": "x"},)),
-    ])  # fmt: skip
+    missing, bad, none = PixelDescriber().generate(
+        [
+            req(tmp_path / "nope.jpg"),
+            req(tmp_path / "bad.jpg"),
+            GenerationRequest(messages=({"role": "user", "content": "x"},)),
+        ]
+    )
     assert missing.error.startswith("missing") and bad.error.startswith("corrupt") and none.error
     assert missing.finish_reason == bad.finish_reason == "error" and missing.text == ""
 

@@ -19,7 +19,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from apply_preset import apply
 
 PAPER = {  # dataset: (grpo cot_prob, grpo epochs, min_inter, beta) from the authors' scripts (DESIGN.md)
-    "movielens": (0.05, 3, 10, 0.10), "microlens": (0.10, 3, 10, 0.05), "netflix": (0.05, 2, 5, 0.20),
+    "movielens": (0.05, 3, 10, 0.10),
+    "microlens": (0.10, 3, 10, 0.05),
+    "netflix": (0.05, 2, 5, 0.20),
 }
 
 
@@ -34,9 +36,9 @@ def test_every_preset_validates(preset, tmp_path):
         section_model(name).model_validate(body)
 
 
-
-@pytest.mark.parametrize("chain", [["cpu-study", "ablation"], ["cpu-study", "cpu-study-items"], ["paper-movielens"]],
-                         ids="+".join)  # fmt: skip
+@pytest.mark.parametrize(
+    "chain", [["cpu-study", "ablation"], ["cpu-study", "cpu-study-items"], ["paper-movielens"]], ids="+".join
+)
 def test_the_written_params_file_reads_back_as_merged(chain, tmp_path):
     """The file apply writes parses to exactly what it merged: a list replacing a section's last key once landed after
     the comment block below it, inside the next section (ruamel), and params.yaml no longer parsed."""
@@ -46,6 +48,7 @@ def test_the_written_params_file_reads_back_as_merged(chain, tmp_path):
         merged = apply(ROOT / f"presets/{name}.yaml", params)
         assert YAML(typ="safe").load(params.read_text()) == merged  # YAML 1.2, as apply reads it (PyYAML: 1e-05 a str)
 
+
 def test_cpu_study_preset_fits_its_data(tmp_path):
     """presets/cpu-study.yaml validates, scores every test user, and its step budgets fit the data it makes."""
     params = tmp_path / "params.yaml"
@@ -54,8 +57,9 @@ def test_cpu_study_preset_fits_its_data(tmp_path):
     assert merged["evaluate"]["max_samples"] is None and merged["evaluate"]["num_negatives"] == [9]
     users = 300  # the bundled sample (sample/ml-latest-small-posters): one train window per user and window
     train = users * merged["split"]["train_windows"]
-    check_budget("sft", merged["sft"]["max_steps"], merged["sft"]["batch_size"], merged["sft"]["epochs"], train,
-                 "samples")
+    check_budget(
+        "sft", merged["sft"]["max_steps"], merged["sft"]["batch_size"], merged["sft"]["epochs"], train, "samples"
+    )
     g = GrpoParams.model_validate(merged["grpo"])
     check_budget("grpo", g.max_steps, g.batch_size // g.num_generations, g.epochs, train, "prompts")
     assert merged["sft"]["monitor"]["samples"] <= users and g.monitor.samples <= users  # one valid sample per user
@@ -125,8 +129,7 @@ def test_preset_renders_the_dvc_dag(tmp_path):
     dvc = [sys.executable, "-m", "dvc"]
     subprocess.run([*dvc, "init", "--no-scm", "-q"], cwd=proj, check=True)
     apply_cmd = [sys.executable, str(ROOT / "scripts/apply_preset.py"), str(ROOT / "presets/paper-movielens.yaml")]
-    r = subprocess.run(apply_cmd,
-                       cwd=proj, capture_output=True, text=True, check=False)
+    r = subprocess.run(apply_cmd, cwd=proj, capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     dag = subprocess.run([*dvc, "dag", "--md"], cwd=proj, capture_output=True, text=True, check=False)
     assert dag.returncode == 0, dag.stderr

@@ -18,8 +18,12 @@ from mllmrec.prompts import (
 )
 from mllmrec.training import rewards
 
-TEXTS = {"1": ItemText("Heat (1995)", "dark blue, city lights"), "2": ItemText("Up (2009)", ""),
-         "3": ItemText("Amélie (2001)", "green and red"), "4": ItemText("天使 (2001)", "warm")}
+TEXTS = {
+    "1": ItemText("Heat (1995)", "dark blue, city lights"),
+    "2": ItemText("Up (2009)", ""),
+    "3": ItemText("Amélie (2001)", "green and red"),
+    "4": ItemText("天使 (2001)", "warm"),
+}
 SAMPLE = {"history": ["1", "2"], "candidates": ["3", "4"]}
 
 
@@ -36,7 +40,9 @@ def test_lines_captions_and_cot_block():
     assert "image:" not in user_text(PromptParams(captions="none"))
     assert "<think>" not in text
     with_cot = user_text(PromptParams(), cot="Step 1: likes crime\nStep 2: ...")
-    assert "<think>\nStep 1: likes crime\nStep 2: ...\n</think>\n(The reasoning above is for reference only.)" in with_cot
+    assert (
+        "<think>\nStep 1: likes crime\nStep 2: ...\n</think>\n(The reasoning above is for reference only.)" in with_cot
+    )
 
 
 def test_caption_word_budget():
@@ -62,8 +68,11 @@ def test_load_item_texts_skips_failed_captions():
 def test_parse_answer():
     assert parse_answer("[ITEM_3] Amélie (2001)") == ["3"]
     assert parse_answer("<think>[ITEM_9]</think>") == []  # an id inside the reasoning is not an answer
-    assert parse_answer("<think>[ITEM_9]</think>[ITEM_4]") == ["4"] == rewards.parse("<think>[ITEM_9]</think>[ITEM_4]",
-                                                                                     ["4", "9"]).ids
+    assert (
+        parse_answer("<think>[ITEM_9]</think>[ITEM_4]")
+        == ["4"]
+        == rewards.parse("<think>[ITEM_9]</think>[ITEM_4]", ["4", "9"]).ids
+    )
     assert parse_answer("[ITEM_../x] [ITEM_] ITEM_5") == []
     assert parse_answer("") == []
     assert answer_line("4", TEXTS) == "[ITEM_4] 天使 (2001)"
@@ -85,11 +94,12 @@ def test_completion_is_the_templates_assistant_turn(tiny_lm_dir):
     messages = build_messages(SAMPLE, TEXTS, PromptParams())
     prompt = render_prompt(tok, messages, False)
     completion = render_completion(tok, messages, "[ITEM_3] Amélie (2001)", False)
-    full = tok.apply_chat_template(messages + [{"role": "assistant", "content": "[ITEM_3] Amélie (2001)"}],
-                                   tokenize=False, enable_thinking=False)
+    full = tok.apply_chat_template(
+        messages + [{"role": "assistant", "content": "[ITEM_3] Amélie (2001)"}], tokenize=False, enable_thinking=False
+    )
     assert full.startswith(prompt + completion)
     assert completion.endswith("Amélie (2001)<|im_end|>")  # ends exactly once with the end-of-turn token
-    assert full[len(prompt + completion):].strip() == ""  # only the template's trailing newline is left out
+    assert full[len(prompt + completion) :].strip() == ""  # only the template's trailing newline is left out
 
 
 def test_missing_chat_template_is_a_clear_error(tiny_lm_dir):

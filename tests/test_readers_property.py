@@ -19,30 +19,75 @@ from mllmrec.data.ingest import Report, normalize, read_titles
 from mllmrec.data.sources import read_dataset
 from mllmrec.errors import UserError
 
-FRAGMENTS = ["1", "42", "007", "-3", "1e3", "nan", "inf", "", " ", "a", "Ünï", "x y", '"', '""', "'", ",", "::", "\t",
-             "\x1f", "\x00", "\x07", "\r", "9" * 30, "3.5", "964982703", "2024-05-01T12:00:00", "Toy Story (1995)"]
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+FRAGMENTS = [
+    "1",
+    "42",
+    "007",
+    "-3",
+    "1e3",
+    "nan",
+    "inf",
+    "",
+    " ",
+    "a",
+    "Ünï",
+    "x y",
+    '"',
+    '""',
+    "'",
+    ",",
+    "::",
+    "\t",
+    "\x1f",
+    "\x00",
+    "\x07",
+    "\r",
+    "9" * 30,
+    "3.5",
+    "964982703",
+    "2024-05-01T12:00:00",
+    "Toy Story (1995)",
+]
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 def line(sep: str, width: int):
-    return st.lists(st.lists(st.sampled_from(FRAGMENTS), min_size=0, max_size=3).map("".join),
-                    min_size=1, max_size=width + 2).map(sep.join)
+    return st.lists(
+        st.lists(st.sampled_from(FRAGMENTS), min_size=0, max_size=3).map("".join), min_size=1, max_size=width + 2
+    ).map(sep.join)
 
 
 def body(sep: str, width: int):
     bad_bytes = st.sampled_from([b"", b"\xff\xfe", b"\xc3", b"\r\n", b"\n\n"])
     return st.tuples(st.lists(line(sep, width), min_size=1, max_size=12), bad_bytes).map(
-        lambda t: ("\n".join(t[0]) + "\n").encode() + t[1])
+        lambda t: ("\n".join(t[0]) + "\n").encode() + t[1]
+    )
 
 
 FORMATS = {  # format -> interactions file, its separator, fields, header, titles file + its text
-    "movielens_csv": ("ratings.csv", ",", 4, "userId,movieId,rating,timestamp\n", "movies.csv",
-                      "movieId,title,genres\n1,A (1990),x\n42,B (1991),x\n"),
+    "movielens_csv": (
+        "ratings.csv",
+        ",",
+        4,
+        "userId,movieId,rating,timestamp\n",
+        "movies.csv",
+        "movieId,title,genres\n1,A (1990),x\n42,B (1991),x\n",
+    ),
     "movielens_dat": ("ratings.dat", "::", 4, "", "movies.dat", "1::A (1990)::x\n42::B (1991)::x\n"),
     "mllmrec_tsv": ("train.tsv", "\t", 2, "", "d_titles.csv", "item,title\n1,A (1990)\n42,B (1991)\n"),
-    "microlens": ("MicroLens_pairs.csv", ",", 3, "user,item,timestamp\n", "MicroLens_titles.csv",
-                  "item,title\n1,A (1990)\n42,B (1991)\n"),
+    "microlens": (
+        "MicroLens_pairs.csv",
+        ",",
+        3,
+        "user,item,timestamp\n",
+        "MicroLens_titles.csv",
+        "item,title\n1,A (1990)\n42,B (1991)\n",
+    ),
 }
 
 
@@ -77,7 +122,7 @@ def test_interaction_readers_keep_or_count_every_line(fmt, tmp_path):
         kept_lines = inter.select("file", "line").n_unique() if inter.height else 0
         assert report.read["interaction_lines"] == kept_lines + report.skipped["malformed_line"]
         # ... and every physical line of the file that is not blank was read: none vanished
-        physical = (FORMATS[fmt][3].encode() + data).split(b"\n")[(1 if FORMATS[fmt][3] else 0):]
+        physical = (FORMATS[fmt][3].encode() + data).split(b"\n")[(1 if FORMATS[fmt][3] else 0) :]
         nonblank = sum(1 for ln in physical if ln.decode("utf-8", "replace").strip() or b"\x1f" in ln)
         assert report.read["interaction_lines"] == nonblank + (1 if fmt == "mllmrec_tsv" else 0)  # + test.tsv
         try:
@@ -113,18 +158,44 @@ def test_titles_readers_keep_or_count_every_row(fmt, tmp_path):
 
 
 MAPPED = {  # the formats whose columns come from params: format -> (interactions file, separator, header, params)
-    "csv-by-name": ("ratings.csv", ",", "user_id,movie_id,rating,unix_timestamp\n",
-                    {"format": "csv", "interactions_file": "ratings.csv", "titles_file": "movies.csv",
-                     "interactions": {"columns": {"user": "user_id", "item": "movie_id", "timestamp": "unix_timestamp",
-                                                  "rating": "rating"}},
-                     "titles": {"columns": {"item": "movieId", "title": "title"}}, "min_rating": 3}),
-    "csv-by-position": ("ratings.txt", ";", "",
-                        {"format": "csv", "interactions_file": "ratings.txt", "titles_file": "movies.csv",
-                         "interactions": {"separator": ";", "header": False, "timestamp": "iso8601",
-                                          "columns": {"user": 0, "item": 1, "timestamp": 3}},
-                         "titles": {"columns": {"item": "movieId", "title": "title"}}}),
-    "recbole": ("d.inter", "\t", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n",
-                {"format": "recbole", "min_rating": 3}),
+    "csv-by-name": (
+        "ratings.csv",
+        ",",
+        "user_id,movie_id,rating,unix_timestamp\n",
+        {
+            "format": "csv",
+            "interactions_file": "ratings.csv",
+            "titles_file": "movies.csv",
+            "interactions": {
+                "columns": {"user": "user_id", "item": "movie_id", "timestamp": "unix_timestamp", "rating": "rating"}
+            },
+            "titles": {"columns": {"item": "movieId", "title": "title"}},
+            "min_rating": 3,
+        },
+    ),
+    "csv-by-position": (
+        "ratings.txt",
+        ";",
+        "",
+        {
+            "format": "csv",
+            "interactions_file": "ratings.txt",
+            "titles_file": "movies.csv",
+            "interactions": {
+                "separator": ";",
+                "header": False,
+                "timestamp": "iso8601",
+                "columns": {"user": 0, "item": 1, "timestamp": 3},
+            },
+            "titles": {"columns": {"item": "movieId", "title": "title"}},
+        },
+    ),
+    "recbole": (
+        "d.inter",
+        "\t",
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n",
+        {"format": "recbole", "min_rating": 3},
+    ),
 }
 
 
@@ -161,9 +232,10 @@ def test_column_mapped_readers_keep_or_count_every_line(name, tmp_path):
         kept_lines = inter.select("file", "line").n_unique() if inter.height else 0
         counted = report.skipped["malformed_line"] + report.skipped["below_min_rating"]
         assert report.read["interaction_lines"] == kept_lines + counted
-        physical = (header.encode() + data).split(b"\n")[(1 if header else 0):]
+        physical = (header.encode() + data).split(b"\n")[(1 if header else 0) :]
         assert report.read["interaction_lines"] == sum(
-            1 for ln in physical if ln.decode("utf-8", "replace").strip() or b"\x1f" in ln)
+            1 for ln in physical if ln.decode("utf-8", "replace").strip() or b"\x1f" in ln
+        )
         try:
             normalize(inter, titles, report)
         except UserError as e:
@@ -175,10 +247,23 @@ def test_column_mapped_readers_keep_or_count_every_line(name, tmp_path):
 def review_line():
     """A JSON line as a careless export writes it: a valid review, one with wrong types or missing keys, or no JSON."""
     value = st.sampled_from([None, True, 0, -1, 1.5, 10**30, float("nan"), "", "x", "AU1", "B000000001", [], {}])
-    record = st.fixed_dictionaries({}, optional={"user_id": value, "parent_asin": value, "asin": value,
-                                                 "timestamp": value, "rating": value, "reviewerID": value})
-    good = st.builds(lambda u, i, t: {"user_id": f"AU{u}", "parent_asin": f"B{i:09d}", "timestamp": t, "rating": 4.0},
-                     st.integers(1, 5), st.sampled_from([1, 42]), st.integers(0, 2**40))
+    record = st.fixed_dictionaries(
+        {},
+        optional={
+            "user_id": value,
+            "parent_asin": value,
+            "asin": value,
+            "timestamp": value,
+            "rating": value,
+            "reviewerID": value,
+        },
+    )
+    good = st.builds(
+        lambda u, i, t: {"user_id": f"AU{u}", "parent_asin": f"B{i:09d}", "timestamp": t, "rating": 4.0},
+        st.integers(1, 5),
+        st.sampled_from([1, 42]),
+        st.integers(0, 2**40),
+    )
     text = st.lists(st.sampled_from(FRAGMENTS + ["{", "}", "[", '{"user_id": 1'])).map("".join)
     return st.one_of(good.map(json.dumps), record.map(lambda r: json.dumps(r, allow_nan=True)), text)
 
@@ -191,8 +276,9 @@ def test_amazon_reader_keeps_or_counts_every_json_line(tmp_path):
         root = tmp_path / "amz"
         root.mkdir(exist_ok=True)
         (root / "Beauty.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogatepass")
-        (root / "meta_Beauty.jsonl").write_text("".join(json.dumps({"parent_asin": f"B{i:09d}", "title": t}) + "\n"
-                                                        for i, t in ((1, "A"), (42, "B"))))  # fmt: skip
+        (root / "meta_Beauty.jsonl").write_text(
+            "".join(json.dumps({"parent_asin": f"B{i:09d}", "title": t}) + "\n" for i, t in ((1, "A"), (42, "B")))
+        )
         report = Report()
         try:
             inter, titles = read_dataset(root, IngestParams(format="amazon", root=str(root), min_rating=3), report)

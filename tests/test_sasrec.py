@@ -6,8 +6,9 @@ import torch
 from mllmrec.config import SasrecParams
 from mllmrec.evaluation.sasrec import SASRec, pad_left, score_candidates, train
 
-P = SasrecParams(max_len=12, hidden=32, blocks=2, heads=2, dropout=0.1, epochs=40, patience=40, batch_size=16,
-                 threads=1)
+P = SasrecParams(
+    max_len=12, hidden=32, blocks=2, heads=2, dropout=0.1, epochs=40, patience=40, batch_size=16, threads=1
+)
 
 
 def test_causal_future_items_do_not_change_earlier_states():
@@ -55,9 +56,13 @@ def test_sasrec_scorer_on_split_frames():
     name = [f"m{i}" for i in range(30)]
     walks = [[name[(s + j) % 30] for j in range(10)] for s in rng.integers(0, 30, 150)]
     train_seqs = pl.DataFrame({"items": [w[:-1] for w in walks]})
-    frame = pl.DataFrame({"history": [w[:-1] for w in walks[:40]],
-                          "candidates": [[w[-1], "unseen", *[x for x in name if x not in w][:3]] for w in walks[:40]],
-                          "target_index": [0] * 40})
+    frame = pl.DataFrame(
+        {
+            "history": [w[:-1] for w in walks[:40]],
+            "candidates": [[w[-1], "unseen", *[x for x in name if x not in w][:3]] for w in walks[:40]],
+            "target_index": [0] * 40,
+        }
+    )
     scorer, checkpoint, log = sasrec_scorer(train_seqs, frame, frame, P)
     scores = scorer(frame)
     assert scores.shape == (40, 5) and "unseen" in checkpoint["items"] and len(log) >= 1

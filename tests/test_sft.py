@@ -27,12 +27,21 @@ def items() -> pl.DataFrame:
 
 
 def samples(n_users: int = 12) -> pl.DataFrame:
-    rows = [{"sample_id": f"{u}:train:9", "user_id": str(u), "split": "train",
-             "history": [str((u + j) % 30) for j in range(9)], "target": str((u + 9) % 30),
-             "candidates": [str((u + 9) % 30), str((u + 15) % 30), str((u + 20) % 30)]} for u in range(n_users)]
+    rows = [
+        {
+            "sample_id": f"{u}:train:9",
+            "user_id": str(u),
+            "split": "train",
+            "history": [str((u + j) % 30) for j in range(9)],
+            "target": str((u + 9) % 30),
+            "candidates": [str((u + 9) % 30), str((u + 15) % 30), str((u + 20) % 30)],
+        }
+        for u in range(n_users)
+    ]
     cands = pl.DataFrame(rows)
-    cots = pl.DataFrame({"sample_id": cands["sample_id"], "cot": "Step 1: likes films.\nStep 4: a family comedy.",
-                         "keep": True})
+    cots = pl.DataFrame(
+        {"sample_id": cands["sample_id"], "cot": "Step 1: likes films.\nStep 4: a family comedy.", "keep": True}
+    )
     return augment(cands, cots, AugmentParams(sft_cot_prob=0.25))[0]
 
 
@@ -63,13 +72,24 @@ def test_trl_keeps_our_tokens_and_masks_the_prompt(tiny_lm_dir, tmp_path):
     from trl import SFTConfig, SFTTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
-    rows, _ = tokenize_examples(sft_examples(samples(2), load_item_texts(items(), None), tok,
-                                             PromptParams(captions="none"), None), tok, 4096)
+    rows, _ = tokenize_examples(
+        sft_examples(samples(2), load_item_texts(items(), None), tok, PromptParams(captions="none"), None), tok, 4096
+    )
     for loss in ("completion", "all"):
-        args = SFTConfig(output_dir=str(tmp_path), completion_only_loss=loss == "completion", report_to="none",
-                         bf16=False, activation_checkpointing=False, max_length=4096)
-        trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_lm_dir), args=args,
-                             train_dataset=Dataset.from_list(rows), processing_class=tok)
+        args = SFTConfig(
+            output_dir=str(tmp_path),
+            completion_only_loss=loss == "completion",
+            report_to="none",
+            bf16=False,
+            activation_checkpointing=False,
+            max_length=4096,
+        )
+        trainer = SFTTrainer(
+            model=AutoModelForCausalLM.from_pretrained(tiny_lm_dir),
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tok,
+        )
         got = trainer.train_dataset[0]
         assert got["input_ids"] == rows[0]["input_ids"]
         expect = [t if m or loss == "all" else -100 for t, m in zip(rows[0]["input_ids"], rows[0]["completion_mask"])]
@@ -107,8 +127,14 @@ def project(tmp: Path, model_dir: Path, item_rows: str | None = None) -> Path:
         (tmp / "data" / sub).mkdir(parents=True)
     samples(16).write_parquet(tmp / "data/augment/sft.parquet")
     items().write_parquet(tmp / "data/ingest/items.parquet")
-    checkpoint = {"state_dict": {"item_emb.weight": torch.randn(31, 8, generator=torch.Generator().manual_seed(0))},
-                  "items": items()["item_id"].to_list()} if item_rows else None
+    checkpoint = (
+        {
+            "state_dict": {"item_emb.weight": torch.randn(31, 8, generator=torch.Generator().manual_seed(0))},
+            "items": items()["item_id"].to_list(),
+        }
+        if item_rows
+        else None
+    )
     item_table(items(), checkpoint).write_parquet(tmp / "data/item_tokens/items.parquet")
     valid = samples(4).select("sample_id", "user_id", "history", "candidates", "target")
     valid.with_columns(split=pl.lit("valid")).write_parquet(tmp / "data/split/candidates_n2.parquet")
@@ -116,10 +142,17 @@ def project(tmp: Path, model_dir: Path, item_rows: str | None = None) -> Path:
     params = {
         "prompt": {"captions": "none"},
         "models": {"captioner": spec, "drafter": spec, "editor": spec, "policy": spec},
-        "sft": {"lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "lr": 0.01, "max_steps": 24, "batch_size": 2,
-                "grad_accum": 1, "save_steps": 4, "max_length": 1024,
-                "monitor": {"every": 8, "samples": 4, "train_samples": 4, "num_negatives": 2, "ks": [1]},
-                **({"item_rows": item_rows} if item_rows else {})},
+        "sft": {
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            "lr": 0.01,
+            "max_steps": 24,
+            "batch_size": 2,
+            "grad_accum": 1,
+            "save_steps": 4,
+            "max_length": 1024,
+            "monitor": {"every": 8, "samples": 4, "train_samples": 4, "num_negatives": 2, "ks": [1]},
+            **({"item_rows": item_rows} if item_rows else {}),
+        },
     }
     (tmp / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp
@@ -147,8 +180,11 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     os.killpg(first.pid, signal.SIGKILL)  # a real kill: no cleanup, no final save
     first.wait()
     assert not (proj / "models/sft").exists()
-    killed_at = max(int(p.name.split("-")[1]) for p in proj.glob("checkpoints/sft/checkpoint-*")
-                    if (p / "trainer_state.json").exists())
+    killed_at = max(
+        int(p.name.split("-")[1])
+        for p in proj.glob("checkpoints/sft/checkpoint-*")
+        if (p / "trainer_state.json").exists()
+    )
     assert killed_at < 24
 
     second = subprocess.run(cmd, cwd=proj, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -181,8 +217,12 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     start = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=merged.dtype)
     from mllmrec.training.item_tokens import init_item_embeddings
 
-    init_item_embeddings(start, AutoTokenizer.from_pretrained(tiny_lm_dir),
-                         pl.read_parquet(proj / "data/item_tokens/items.parquet"), seed=0)
+    init_item_embeddings(
+        start,
+        AutoTokenizer.from_pretrained(tiny_lm_dir),
+        pl.read_parquet(proj / "data/item_tokens/items.parquet"),
+        seed=0,
+    )
     moved = (emb[n_base:] - start.get_input_embeddings().weight[n_base:]).norm(dim=1)
     assert (moved > 0).sum() >= 10  # the rows of items in the trained answers moved (trained rows, merged)
 
@@ -212,14 +252,18 @@ def test_fused_lm_head_scores_only_label_positions_on_cpu(tiny_lm_dir, monkeypat
     trl_utils.add_fused_lm_head(model)
     rows_seen = []
     apply = trl_utils._ChunkedLogProbFunction.apply
-    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply",
-                        lambda hidden, *a: rows_seen.append(hidden.shape[0]) or apply(hidden, *a))
+    monkeypatch.setattr(
+        trl_utils._ChunkedLogProbFunction,
+        "apply",
+        lambda hidden, *a: rows_seen.append(hidden.shape[0]) or apply(hidden, *a),
+    )
     ids = torch.randint(5, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
     labels = torch.full_like(ids, -100)
     labels[0, 9:], labels[1, 11:] = ids[0, 9:], ids[1, 11:]  # 3 + 1 answer tokens
     with torch.no_grad():
         fused = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
         ref = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), -1).gather(
-            2, labels[:, 1:].clamp(min=0)[..., None])[..., 0] * (labels[:, 1:] != -100)
+            2, labels[:, 1:].clamp(min=0)[..., None]
+        )[..., 0] * (labels[:, 1:] != -100)
     assert rows_seen == [4]
     torch.testing.assert_close(fused, ref, atol=1e-4, rtol=1e-4)

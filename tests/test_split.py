@@ -88,8 +88,13 @@ def test_no_user_reaching_min_inter_names_min_inter(tmp_path):
     """Everyone filtered out: the error names split.min_inter and the longest history, not num_negatives."""
     (tmp_path / "params.yaml").write_text("split:\n  min_inter: 50\n  num_negatives: [9]\n")
     (tmp_path / "data/ingest").mkdir(parents=True)
-    pl.DataFrame({"user_id": ["u1"] * 12 + ["u2"] * 5, "item_id": [f"i{j}" for j in range(12)] + ["i0"] * 5,
-                  "position": list(range(12)) + list(range(5))}).write_parquet(tmp_path / "data/ingest/interactions.parquet")
+    pl.DataFrame(
+        {
+            "user_id": ["u1"] * 12 + ["u2"] * 5,
+            "item_id": [f"i{j}" for j in range(12)] + ["i0"] * 5,
+            "position": list(range(12)) + list(range(5)),
+        }
+    ).write_parquet(tmp_path / "data/ingest/interactions.parquet")
     stage = Path(__file__).resolve().parents[1] / "stages/split.py"
     r = subprocess.run([sys.executable, str(stage)], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr

@@ -89,8 +89,7 @@ def test_verdicts_follow_the_sign_and_p():
     assert "vs SASRec 0.300: +0.100, p = 0.062, not significant;" in gen
     assert "p = 0.049, significantly above." in gen
     assert line_of(block, "- Training stages, HR@1 (likelihood)") == (
-        "- Training stages, HR@1 (likelihood): GRPO 0.050 vs SFT 0.550: -0.500, p < 0.001, "
-        "significantly below."
+        "- Training stages, HR@1 (likelihood): GRPO 0.050 vs SFT 0.550: -0.500, p < 0.001, significantly below."
     )
     assert "Training stages, HR@1 (generative)" not in block  # no grpo-generative vs sft-generative comparison
     # likelihood rows first, in training order, then generative

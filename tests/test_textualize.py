@@ -18,8 +18,16 @@ SAMPLING = SamplingParams(max_new_tokens=128)
 
 def run(items, root, cache, factory=None, **kw):
     factory = factory or Factory()
-    args = {"prompt": PROMPT, "sampling": SAMPLING, "model": "pixel-describer", "revision": "pd-1",
-            "make_engine": factory, "cache_dir": cache, "batch_size": 4, "progress": False}
+    args = {
+        "prompt": PROMPT,
+        "sampling": SAMPLING,
+        "model": "pixel-describer",
+        "revision": "pd-1",
+        "make_engine": factory,
+        "cache_dir": cache,
+        "batch_size": 4,
+        "progress": False,
+    }
     captions, report = textualize(items, root, **{**args, **kw})
     return captions, report, factory
 
@@ -55,8 +63,12 @@ def test_added_item_costs_one_call(data, tmp_path):
 def test_prompt_sampling_model_changes_invalidate_all_and_going_back_is_free(data):
     root, items, cache = data
     base, _, _ = run(items, root, cache)
-    for change in [{"prompt": PROMPT + " Be brief."}, {"sampling": SamplingParams(max_new_tokens=20)},
-                   {"revision": "pd-0"}, {"model": "other-captioner"}]:
+    for change in [
+        {"prompt": PROMPT + " Be brief."},
+        {"sampling": SamplingParams(max_new_tokens=20)},
+        {"revision": "pd-0"},
+        {"model": "other-captioner"},
+    ]:
         c, r, f = run(items, root, cache, **change)
         assert f.engine.requests == 10 and r["cache_hits"] == 0, change
         assert c["cache_key"].drop_nulls().is_in(base["cache_key"].drop_nulls().implode()).sum() == 0
@@ -125,8 +137,9 @@ def test_a_part_that_fails_verification_is_set_aside_and_recomputed_never_served
     (cache / "part-bad.parquet").write_bytes(b"nope")
     captions, report, factory = run(items, root, cache)
     assert report["rejected_cache_parts"] == 3
-    assert sorted(p.name for p in (cache / "rejected").iterdir()) == sorted([parts[0].name, parts[1].name,
-                                                                             "part-bad.parquet"])
+    assert sorted(p.name for p in (cache / "rejected").iterdir()) == sorted(
+        [parts[0].name, parts[1].name, "part-bad.parquet"]
+    )
     assert factory.engine.requests == rows_in_bad_parts  # those parts' captions, nothing else
     assert captions.equals(first) and "A lovely red poster." not in captions["caption"].to_list()
     _, again, factory = run(items, root, cache)
@@ -145,7 +158,9 @@ def test_cache_only_mode(data, tmp_path):
 def test_model_identity(tmp_path):
     assert model_identity(EngineSpec(engine="pixel_describer", model="x")) == ("pixel-describer", "pd-1")
     assert model_identity(EngineSpec(engine="vllm", model="Qwen/Qwen3-VL-8B-Instruct", revision="abc")) == (
-        "Qwen/Qwen3-VL-8B-Instruct", "abc")
+        "Qwen/Qwen3-VL-8B-Instruct",
+        "abc",
+    )
     d = tmp_path / "m"
     d.mkdir()
     (d / "config.json").write_text('{"a": 1}')
@@ -181,8 +196,11 @@ def test_null_caption_in_a_verified_part_is_recomputed_and_counted(data):
     part = min(cache.glob("part-*.parquet"))
     df = pl.read_parquet(part)
     part.unlink()
-    write_part(cache, pl.concat([df.head(1).with_columns(pl.lit(None, pl.String).alias("caption")), df.slice(1)])
-               .to_dicts(), PART_SCHEMA)
+    write_part(
+        cache,
+        pl.concat([df.head(1).with_columns(pl.lit(None, pl.String).alias("caption")), df.slice(1)]).to_dicts(),
+        PART_SCHEMA,
+    )
     captions, report, _ = run(items, root, cache)
     assert report["invalid_cache_rows"] == 1 and report["model_calls"] == 1 and report["rejected_cache_parts"] == 0
     assert captions.equals(first)  # no item left with neither caption nor error

@@ -21,7 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-
 def dvc_yaml() -> str:
     """The repo's own textualize stage (outs, persist, params), run with this interpreter; code deps dropped."""
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["textualize"]
@@ -31,8 +30,15 @@ def dvc_yaml() -> str:
 
 
 def sh(cwd: Path, *args: str, env: dict | None = None) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", **(env or {})}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        **(env or {}),
+    }
     cmd = [sys.executable, "-m", "dvc", *args[1:]] if args[0] == "dvc" else list(args)
     p = subprocess.run(cmd, check=False, cwd=cwd, env=env, capture_output=True, text=True)
     assert p.returncode == 0, f"{args}: {p.stdout}\n{p.stderr}"

@@ -64,9 +64,21 @@ def test_sigkill_loses_at_most_the_batch_in_flight(tmp_path):
     for _ in range(3):
         before_rows, before_calls = read_cache(cache).height if cache.exists() else 0, lines(log)
         before_parts = len(list(cache.glob("part-*.parquet")))
-        proc = subprocess.Popen([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "items.parquet"),
-                                 str(root), str(cache), str(log), str(BATCH), str(DELAY)],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(tmp_path / "child.py"),
+                str(tmp_path / "items.parquet"),
+                str(root),
+                str(cache),
+                str(log),
+                str(BATCH),
+                str(DELAY),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         deadline = time.monotonic() + 60
         while len(list(cache.glob("part-*.parquet"))) <= before_parts and proc.poll() is None:
             assert time.monotonic() < deadline, "child made no progress"
@@ -85,14 +97,32 @@ def test_sigkill_loses_at_most_the_batch_in_flight(tmp_path):
 
     persisted = read_cache(cache).height
     factory = Factory()
-    captions, report = textualize(items, root, prompt=PROMPT, sampling=SamplingParams(), model="pixel-describer",
-                                  revision="pd-1", make_engine=factory, cache_dir=cache, batch_size=BATCH,
-                                  progress=False)
+    captions, report = textualize(
+        items,
+        root,
+        prompt=PROMPT,
+        sampling=SamplingParams(),
+        model="pixel-describer",
+        revision="pd-1",
+        make_engine=factory,
+        cache_dir=cache,
+        batch_size=BATCH,
+        progress=False,
+    )
     assert factory.engine.requests == N - persisted and report["cache_hits"] == persisted
     assert not list(cache.glob("*.tmp"))
-    reference, _ = textualize(items, root, prompt=PROMPT, sampling=SamplingParams(), model="pixel-describer",
-                              revision="pd-1", make_engine=Factory(), cache_dir=tmp_path / "ref", batch_size=BATCH,
-                              progress=False)
+    reference, _ = textualize(
+        items,
+        root,
+        prompt=PROMPT,
+        sampling=SamplingParams(),
+        model="pixel-describer",
+        revision="pd-1",
+        make_engine=Factory(),
+        cache_dir=tmp_path / "ref",
+        batch_size=BATCH,
+        progress=False,
+    )
     assert captions.equals(reference) and captions["caption"].null_count() == 0  # nothing lost, nothing different
 
 

@@ -21,8 +21,16 @@ def test_tiny_vlm_captions_then_cache(tiny_vlm_dir, tmp_path):
         built.append(build_engine(spec))
         return built[-1]
 
-    kw = {"prompt": PROMPT, "sampling": SamplingParams(max_new_tokens=8), "model": model, "revision": revision,
-          "make_engine": make, "cache_dir": tmp_path / "cache", "batch_size": 4, "progress": False}
+    kw = {
+        "prompt": PROMPT,
+        "sampling": SamplingParams(max_new_tokens=8),
+        "model": model,
+        "revision": revision,
+        "make_engine": make,
+        "cache_dir": tmp_path / "cache",
+        "batch_size": 4,
+        "progress": False,
+    }
     captions, report = textualize(items, root, **kw)
     # random weights: gibberish, one per image; on some CPUs one is blank (EOS first), recorded and not cached
     empty = report["errors"].pop("empty", 0)

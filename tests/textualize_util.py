@@ -1,6 +1,6 @@
 """Helpers for the textualize tests: a dataset root of real posters, its items table, a call-counting engine.
 
-    root, items = make_dataset(tmp_path, n=12, missing=1, corrupt=1)
+root, items = make_dataset(tmp_path, n=12, missing=1, corrupt=1)
 """
 
 import hashlib
@@ -25,13 +25,26 @@ def items_row(root: Path, item_id: str) -> dict:
     """One items.parquet row the way ingest writes it (image_path relative to root)."""
     path = root / "posters" / f"{item_id}.jpg"
     if not path.exists():
-        return {"item_id": item_id, "title": f"Movie {item_id}", "image_path": None, "image_sha256": None,
-                "image_format": None, "image_ok": False, "image_error": "missing"}
+        return {
+            "item_id": item_id,
+            "title": f"Movie {item_id}",
+            "image_path": None,
+            "image_sha256": None,
+            "image_format": None,
+            "image_ok": False,
+            "image_error": "missing",
+        }
     data = path.read_bytes()
     ok = data[:2] == b"\xff\xd8" and len(data) > 1000
-    return {"item_id": item_id, "title": f"Movie {item_id}", "image_path": f"posters/{item_id}.jpg",
-            "image_sha256": hashlib.sha256(data).hexdigest(), "image_format": "JPEG" if ok else None,
-            "image_ok": ok, "image_error": None if ok else "corrupt: cannot identify image file"}
+    return {
+        "item_id": item_id,
+        "title": f"Movie {item_id}",
+        "image_path": f"posters/{item_id}.jpg",
+        "image_sha256": hashlib.sha256(data).hexdigest(),
+        "image_format": "JPEG" if ok else None,
+        "image_ok": ok,
+        "image_error": None if ok else "corrupt: cannot identify image file",
+    }
 
 
 def make_dataset(tmp: Path, n: int, missing: int = 0, corrupt: int = 0) -> tuple[Path, pl.DataFrame]:
@@ -67,8 +80,12 @@ class CountingEngine:
         self.batches += 1
         self.seen += requests
         out = self.inner.generate(requests)
-        return [GenerationResult(finish_reason="error", error="RuntimeError: boom")
-                if Path(r.images[0]).name in self.fail_on else res for r, res in zip(requests, out)]
+        return [
+            GenerationResult(finish_reason="error", error="RuntimeError: boom")
+            if Path(r.images[0]).name in self.fail_on
+            else res
+            for r, res in zip(requests, out)
+        ]
 
 
 class Factory:

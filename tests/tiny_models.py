@@ -45,8 +45,9 @@ CORPUS = [
 ]
 
 
-def build_tokenizer(out: Path | None = None, corpus: list[str] | None = None, vocab_size: int = 1000,
-                    chat_template: str = CHAT_TEMPLATE):
+def build_tokenizer(
+    out: Path | None = None, corpus: list[str] | None = None, vocab_size: int = 1000, chat_template: str = CHAT_TEMPLATE
+):
     """Byte-level BPE (vocab ~1000) trained on CORPUS (or `corpus`: a dataset's own text gives realistic prompt
     lengths), ChatML special tokens, <think>/</think>, <image>."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -85,10 +86,17 @@ def _qwen3_config(tok, max_positions: int = 2048):
     from transformers import Qwen3Config
 
     return Qwen3Config(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=32, tie_word_embeddings=True, max_position_embeddings=max_positions, initializer_range=0.3,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        tie_word_embeddings=True,
+        max_position_embeddings=max_positions,
+        initializer_range=0.3,
         **_ids(tok),
-    )  # fmt: skip
+    )
 
 
 def _save_lm(model, tok, out: Path) -> Path:
@@ -121,9 +129,10 @@ def build_tiny_item_lm(out: Path, item_ids: list[str], seed: int = 0) -> Path:
     torch.manual_seed(seed)
     tok = build_tokenizer()
     model = Qwen3ForCausalLM(_qwen3_config(tok)).eval()
-    table = pl.DataFrame({"item_id": item_ids, "title": item_ids,
-                          "vector": [torch.randn(16).tolist() for _ in item_ids]},
-                         schema_overrides={"vector": pl.List(pl.Float32)})
+    table = pl.DataFrame(
+        {"item_id": item_ids, "title": item_ids, "vector": [torch.randn(16).tolist() for _ in item_ids]},
+        schema_overrides={"vector": pl.List(pl.Float32)},
+    )
     init_item_embeddings(model, tok, table, seed)
     model.config.vocab_size = model.get_input_embeddings().weight.shape[0]
     return _save_lm(model, tok, out)
@@ -136,10 +145,17 @@ def build_tiny_llama(out: Path, seed: int = 0, tok=None, max_positions: int = 20
     torch.manual_seed(seed)
     tok = tok or build_tokenizer()
     cfg = LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=32, tie_word_embeddings=True, max_position_embeddings=max_positions, initializer_range=0.3,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        tie_word_embeddings=True,
+        max_position_embeddings=max_positions,
+        initializer_range=0.3,
         **_ids(tok),
-    )  # fmt: skip
+    )
     return _save_lm(LlamaForCausalLM(cfg).eval(), tok, out)
 
 
@@ -160,9 +176,14 @@ def build_tiny_vlm(out: Path, seed: int = 0, image_size: int = 28, tok=None, max
     tok = tok or build_tokenizer()
     image_token_id = tok.convert_tokens_to_ids("<image>")
     vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=image_size,
-        patch_size=14, projection_dim=32,
-    )  # fmt: skip
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=14,
+        projection_dim=32,
+    )
     cfg = LlavaConfig(
         vision_config=vision,
         text_config=_qwen3_config(tok, max_positions),
@@ -206,9 +227,16 @@ def build_tiny_llama_gguf(out: Path, seed: int = 0) -> tuple[Path, Path]:
     torch.manual_seed(seed)
     tok = build_tokenizer()
     cfg = LlamaConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-        tie_word_embeddings=True, max_position_embeddings=2048, initializer_range=0.3, **_ids(tok),
-    )  # fmt: skip
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+        max_position_embeddings=2048,
+        initializer_range=0.3,
+        **_ids(tok),
+    )
     hf_dir = _save_lm(LlamaForCausalLM(cfg).eval(), tok, out / "hf")
     model = LlamaForCausalLM.from_pretrained(hf_dir)
 
@@ -242,9 +270,17 @@ def build_tiny_llama_gguf(out: Path, seed: int = 0) -> tuple[Path, Path]:
     sd = {k: v.float().numpy() for k, v in model.state_dict().items()}
     w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
-    names = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm", "self_attn.q_proj": "attn_q",
-             "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-             "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}  # fmt: skip
+    names = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
     for i in range(cfg.num_hidden_layers):
         for hf, gg in names.items():
             t = sd[f"model.layers.{i}.{hf}.weight"]

@@ -32,10 +32,18 @@ def main() -> None:
     batched = eng.generate(reqs)
     gen_s = time.perf_counter() - t1
     single = [eng.generate([r])[0] for r in reqs]
-    print("RESULT " + json.dumps({
-        "model_id": eng.model_id, "startup_s": round(startup, 1), "generate_s": round(gen_s, 2),
-        "batched": [dataclasses.asdict(r) for r in batched], "single": [dataclasses.asdict(r) for r in single],
-    }))  # fmt: skip
+    print(
+        "RESULT "
+        + json.dumps(
+            {
+                "model_id": eng.model_id,
+                "startup_s": round(startup, 1),
+                "generate_s": round(gen_s, 2),
+                "batched": [dataclasses.asdict(r) for r in batched],
+                "single": [dataclasses.asdict(r) for r in single],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":  # vLLM spawns its engine core process: the guard is required

@@ -23,8 +23,12 @@ def configure_logging(console: Console) -> None:
     """Once per stage: the project's INFO records (engine loads, retries) through rich, other libraries' warnings."""
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s", force=True,
-                        handlers=[RichHandler(console=console, show_time=False, show_path=False)])
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(name)s: %(message)s",
+        force=True,
+        handlers=[RichHandler(console=console, show_time=False, show_path=False)],
+    )
     logging.getLogger("mllmrec").setLevel(logging.INFO)
 
 

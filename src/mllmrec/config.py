@@ -1,7 +1,7 @@
 """One pydantic model per `params.yaml` section; a stage validates only the sections it reads.
 
-    from mllmrec.config import load_section, SplitParams
-    split = load_section("split", SplitParams)
+from mllmrec.config import load_section, SplitParams
+split = load_section("split", SplitParams)
 """
 
 import codecs
@@ -36,8 +36,9 @@ class CsvFile(Section):
     @classmethod
     def _no_booleans(cls, v: object) -> object:  # before pydantic turns `true` into position 1
         if isinstance(v, dict) and (flags := sorted(k for k, x in v.items() if isinstance(x, bool))):
-            raise ValueError(f"columns {flags}: a boolean is not a column (give the header name or the 0-based "
-                             "field position)")
+            raise ValueError(
+                f"columns {flags}: a boolean is not a column (give the header name or the 0-based field position)"
+            )
         return v
 
     @model_validator(mode="after")
@@ -45,14 +46,21 @@ class CsvFile(Section):
         unknown = sorted(set(self.columns) - {*self.REQUIRED, *self.OPTIONAL})
         missing = [c for c in self.REQUIRED if c not in self.columns]
         if unknown or missing:
-            raise ValueError(f"columns needs {list(self.REQUIRED)} (optional {list(self.OPTIONAL)}); "
-                             + (f"unknown {unknown}" if unknown else f"missing {missing}"))
+            raise ValueError(
+                f"columns needs {list(self.REQUIRED)} (optional {list(self.OPTIONAL)}); "
+                + (f"unknown {unknown}" if unknown else f"missing {missing}")
+            )
         want = str if self.header else int
-        wrong = [k for k, v in self.columns.items() if not isinstance(v, want) or isinstance(v, bool)
-                 or (want is int and v < 0)]
+        wrong = [
+            k
+            for k, v in self.columns.items()
+            if not isinstance(v, want) or isinstance(v, bool) or (want is int and v < 0)
+        ]
         if wrong:
-            raise ValueError(f"columns {wrong}: with header {str(self.header).lower()} give "
-                             + ("the header name" if self.header else "the 0-based field position (0, 1, ...)"))
+            raise ValueError(
+                f"columns {wrong}: with header {str(self.header).lower()} give "
+                + ("the header name" if self.header else "the 0-based field position (0, 1, ...)")
+            )
         values = list(self.columns.values())
         if twice := sorted({str(v) for v in values if values.count(v) > 1}):
             raise ValueError(f"columns: {twice} mapped to more than one role; each role needs its own column")
@@ -88,8 +96,9 @@ class CsvTitles(CsvFile):
     @model_validator(mode="after")
     def _quoting(self) -> "CsvTitles":
         if self.quoted and len(self.separator) != 1:
-            raise ValueError(f"a quoted titles file needs a one-character separator (got {self.separator!r}); "
-                             "set quoted: false")
+            raise ValueError(
+                f"a quoted titles file needs a one-character separator (got {self.separator!r}); set quoted: false"
+            )
         return self
 
 
@@ -132,16 +141,21 @@ class IngestParams(Section):
     @model_validator(mode="after")
     def _csv_needs_its_files(self) -> "IngestParams":
         if self.format == "csv":
-            missing = [k for k in ("interactions_file", "titles_file", "interactions", "titles")
-                       if getattr(self, k) is None]
+            missing = [
+                k for k in ("interactions_file", "titles_file", "interactions", "titles") if getattr(self, k) is None
+            ]
             if missing:
                 raise ValueError(f"format csv needs {missing} (see docs/data.md)")
         elif self.interactions is not None or self.titles is not None:
             raise ValueError(f"interactions/titles column mappings are for format csv, not {self.format}")
         if self.min_rating is not None and self.format in ("mllmrec_tsv", "microlens"):
             raise ValueError(f"min_rating: format {self.format} has no rating column")
-        if (self.min_rating is not None and self.format == "csv" and self.interactions
-                and "rating" not in self.interactions.columns):
+        if (
+            self.min_rating is not None
+            and self.format == "csv"
+            and self.interactions
+            and "rating" not in self.interactions.columns
+        ):
             raise ValueError("min_rating needs a rating column in interactions.columns")
         return self
 
@@ -203,6 +217,7 @@ class SasrecParams(Section):
 
 class ItemTokensParams(Section):
     """Collaborative item tokens (mllmrec.training.item_tokens): off = the paper's text-only policy."""
+
     enabled: bool = False
     init: Literal["sasrec", "random"] = "sasrec"  # random: the control arm (same tokens, no collaborative start)
     seed: int = 0  # the projection into the LLM's space (and the random arm's vectors)
@@ -411,8 +426,10 @@ class TextualizeParams(Section):
     @classmethod
     def _no_title(cls, v: str) -> str:
         if "{title" in v or "{item" in v:
-            raise ValueError("the caption prompt is item-independent: no {title}/{item...} placeholder (paper: "
-                             "captions are visually grounded and must not repeat the title)")
+            raise ValueError(
+                "the caption prompt is item-independent: no {title}/{item...} placeholder (paper: "
+                "captions are visually grounded and must not repeat the title)"
+            )
         return v
 
 
@@ -420,8 +437,10 @@ class TextualizeParams(Section):
 
 
 class PromptParams(Section):
-    system: str = ("You are a recommender system. From a user's history and a list of candidate items, you pick the "
-                   "single candidate the user is most likely to interact with next.")
+    system: str = (
+        "You are a recommender system. From a user's history and a list of candidate items, you pick the "
+        "single candidate the user is most likely to interact with next."
+    )
     captions: Literal["none", "history", "all"] = "history"  # where each item's image caption is shown
     max_caption_words: int | None = Field(None, ge=1)  # each caption cut to its first N words; null = whole caption
 
@@ -530,7 +549,8 @@ class LoraParams(Section):
     alpha: int = Field(16, ge=1)
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] | Literal["all-linear"] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
 
 
 class SftParams(Section):
@@ -597,8 +617,10 @@ class LaunchParams(Section):
         if self.num_machines > 1 and not self.main_process_ip:
             raise ValueError("launch.num_machines > 1 needs launch.main_process_ip (the main node's address)")
         if self.num_processes % self.num_machines:
-            raise ValueError(f"launch.num_processes = {self.num_processes} is not a multiple of launch.num_machines "
-                             f"= {self.num_machines} (the same number of processes on every node)")
+            raise ValueError(
+                f"launch.num_processes = {self.num_processes} is not a multiple of launch.num_machines "
+                f"= {self.num_machines} (the same number of processes on every node)"
+            )
         return self
 
 
@@ -695,7 +717,8 @@ class GrpoParams(Section):
             raise ValueError(
                 f"effective batch batch_size × grad_accum × launch.num_processes = {self.batch_size} × "
                 f"{self.grad_accum} × {self.launch.num_processes} = {eff} completions is not divisible by "
-                f"num_generations = {self.num_generations} (each prompt's group must fit in one generation batch)")
+                f"num_generations = {self.num_generations} (each prompt's group must fit in one generation batch)"
+            )
         return self
 
 

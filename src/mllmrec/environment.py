@@ -15,8 +15,20 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 # the packages whose version can change a number this pipeline writes
-PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "tokenizers", "safetensors", "numpy",
-            "polars", "pyarrow", "vllm")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "polars",
+    "pyarrow",
+    "vllm",
+)
 
 
 def cpu_model() -> str | None:
@@ -33,8 +45,13 @@ def cpu_model() -> str | None:
 def versions() -> dict:
     import torch
 
-    out = {"python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_model(),
-           "torch_cuda": torch.version.cuda, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    out = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "torch_cuda": torch.version.cuda,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
     for name in PACKAGES:
         try:
             out[name] = version(name)

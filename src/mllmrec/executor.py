@@ -69,8 +69,10 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError("executor.kind = ray needs Ray: pip install -e .[ray] (or pip install 'ray>=2.9'), "
-                        "or set executor.kind = local") from None
+        raise UserError(
+            "executor.kind = ray needs Ray: pip install -e .[ray] (or pip install 'ray>=2.9'), "
+            "or set executor.kind = local"
+        ) from None
     return ray
 
 
@@ -81,10 +83,12 @@ def _probe(address: str) -> None:
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except (OSError, ValueError) as e:
-        raise UserError(f"executor.address = {address!r}: no Ray cluster reachable there ({e}). Start one with "
-                        "`ray start --head` on the head node (it prints the address; workers join with "
-                        "`ray start --address=HEAD_IP:6379`), or use executor.address = auto on a cluster node, "
-                        "or null for a local one") from None
+        raise UserError(
+            f"executor.address = {address!r}: no Ray cluster reachable there ({e}). Start one with "
+            "`ray start --head` on the head node (it prints the address; workers join with "
+            "`ray start --address=HEAD_IP:6379`), or use executor.address = auto on a cluster node, "
+            "or null for a local one"
+        ) from None
 
 
 class RayExecutor:
@@ -106,18 +110,25 @@ class RayExecutor:
                 else:
                     ray.init(address=p.address, log_to_driver=False)
             except (ConnectionError, RuntimeError) as e:
-                raise UserError(f"executor.address = {p.address!r}: cannot connect to a Ray cluster ({e}); start "
-                                "one with `ray start --head`, or set executor.address = null for a local one") from None
+                raise UserError(
+                    f"executor.address = {p.address!r}: cannot connect to a Ray cluster ({e}); start "
+                    "one with `ray start --head`, or set executor.address = null for a local one"
+                ) from None
             self.started_ray = True
         self.ray = ray
         have = ray.cluster_resources()
         need = {"CPU": p.num_workers * p.num_cpus_per_worker, "GPU": p.num_workers * p.num_gpus_per_worker}
         short = {r: (n, have.get(r, 0)) for r, n in need.items() if n > have.get(r, 0)}
         if short:  # Ray would queue the actors forever
-            raise UserError("the Ray cluster lacks the resources executor asks for: " + ", ".join(
-                f"{r} {n:g} needed (num_workers × num_{r.lower()}s_per_worker), {h:g} in the cluster"
-                for r, (n, h) in short.items()) + "; lower executor.num_workers / num_*_per_worker or add nodes "
-                "(`ray start --address=HEAD_IP:6379` on each)")
+            raise UserError(
+                "the Ray cluster lacks the resources executor asks for: "
+                + ", ".join(
+                    f"{r} {n:g} needed (num_workers × num_{r.lower()}s_per_worker), {h:g} in the cluster"
+                    for r, (n, h) in short.items()
+                )
+                + "; lower executor.num_workers / num_*_per_worker or add nodes "
+                "(`ray start --address=HEAD_IP:6379` on each)"
+            )
         self.actors = self._new_actors(p.num_workers)
         self.stats["workers"] = p.num_workers
 
@@ -129,8 +140,10 @@ class RayExecutor:
         try:
             ray.get([a.ready.remote() for a in actors], timeout=SCHEDULE_TIMEOUT_S)
         except ray.exceptions.GetTimeoutError:
-            raise UserError(f"Ray placed only some of {n} executor actor(s) within {SCHEDULE_TIMEOUT_S:.0f} s "
-                            "(cluster busy, or a node gone?); see `ray status`") from None
+            raise UserError(
+                f"Ray placed only some of {n} executor actor(s) within {SCHEDULE_TIMEOUT_S:.0f} s "
+                "(cluster busy, or a node gone?); see `ray status`"
+            ) from None
         return actors
 
     def map(self, compute: Callable, batches: list[list]) -> Iterator[tuple[int, object]]:
@@ -152,8 +165,10 @@ class RayExecutor:
                 tries[i] = tries.get(i, 0) + 1
                 self.stats["batch_retries"] += 1
                 if tries[i] > self.params.max_retries:
-                    raise UserError(f"batch {i} ({len(batches[i])} jobs) lost its Ray worker {tries[i]} times "
-                                    f"(executor.max_retries = {self.params.max_retries}); last error: {e}") from None
+                    raise UserError(
+                        f"batch {i} ({len(batches[i])} jobs) lost its Ray worker {tries[i]} times "
+                        f"(executor.max_retries = {self.params.max_retries}); last error: {e}"
+                    ) from None
                 ray.kill(actor)
                 [replacement] = self._new_actors(1)
                 self.actors[self.actors.index(actor)] = replacement

@@ -29,8 +29,10 @@ def atomic(path: Path) -> Iterator[Path]:
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"{path}: disk full while writing it ({e.strerror}); free space and rerun "
-                            f"(nothing half-written was left)") from None
+            raise UserError(
+                f"{path}: disk full while writing it ({e.strerror}); free space and rerun "
+                f"(nothing half-written was left)"
+            ) from None
         raise
 
 

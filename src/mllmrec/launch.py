@@ -30,15 +30,28 @@ def in_distributed_child() -> bool:
 def launch_command(launch: LaunchParams, argv: list[str]) -> list[str]:
     """The `accelerate launch` command line that re-runs `argv` (script + args) in N processes."""
     accelerate = shutil.which("accelerate") or "accelerate"
-    cmd = [accelerate, "launch", "--num_processes", str(launch.num_processes),
-           "--num_machines", str(launch.num_machines)]
+    cmd = [
+        accelerate,
+        "launch",
+        "--num_processes",
+        str(launch.num_processes),
+        "--num_machines",
+        str(launch.num_machines),
+    ]
     if launch.num_machines > 1:
-        cmd += ["--machine_rank", str(machine_rank(launch)), "--main_process_ip", str(launch.main_process_ip),
-                "--main_process_port", str(launch.main_process_port)]
+        cmd += [
+            "--machine_rank",
+            str(machine_rank(launch)),
+            "--main_process_ip",
+            str(launch.main_process_ip),
+            "--main_process_port",
+            str(launch.main_process_port),
+        ]
     if launch.config_file:
         if not os.path.exists(launch.config_file):
-            raise UserError(f"params.yaml: launch.config_file {launch.config_file!r} not found "
-                            "(see configs/accelerate/)")
+            raise UserError(
+                f"params.yaml: launch.config_file {launch.config_file!r} not found (see configs/accelerate/)"
+            )
         cmd += ["--config_file", launch.config_file]
     else:
         cmd += ["--multi_gpu", "--mixed_precision", "no", "--dynamo_backend", "no"]  # plain DDP; dtype from params
@@ -49,8 +62,10 @@ def machine_rank(launch: LaunchParams) -> int:
     """This node's rank, from MLLMREC_MACHINE_RANK (params are the same on every node, so it cannot live there)."""
     raw = os.environ.get("MLLMREC_MACHINE_RANK", "0")
     if not raw.isdigit() or int(raw) >= launch.num_machines:
-        raise UserError(f"MLLMREC_MACHINE_RANK={raw!r}: expected 0 .. {launch.num_machines - 1} "
-                        f"(launch.num_machines = {launch.num_machines}); 0 is the main node")
+        raise UserError(
+            f"MLLMREC_MACHINE_RANK={raw!r}: expected 0 .. {launch.num_machines - 1} "
+            f"(launch.num_machines = {launch.num_machines}); 0 is the main node"
+        )
     return int(raw)
 
 
@@ -65,9 +80,11 @@ def maybe_relaunch(launch: LaunchParams, stage: str) -> None:
         env["ACCELERATE_USE_CPU"] = "true"  # accelerate's MULTI_CPU: gloo ranks on CPU
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // launch.num_processes)))
     elif torch.cuda.device_count() < launch.num_processes // launch.num_machines:
-        raise UserError(f"params.yaml: {stage}.launch.num_processes = {launch.num_processes} over "
-                        f"{launch.num_machines} machine(s) needs {launch.num_processes // launch.num_machines} GPU(s) "
-                        f"per machine, but only {torch.cuda.device_count()} are visible")
+        raise UserError(
+            f"params.yaml: {stage}.launch.num_processes = {launch.num_processes} over "
+            f"{launch.num_machines} machine(s) needs {launch.num_processes // launch.num_machines} GPU(s) "
+            f"per machine, but only {torch.cuda.device_count()} are visible"
+        )
     cmd = launch_command(launch, list(sys.argv))  # accelerate runs the script with this interpreter
     print(f"{stage}: {launch.num_processes} processes: {' '.join(cmd)}", flush=True)
     sys.exit(subprocess.run(cmd, env=env, check=False).returncode)

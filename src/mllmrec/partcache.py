@@ -46,8 +46,9 @@ def part_name(data: bytes) -> str:
     return f"part-{hashlib.sha256(data).hexdigest()[:32]}.parquet"
 
 
-def read_parts(cache_dir: Path, schema: dict, keys: set[str] | None = None, report: Counter | None = None
-               ) -> pl.DataFrame:
+def read_parts(
+    cache_dir: Path, schema: dict, keys: set[str] | None = None, report: Counter | None = None
+) -> pl.DataFrame:
     """All committed rows (optionally only `keys`), one per key; temp files of a killed write are ignored. A part that
     fails verification is never served: it is moved to `rejected/`, counted in `report["rejected_cache_parts"]` and
     named on stdout, and its rows count as not cached."""

@@ -18,8 +18,7 @@ from typing import Self
 
 
 class Progress:
-    def __init__(self, description: str, total: int | None, every_s: float = 30.0, enabled: bool = True,
-                 stream=None):
+    def __init__(self, description: str, total: int | None, every_s: float = 30.0, enabled: bool = True, stream=None):
         self.description, self.total, self.every_s, self.enabled = description, total, every_s, enabled
         self.stream = stream or sys.stderr
         self.done, self.note = 0, ""
@@ -51,8 +50,10 @@ class Progress:
         elapsed = time.monotonic() - self.t0
         if self.total:
             eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
-            text = f"{self.description}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%) " \
-                   f"{elapsed:.0f} s, ~{eta:.0f} s left"
+            text = (
+                f"{self.description}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%) "
+                f"{elapsed:.0f} s, ~{eta:.0f} s left"
+            )
         else:
             text = f"{self.description}: {self.done} {elapsed:.0f} s"
         return f"{text} {self.note}".rstrip()

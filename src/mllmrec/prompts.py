@@ -32,8 +32,9 @@ class ItemText:
     image_sha256: str | None = None
 
 
-def load_item_texts(items: pl.DataFrame, captions: pl.DataFrame | None, image_root: Path | None = None
-                    ) -> dict[str, ItemText]:
+def load_item_texts(
+    items: pl.DataFrame, captions: pl.DataFrame | None, image_root: Path | None = None
+) -> dict[str, ItemText]:
     """item_id -> title (+ caption when there is one without error; + image path and sha256 with `image_root`).
     The one item-text loader: policy prompts, the CoT drafter/editor and the CoT assessment all read it."""
     caps: dict[str, str] = {}
@@ -75,8 +76,9 @@ def item_token_ids(tokenizer) -> dict[str, int]:
     return out
 
 
-def item_line(n: int, item_id: str, texts: dict[str, ItemText], with_caption: bool, max_words: int | None = None
-              ) -> str:
+def item_line(
+    n: int, item_id: str, texts: dict[str, ItemText], with_caption: bool, max_words: int | None = None
+) -> str:
     """`n. [ITEM_<id>] <title> | image: <caption>`, the caption cut to its first `max_words` words: the policy's
     line (prompt.max_caption_words). The CoT drafter/editor read their own line, mllmrec.cot.text.item_line, cut in
     characters (max_caption_chars) and reporting what it had to work around; both take the texts loaded here.
@@ -91,12 +93,14 @@ def item_line(n: int, item_id: str, texts: dict[str, ItemText], with_caption: bo
     return f"{line} | image: {caption}" if with_caption and caption else line
 
 
-def build_messages(sample: dict, texts: dict[str, ItemText], params: PromptParams, cot: str | None = None
-                   ) -> list[dict]:
+def build_messages(
+    sample: dict, texts: dict[str, ItemText], params: PromptParams, cot: str | None = None
+) -> list[dict]:
     """Chat messages for one sample (keys: history, candidates). `cot` only for training samples that carry one."""
     captions, words = params.captions, params.max_caption_words
-    history = [item_line(n, i, texts, captions in ("history", "all"), words)
-               for n, i in enumerate(sample["history"], 1)]
+    history = [
+        item_line(n, i, texts, captions in ("history", "all"), words) for n, i in enumerate(sample["history"], 1)
+    ]
     cands = [item_line(n, i, texts, captions == "all", words) for n, i in enumerate(sample["candidates"], 1)]
     parts = [
         "The user interacted with these items, oldest first:",
@@ -108,16 +112,20 @@ def build_messages(sample: dict, texts: dict[str, ItemText], params: PromptParam
     ]
     if cot:
         parts += ["<think>", cot.strip(), "</think>", "(The reasoning above is for reference only.)", ""]
-    parts.append("Which candidate will the user interact with next? Answer with exactly one line: "
-                 "[ITEM_<id>] <title>, copied from the candidate list.")
+    parts.append(
+        "Which candidate will the user interact with next? Answer with exactly one line: "
+        "[ITEM_<id>] <title>, copied from the candidate list."
+    )
     return [{"role": "system", "content": params.system}, {"role": "user", "content": "\n".join(parts)}]
 
 
 def render_prompt(tokenizer, messages: list[dict], enable_thinking: bool | None) -> str:
     """The chat template applied once, the same way for SFT, GRPO and evaluation (generation prompt included)."""
     if getattr(tokenizer, "chat_template", None) is None:
-        raise UserError(f"{tokenizer.name_or_path}: the tokenizer has no chat template; pick a chat/instruct model "
-                        "or add a template to its tokenizer_config.json")
+        raise UserError(
+            f"{tokenizer.name_or_path}: the tokenizer has no chat template; pick a chat/instruct model "
+            "or add a template to its tokenizer_config.json"
+        )
     kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
 
@@ -133,12 +141,13 @@ def completion_template(tokenizer, messages: list[dict], enable_thinking: bool |
     prompt = render_prompt(tokenizer, messages, enable_thinking)
     kwargs = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
     sentinel = "\x00ANSWER\x00"
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": sentinel}], tokenize=False,
-                                         add_generation_prompt=False, **kwargs)
+    full = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": sentinel}], tokenize=False, add_generation_prompt=False, **kwargs
+    )
     if not full.startswith(prompt) or sentinel not in full:
         # templates that rewrite earlier turns (e.g. drop past <think>) break prefix-ness: answer + eos
         return "", eos
-    prefix, suffix = full[len(prompt):].split(sentinel, 1)
+    prefix, suffix = full[len(prompt) :].split(sentinel, 1)
     cut = suffix.find(eos)
     return prefix, suffix[: cut + len(eos)] if cut >= 0 else suffix + eos
 
@@ -157,7 +166,7 @@ def answer_part(text: str) -> str | None:
     (' [ITEM_5]', None)
     """
     cut = text.rfind("</think>")  # linear time (a regex over `<think>` runs could go quadratic on adversarial text)
-    answer = text[cut + len("</think>"):] if cut >= 0 else text
+    answer = text[cut + len("</think>") :] if cut >= 0 else text
     return None if "<think>" in answer else answer
 
 

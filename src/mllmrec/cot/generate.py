@@ -33,16 +33,22 @@ from mllmrec.executor import open_executor, report_entry
 from mllmrec.prompts import ItemText
 
 GEN_SCHEMA = {
-    "cache_key": pl.String, "text": pl.String, "reasoning_chars": pl.Int64, "finish_reason": pl.String,
-    "completion_tokens": pl.Int64, "model": pl.String, "revision": pl.String,
-}  # fmt: skip
+    "cache_key": pl.String,
+    "text": pl.String,
+    "reasoning_chars": pl.Int64,
+    "finish_reason": pl.String,
+    "completion_tokens": pl.Int64,
+    "model": pl.String,
+    "revision": pl.String,
+}
 SAMPLE_COLUMNS = ["sample_id", "user_id", "history", "target", "candidates", "target_index", "num_negatives"]
 
 
 def to_sampling(s) -> SamplingParams:
     """params' sampling section (mllmrec.config.CaptionSampling) -> the engines' SamplingParams."""
-    return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed,
-                          stop=tuple(s.stop))
+    return SamplingParams(
+        temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens, seed=s.seed, stop=tuple(s.stop)
+    )
 
 
 def select_train_samples(cands: pl.DataFrame, max_samples: int | None, seed: int) -> pl.DataFrame:
@@ -55,8 +61,10 @@ def _lookup(texts: dict[str, ItemText], item_id: str, sample_id: str) -> ItemTex
     try:
         return texts[item_id]
     except KeyError:
-        raise UserError(f"sample {sample_id}: history item {item_id} is not in data/ingest/items.parquet "
-                        "(rerun `dvc repro split` after ingest)") from None
+        raise UserError(
+            f"sample {sample_id}: history item {item_id} is not in data/ingest/items.parquet "
+            "(rerun `dvc repro split` after ingest)"
+        ) from None
 
 
 def history_block(sample_id: str, history: list[str], texts: dict, notes: Counter, max_caption_chars: int) -> str:
@@ -69,13 +77,29 @@ def history_block(sample_id: str, history: list[str], texts: dict, notes: Counte
     return "\n".join(lines)
 
 
-def draft_request(sample: dict, texts: dict, mode: str, prompt: str, sampling: SamplingParams, notes: Counter,
-                  max_caption_chars: int = 400) -> tuple[GenerationRequest, list[str]]:
+def draft_request(
+    sample: dict,
+    texts: dict,
+    mode: str,
+    prompt: str,
+    sampling: SamplingParams,
+    notes: Counter,
+    max_caption_chars: int = 400,
+) -> tuple[GenerationRequest, list[str]]:
     """The drafter's request and the sha256s of its images (part of the cache key)."""
     sid = sample["sample_id"]
     if mode == "captions":
-        return GenerationRequest(messages=({"role": "user", "content": prompt.format(
-            history=history_block(sid, sample["history"], texts, notes, max_caption_chars))},), sampling=sampling), []
+        return GenerationRequest(
+            messages=(
+                {
+                    "role": "user",
+                    "content": prompt.format(
+                        history=history_block(sid, sample["history"], texts, notes, max_caption_chars)
+                    ),
+                },
+            ),
+            sampling=sampling,
+        ), []
     # images: the poster goes right after its title line; an item without one falls back to its caption, else title
     head, _, tail = prompt.partition("{history}")
     parts, images, shas = [{"type": "text", "text": head}], [], []
@@ -92,8 +116,9 @@ def draft_request(sample: dict, texts: dict, mode: str, prompt: str, sampling: S
         else:
             notes["image_fallback_caption" if t.caption else "image_fallback_title"] += 1
     parts.append({"type": "text", "text": tail})
-    return GenerationRequest(messages=({"role": "user", "content": parts},), images=tuple(images),
-                             sampling=sampling), shas  # fmt: skip
+    return GenerationRequest(
+        messages=({"role": "user", "content": parts},), images=tuple(images), sampling=sampling
+    ), shas
 
 
 def request_key(stage: str, model: str, revision: str, req: GenerationRequest, shas: list[str]) -> str:
@@ -101,8 +126,9 @@ def request_key(stage: str, model: str, revision: str, req: GenerationRequest, s
     return partcache.content_key(stage, model, revision, list(req.messages), shas, asdict(req.sampling))
 
 
-def generate_batch(engine: Engine, batch: list[tuple[str, GenerationRequest]], *, model: str,
-                   revision: str) -> partcache.BatchOut:
+def generate_batch(
+    engine: Engine, batch: list[tuple[str, GenerationRequest]], *, model: str, revision: str
+) -> partcache.BatchOut:
     """Rows for [(cache_key, request)] on `engine`; picklable (may run in a Ray actor). Transport failures: not cached."""
     results = engine.generate([r for _, r in batch])
     rows, failed = [], {}
@@ -111,28 +137,57 @@ def generate_batch(engine: Engine, batch: list[tuple[str, GenerationRequest]], *
             failed[k] = {"error": res.error}
             rows.append(None)
         else:
-            rows.append({"text": res.text, "reasoning_chars": len(res.reasoning), "finish_reason": res.finish_reason,
-                         "completion_tokens": res.completion_tokens, "model": model, "revision": revision})
-    return partcache.BatchOut(rows, failed, {"model_calls": len(batch),
-                                             "engine_retries": sum(r.retries for r in results)})
+            rows.append(
+                {
+                    "text": res.text,
+                    "reasoning_chars": len(res.reasoning),
+                    "finish_reason": res.finish_reason,
+                    "completion_tokens": res.completion_tokens,
+                    "model": model,
+                    "revision": revision,
+                }
+            )
+    return partcache.BatchOut(
+        rows, failed, {"model_calls": len(batch), "engine_retries": sum(r.retries for r in results)}
+    )
 
 
-def _generate_cached(reqs: dict[str, GenerationRequest], ex, cache_dir: Path, batch_size: int, model: str,
-                     revision: str, stats: Counter) -> dict[str, dict]:
+def _generate_cached(
+    reqs: dict[str, GenerationRequest], ex, cache_dir: Path, batch_size: int, model: str, revision: str, stats: Counter
+) -> dict[str, dict]:
     """{key: cached/computed row} for every key; a transport failure gives {"error": ...} (not cached)."""
     cached = partcache.keyed(partcache.read_parts(cache_dir, GEN_SCHEMA, set(reqs), stats))
     todo = [(k, (k, r)) for k, r in reqs.items() if k not in cached]
     stats["cache_hits"] += len(reqs) - len(todo)
-    done = partcache.run_batches(todo, partial(generate_batch, model=model, revision=revision), cache_dir,
-                                 GEN_SCHEMA, batch_size, ex, progress=f"{model} generating")
+    done = partcache.run_batches(
+        todo,
+        partial(generate_batch, model=model, revision=revision),
+        cache_dir,
+        GEN_SCHEMA,
+        batch_size,
+        ex,
+        progress=f"{model} generating",
+    )
     stats.update(done.counts)
     stats["parts_written"] += done.parts
     return {**cached, **done.rows, **done.failed}
 
 
-def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, sampling: SamplingParams, model: str,
-          revision: str, make_engine: Callable[[], Engine], cache_dir: Path, batch_size: int,
-          max_caption_chars: int = 400, executor: ExecutorParams | None = None) -> tuple[pl.DataFrame, dict]:  # fmt: skip
+def draft(
+    samples: pl.DataFrame,
+    texts: dict,
+    *,
+    mode: str,
+    prompt: str,
+    sampling: SamplingParams,
+    model: str,
+    revision: str,
+    make_engine: Callable[[], Engine],
+    cache_dir: Path,
+    batch_size: int,
+    max_caption_chars: int = 400,
+    executor: ExecutorParams | None = None,
+) -> tuple[pl.DataFrame, dict]:
     """One draft per sample: (samples + draft, draft_error, finish_reason, cache_key; report)."""
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -153,26 +208,62 @@ def draft(samples: pl.DataFrame, texts: dict, *, mode: str, prompt: str, samplin
         r = rows[k]
         err = ("engine: " + r["error"]) if "error" in r else ("empty" if not r["text"].strip() else None)
         errors.update([err.split(":")[0]] if err else [])
-        out.append({"draft": None if err else r["text"].strip(), "draft_error": err,
-                    "draft_finish_reason": r.get("finish_reason"), "draft_key": k})  # fmt: skip
-    df = pl.concat([samples, pl.DataFrame(out, schema={"draft": pl.String, "draft_error": pl.String,
-                   "draft_finish_reason": pl.String, "draft_key": pl.String})], how="horizontal")  # fmt: skip
+        out.append(
+            {
+                "draft": None if err else r["text"].strip(),
+                "draft_error": err,
+                "draft_finish_reason": r.get("finish_reason"),
+                "draft_key": k,
+            }
+        )
+    df = pl.concat(
+        [
+            samples,
+            pl.DataFrame(
+                out,
+                schema={
+                    "draft": pl.String,
+                    "draft_error": pl.String,
+                    "draft_finish_reason": pl.String,
+                    "draft_key": pl.String,
+                },
+            ),
+        ],
+        how="horizontal",
+    )
     df = df.with_columns(pl.lit(model).alias("draft_model"), pl.lit(revision).alias("draft_revision"))
-    report = {"samples": samples.height, "drafted": int(df["draft"].is_not_null().sum()), "mode": mode,
-              "errors": dict(sorted(errors.items())), "input_notes": dict(sorted(notes.items())), **stats,
-              "model": model, "revision": revision, **report_entry(ex)}  # fmt: skip
+    report = {
+        "samples": samples.height,
+        "drafted": int(df["draft"].is_not_null().sum()),
+        "mode": mode,
+        "errors": dict(sorted(errors.items())),
+        "input_notes": dict(sorted(notes.items())),
+        **stats,
+        "model": model,
+        "revision": revision,
+        **report_entry(ex),
+    }
     print(f"draft: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")  # not in the report
     return df, report
 
 
-def refine_request(sample: dict, texts: dict, prompt: str, show_target: bool, sampling: SamplingParams,
-                   notes: Counter, max_caption_chars: int = 400) -> GenerationRequest:  # fmt: skip
+def refine_request(
+    sample: dict,
+    texts: dict,
+    prompt: str,
+    show_target: bool,
+    sampling: SamplingParams,
+    notes: Counter,
+    max_caption_chars: int = 400,
+) -> GenerationRequest:
     sid = sample["sample_id"]
     target = ""
     if show_target:  # the authors' behaviour; off by default (see RefineCotParams.show_target)
         t = _lookup(texts, sample["target"], sid)
-        target = f"\nThe item the user actually chose next: [ITEM_{sample['target']}] {t.title}. " \
-                 "Use it to make the analysis accurate, but never name it.\n"
+        target = (
+            f"\nThe item the user actually chose next: [ITEM_{sample['target']}] {t.title}. "
+            "Use it to make the analysis accurate, but never name it.\n"
+        )
     history = history_block(sid, sample["history"], texts, notes, max_caption_chars)
     content = prompt.format(history=history, draft=sample["draft"], target=target)
     return GenerationRequest(messages=({"role": "user", "content": content},), sampling=sampling)
@@ -185,9 +276,19 @@ def attempt_sampling(base: SamplingParams, attempt: int, retry_temperature: floa
     return replace(base, temperature=max(base.temperature, retry_temperature), seed=base.seed + attempt)
 
 
-def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParams, model: str, revision: str,
-           make_engine: Callable[[], Engine], cache_dir: Path, given: dict[str, str] | None = None,
-           executor: ExecutorParams | None = None) -> tuple[pl.DataFrame, dict]:
+def refine(
+    drafts: pl.DataFrame,
+    texts: dict,
+    *,
+    params,
+    sampling: SamplingParams,
+    model: str,
+    revision: str,
+    make_engine: Callable[[], Engine],
+    cache_dir: Path,
+    given: dict[str, str] | None = None,
+    executor: ExecutorParams | None = None,
+) -> tuple[pl.DataFrame, dict]:
     """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop).
 
     `given` (sample_id -> refined text, the authors' CoT file): no editor call; each text is parsed and audited
@@ -198,8 +299,7 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
     stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
     notes: Counter = Counter()
     samples = {s["sample_id"]: s for s in drafts.iter_rows(named=True)}
-    state = {sid: {"attempt_reasons": [], "raw": None, "cot_edited": None, "fail_reason": None}
-             for sid in samples}  # fmt: skip
+    state = {sid: {"attempt_reasons": [], "raw": None, "cot_edited": None, "fail_reason": None} for sid in samples}
     for sid, s in samples.items():
         if given is not None:  # the authors' text stands in for the editor's (a missing draft does not matter)
             st, text = state[sid], given.get(sid)
@@ -217,8 +317,15 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
             samp = attempt_sampling(sampling, attempt, params.retry_temperature)
             keys, reqs = {}, {}
             for sid in pending:
-                req = refine_request(samples[sid], texts, params.prompt, params.show_target, samp,
-                                     notes if attempt == 0 else Counter(), params.max_caption_chars)  # fmt: skip
+                req = refine_request(
+                    samples[sid],
+                    texts,
+                    params.prompt,
+                    params.show_target,
+                    samp,
+                    notes if attempt == 0 else Counter(),
+                    params.max_caption_chars,
+                )
                 keys[sid] = request_key(f"refine:{attempt}", model, revision, req, [])
                 reqs.setdefault(keys[sid], req)
             rows = _generate_cached(reqs, ex, cache_dir, params.batch_size, model, revision, stats)
@@ -255,35 +362,72 @@ def refine(drafts: pl.DataFrame, texts: dict, *, params, sampling: SamplingParam
         leak_after = bool(cot and find_leaks(cot, s["target"], title, params.fuzzy_threshold))
         if st["fail_reason"]:
             fails[st["fail_reason"]] += 1
-        out.append({"sample_id": sid, "cot_edited": edited, "format_ok": edited is not None,
-                    "fail_reason": st["fail_reason"], "attempts": len(st["attempt_reasons"]),
-                    "attempt_reasons": st["attempt_reasons"], "raw": st["raw"], "leak_before": bool(kinds),
-                    "leak_kinds": kinds, "scrubbed_sentences": removed, "dropped": dropped,
-                    "drop_reason": drop_reason, "leak_after": leak_after, "cot": cot})  # fmt: skip
-    schema = {"sample_id": pl.String, "cot_edited": pl.String, "format_ok": pl.Boolean, "fail_reason": pl.String,
-              "attempts": pl.Int64, "attempt_reasons": pl.List(pl.String), "raw": pl.String,
-              "leak_before": pl.Boolean, "leak_kinds": pl.List(pl.String), "scrubbed_sentences": pl.Int64,
-              "dropped": pl.Boolean, "drop_reason": pl.String, "leak_after": pl.Boolean, "cot": pl.String}
+        out.append(
+            {
+                "sample_id": sid,
+                "cot_edited": edited,
+                "format_ok": edited is not None,
+                "fail_reason": st["fail_reason"],
+                "attempts": len(st["attempt_reasons"]),
+                "attempt_reasons": st["attempt_reasons"],
+                "raw": st["raw"],
+                "leak_before": bool(kinds),
+                "leak_kinds": kinds,
+                "scrubbed_sentences": removed,
+                "dropped": dropped,
+                "drop_reason": drop_reason,
+                "leak_after": leak_after,
+                "cot": cot,
+            }
+        )
+    schema = {
+        "sample_id": pl.String,
+        "cot_edited": pl.String,
+        "format_ok": pl.Boolean,
+        "fail_reason": pl.String,
+        "attempts": pl.Int64,
+        "attempt_reasons": pl.List(pl.String),
+        "raw": pl.String,
+        "leak_before": pl.Boolean,
+        "leak_kinds": pl.List(pl.String),
+        "scrubbed_sentences": pl.Int64,
+        "dropped": pl.Boolean,
+        "drop_reason": pl.String,
+        "leak_after": pl.Boolean,
+        "cot": pl.String,
+    }
     res = pl.DataFrame(out, schema=schema)
     df = drafts.select(*SAMPLE_COLUMNS, "draft").join(res, on="sample_id", how="left")
-    df = df.with_columns(pl.lit(params.show_target).alias("show_target"), pl.lit(model).alias("editor_model"),
-                         pl.lit(revision).alias("editor_revision"))  # fmt: skip
+    df = df.with_columns(
+        pl.lit(params.show_target).alias("show_target"),
+        pl.lit(model).alias("editor_model"),
+        pl.lit(revision).alias("editor_revision"),
+    )
     edited = int(df["format_ok"].sum())
     leaks_before, leaks_after = int(df["leak_before"].sum()), int(df["leak_after"].sum())
     report = {
-        "drafts_in": drafts.height, "sent_to_editor": int(drafts["draft"].is_not_null().sum()),
-        "refined_format_ok": edited, "with_cot": int(df["cot"].is_not_null().sum()),
+        "drafts_in": drafts.height,
+        "sent_to_editor": int(drafts["draft"].is_not_null().sum()),
+        "refined_format_ok": edited,
+        "with_cot": int(df["cot"].is_not_null().sum()),
         "failed": dict(sorted(fails.items())),
         "attempts_histogram": dict(sorted(Counter(df["attempts"].to_list()).items())),
         "attempt_reasons": dict(sorted(Counter(r for rs in df["attempt_reasons"].to_list() for r in rs).items())),
-        "leak_before": leaks_before, "leak_rate_before": round(leaks_before / edited, 4) if edited else None,
-        "leak_kinds": dict(sorted(kinds_n.items())), "leak_action": params.leak_action,
-        "scrubbed_sentences": int(df["scrubbed_sentences"].sum()), "dropped": int(df["dropped"].sum()),
+        "leak_before": leaks_before,
+        "leak_rate_before": round(leaks_before / edited, 4) if edited else None,
+        "leak_kinds": dict(sorted(kinds_n.items())),
+        "leak_action": params.leak_action,
+        "scrubbed_sentences": int(df["scrubbed_sentences"].sum()),
+        "dropped": int(df["dropped"].sum()),
         "leak_after": leaks_after,
         "leak_rate_after": round(leaks_after / max(1, int(df["cot"].is_not_null().sum())), 4),
-        "show_target": params.show_target, "input_notes": dict(sorted(notes.items())), **stats,
-        "model": model, "revision": revision, "generation_params": json.loads(json.dumps(asdict(sampling))),
+        "show_target": params.show_target,
+        "input_notes": dict(sorted(notes.items())),
+        **stats,
+        "model": model,
+        "revision": revision,
+        "generation_params": json.loads(json.dumps(asdict(sampling))),
         **report_entry(ex),
-    }  # fmt: skip; no durations: the report is a DVC output, the same run gives the same bytes
+    }  # no durations: the report is a DVC output, the same run gives the same bytes
     print(f"refine: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")
     return df, report

@@ -19,6 +19,7 @@ import unicodedata
 from difflib import SequenceMatcher
 
 # leading/trailing articles of the languages MovieLens-like titles use ("Matrix, The", "Cité des enfants perdus, La")
+# (a word list, kept compact)
 ARTICLES = {"the", "a", "an", "le", "la", "les", "l", "un", "une", "der", "die", "das", "el", "los", "las", "il",
             "lo", "gli", "i", "o", "os", "det", "den", "het", "de"}  # fmt: skip
 MIN_BARE_ID = 4
@@ -45,8 +46,22 @@ def _strip_articles(words: list[str]) -> list[str]:
     return words
 
 
-NUMBER_WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "six": "6", "seven": "7", "eight": "8",
-                "nine": "9", "ten": "10", "eleven": "11", "twelve": "12", "thirteen": "13", "twenty": "20"}
+NUMBER_WORDS = {
+    "one": "1",
+    "two": "2",
+    "three": "3",
+    "four": "4",
+    "five": "5",
+    "six": "6",
+    "seven": "7",
+    "eight": "8",
+    "nine": "9",
+    "ten": "10",
+    "eleven": "11",
+    "twelve": "12",
+    "thirteen": "13",
+    "twenty": "20",
+}
 
 
 def main_title(title: str) -> str:
@@ -213,12 +228,12 @@ def _spells_title_part(quoted: str, title: str, fuzzy_threshold: float) -> bool:
     if len(piece) < 3:
         return False
     whole = spelled_variants(title)
-    if any(piece in w for w in whole) or any(SequenceMatcher(None, piece, w).ratio() >= fuzzy_threshold
-                                             for w in whole[1:]):
+    if any(piece in w for w in whole) or any(
+        SequenceMatcher(None, piece, w).ratio() >= fuzzy_threshold for w in whole[1:]
+    ):
         return True
     words = [w for w in normalize(main_title(title)).split() if len(w) >= 5]
-    return len(piece) >= 5 and any(len(w) == len(piece) and sum(a != b for a, b in zip(w, piece)) <= 1
-                                   for w in words)
+    return len(piece) >= 5 and any(len(w) == len(piece) and sum(a != b for a, b in zip(w, piece)) <= 1 for w in words)
 
 
 def scrub_caption(caption: str, item_id: str, title: str, fuzzy_threshold: float = 0.85) -> tuple[str, int]:
@@ -234,8 +249,9 @@ def scrub_caption(caption: str, item_id: str, title: str, fuzzy_threshold: float
     keep, removed = [], 0
     for clause in _CLAUSE.split(caption.strip()):
         quoted = _QUOTED.findall(clause)
-        if any(_spells_title_part(q, title, fuzzy_threshold) for q in quoted) or \
-                set(sentence_leaks(clause, item_id, title, fuzzy_threshold)) - {"fuzzy"}:
+        if any(_spells_title_part(q, title, fuzzy_threshold) for q in quoted) or set(
+            sentence_leaks(clause, item_id, title, fuzzy_threshold)
+        ) - {"fuzzy"}:
             removed += 1
         elif clause:
             keep.append(clause)

@@ -96,8 +96,9 @@ def is_echo(cot: str, prompt: str, threshold: float = 0.9) -> bool:
         return " ".join(re.findall(r"\w+", t.casefold()))
 
     lines = [norm(_STEP.sub(r"\2", ln)) for ln in prompt.splitlines() if ln.strip()]
-    copied = sum(any(SequenceMatcher(None, norm(b), ln).ratio() >= threshold for ln in lines)
-                 for b in step_bodies(cot).values())  # fmt: skip
+    copied = sum(
+        any(SequenceMatcher(None, norm(b), ln).ratio() >= threshold for ln in lines) for b in step_bodies(cot).values()
+    )
     return copied >= STEPS - 1
 
 
@@ -121,8 +122,9 @@ def prediction_text(cot: str) -> str:
     return " ".join(b[n] for n in range(2, STEPS + 1) if b.get(n))
 
 
-def item_line(n: int, item_id: str, title: str | None, caption: str | None,
-              max_caption_chars: int = MAX_CAPTION_CHARS) -> tuple[str, dict]:
+def item_line(
+    n: int, item_id: str, title: str | None, caption: str | None, max_caption_chars: int = MAX_CAPTION_CHARS
+) -> tuple[str, dict]:
     """One numbered history line `n. [ITEM_<id>] <title> | <caption>` and what had to be worked around.
 
     >>> item_line(1, "1", "Toy Story (1995)", "")

@@ -64,8 +64,7 @@ def first_image_url(rec: dict) -> str | None:
     if isinstance(images, list):
         for im in images:
             if isinstance(im, dict):
-                url = next((im[k] for k in ("hi_res", "large", "thumb") if isinstance(im.get(k), str) and im[k]),
-                           None)
+                url = next((im[k] for k in ("hi_res", "large", "thumb") if isinstance(im.get(k), str) and im[k]), None)
                 if url:
                     return url
     for key in ("imageURLHighRes", "imageURL"):
@@ -98,8 +97,10 @@ def read_reviews(path: Path, min_rating: float | None, report: Report) -> pl.Dat
     report.skip("missing_field", len(missing), missing[:MAX_EXAMPLES])
     report.skip("below_min_rating", len(low), low[:MAX_EXAMPLES])
     if not rows and missing:
-        raise UserError(f"{path}: no review has the fields of Amazon 2018 ({', '.join(FIELDS_2018[:1] + FIELDS_2018[2:])}"
-                        f", asin) or 2023 (user_id, parent_asin/asin, timestamp, rating), e.g. {missing[0]}")
+        raise UserError(
+            f"{path}: no review has the fields of Amazon 2018 ({', '.join(FIELDS_2018[:1] + FIELDS_2018[2:])}"
+            f", asin) or 2023 (user_id, parent_asin/asin, timestamp, rating), e.g. {missing[0]}"
+        )
     schema = {"line": pl.Int64, "user_id": pl.String, "item_id": pl.String, "timestamp": pl.Int64}
     return pl.DataFrame(rows, schema=schema, orient="row").with_columns(file=pl.lit(path.name))
 
@@ -125,5 +126,8 @@ def read(root: Path, params: IngestParams, report: Report) -> tuple[pl.DataFrame
 
 def meta_image_urls(path: Path, report: Report | None = None) -> dict[str, str]:
     """item -> first image URL, for scripts/fetch_images.py; malformed lines are counted in `report`."""
-    return {item: url for _, rec in iter_jsonl(path, report or Report(), "title")
-            if (item := item_of(rec)) and (url := first_image_url(rec))}
+    return {
+        item: url
+        for _, rec in iter_jsonl(path, report or Report(), "title")
+        if (item := item_of(rec)) and (url := first_image_url(rec))
+    }

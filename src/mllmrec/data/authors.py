@@ -84,14 +84,23 @@ def read_candidates(path: Path, report: Counter) -> pl.DataFrame:
             continue
         rows.append({"history": parsed[0], "target": parsed[1], "candidates": parsed[2], "entry": n})
     if not rows:
-        raise UserError(f"{path}: no usable sample ({dict(report)}, e.g. {examples}); expected the authors' cached "
-                        f"candidates (entries with prompt/target_id/candidates, or messages)")
+        raise UserError(
+            f"{path}: no usable sample ({dict(report)}, e.g. {examples}); expected the authors' cached "
+            f"candidates (entries with prompt/target_id/candidates, or messages)"
+        )
     sizes = Counter(len(r["candidates"]) for r in rows)
     if len(sizes) > 1:
         raise UserError(f"{path}: candidate lists of several lengths {dict(sizes)}; one file is one candidate-set size")
     report["read"] += len(rows)
-    return pl.DataFrame(rows, schema={"history": pl.List(pl.String), "target": pl.String,
-                                      "candidates": pl.List(pl.String), "entry": pl.Int64})
+    return pl.DataFrame(
+        rows,
+        schema={
+            "history": pl.List(pl.String),
+            "target": pl.String,
+            "candidates": pl.List(pl.String),
+            "entry": pl.Int64,
+        },
+    )
 
 
 def combine_files(files: list[tuple[str, pl.DataFrame]]) -> pl.DataFrame:
@@ -104,8 +113,9 @@ def combine_files(files: list[tuple[str, pl.DataFrame]]) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def apply_candidates(cands: pl.DataFrame, authors: pl.DataFrame, split: str, items: set[str], report: Counter
-                     ) -> pl.DataFrame:
+def apply_candidates(
+    cands: pl.DataFrame, authors: pl.DataFrame, split: str, items: set[str], report: Counter
+) -> pl.DataFrame:
     """Our candidates file with the `split` samples replaced by the authors' rows joined on (history, target).
 
     Samples of `split` without an authors' row are dropped (counted: every method is then scored on exactly their
@@ -130,13 +140,20 @@ def apply_candidates(cands: pl.DataFrame, authors: pl.DataFrame, split: str, ite
     report["joined"] += matched.height
     report["authors_rows_without_sample"] += authors.height - matched.height
     report[f"{split}_samples_without_authors_row"] += ours.height - matched.height
-    replaced = ours.drop("candidates", "target_index").join(matched.select("sample_id", "candidates"),
-                                                            on="sample_id", how="inner")
-    replaced = replaced.with_columns(target_index=pl.struct("candidates", "target").map_elements(
-        lambda r: r["candidates"].index(r["target"]), return_dtype=pl.Int32))
+    replaced = ours.drop("candidates", "target_index").join(
+        matched.select("sample_id", "candidates"), on="sample_id", how="inner"
+    )
+    replaced = replaced.with_columns(
+        target_index=pl.struct("candidates", "target").map_elements(
+            lambda r: r["candidates"].index(r["target"]), return_dtype=pl.Int32
+        )
+    )
     return pl.concat([cands.filter(pl.col("split") != split), replaced.select(cands.columns)]).sort(
         pl.col("split").replace_strict({"train": 0, "valid": 1, "test": 2}, return_dtype=pl.Int8),
-        "user_id", pl.col("sample_id").str.len_chars(), "sample_id")
+        "user_id",
+        pl.col("sample_id").str.len_chars(),
+        "sample_id",
+    )
 
 
 def read_cot(path: Path, drafts: pl.DataFrame) -> tuple[dict[str, str], dict]:

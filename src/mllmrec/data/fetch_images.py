@@ -130,8 +130,9 @@ def image_format(body: bytes) -> str:
     return fmt
 
 
-def fetch_one(item: str, url: str, out_dir: Path, limiter: RateLimiter, timeout: float, retries: int,
-              backoff: float) -> str | None:
+def fetch_one(
+    item: str, url: str, out_dir: Path, limiter: RateLimiter, timeout: float, retries: int, backoff: float
+) -> str | None:
     """Download, verify and atomically save one image; None on success, else the failure reason."""
     reason = ""
     for attempt in range(retries + 1):
@@ -156,8 +157,16 @@ def fetch_one(item: str, url: str, out_dir: Path, limiter: RateLimiter, timeout:
     return reason
 
 
-def fetch_images(urls: dict[str, str | None], out_dir: Path, *, workers: int = 4, rate: float = 5.0,
-                 timeout: float = 10.0, retries: int = 3, backoff: float = 0.5) -> tuple[dict, list[dict]]:
+def fetch_images(
+    urls: dict[str, str | None],
+    out_dir: Path,
+    *,
+    workers: int = 4,
+    rate: float = 5.0,
+    timeout: float = 10.0,
+    retries: int = 3,
+    backoff: float = 0.5,
+) -> tuple[dict, list[dict]]:
     """(summary counts, failures [{item, url, reason}]) for item -> URL (None: the metadata has no image)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stale = list(out_dir.glob("*.part"))  # a killed run's unfinished files
@@ -168,14 +177,17 @@ def fetch_images(urls: dict[str, str | None], out_dir: Path, *, workers: int = 4
     todo = {i: u for i, u in urls.items() if u and i not in present and i not in bad_ids}
     limiter = RateLimiter(rate)
     with ThreadPoolExecutor(workers) as pool:
-        reasons = dict(zip(todo, pool.map(lambda kv: fetch_one(*kv, out_dir, limiter, timeout, retries, backoff),
-                                          todo.items())))
+        reasons = dict(
+            zip(todo, pool.map(lambda kv: fetch_one(*kv, out_dir, limiter, timeout, retries, backoff), todo.items()))
+        )
     failures = [{"item": i, "url": u, "reason": "invalid_item_id"} for i, u in bad_ids.items()]
     failures += [{"item": i, "url": todo[i], "reason": r} for i, r in reasons.items() if r is not None]
     summary = {
-        "items": len(urls), "no_url": sum(1 for u in urls.values() if not u),
+        "items": len(urls),
+        "no_url": sum(1 for u in urls.values() if not u),
         "already_present": sum(1 for i, u in urls.items() if u and i in present),
-        "downloaded": len(todo) - (len(failures) - len(bad_ids)), "failed": len(failures),
+        "downloaded": len(todo) - (len(failures) - len(bad_ids)),
+        "failed": len(failures),
         "failed_by_reason": dict(sorted(Counter(f["reason"] for f in failures).items())),
         "stale_part_files_removed": len(stale),
     }
@@ -192,4 +204,3 @@ def write_failures(failures: list[dict], path: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=["item", "url", "reason"])
         writer.writeheader()
         writer.writerows(failures)
-

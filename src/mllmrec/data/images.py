@@ -66,8 +66,9 @@ def attach_images(items: pl.DataFrame, root: Path, image_dir: str, workers: int)
             else:
                 outside.add(item_id)
     with ThreadPoolExecutor(workers) as pool:  # PIL decode releases the GIL
-        checked = dict(zip(jobs, track(pool.map(check_image, jobs.values()), total=len(jobs),
-                                        description="checking images")))
+        checked = dict(
+            zip(jobs, track(pool.map(check_image, jobs.values()), total=len(jobs), description="checking images"))
+        )
     rows = []
     for item_id in items["item_id"]:
         if item_id not in jobs:
@@ -85,8 +86,15 @@ def attach_images(items: pl.DataFrame, root: Path, image_dir: str, workers: int)
         else:
             counts["ok"] += 1
         rows.append((path.relative_to(root).as_posix(), sha, fmt, error is None, error))
-    cols = pl.DataFrame(rows, orient="row", schema={
-        "image_path": pl.String, "image_sha256": pl.String, "image_format": pl.String,
-        "image_ok": pl.Boolean, "image_error": pl.String,
-    })
+    cols = pl.DataFrame(
+        rows,
+        orient="row",
+        schema={
+            "image_path": pl.String,
+            "image_sha256": pl.String,
+            "image_format": pl.String,
+            "image_ok": pl.Boolean,
+            "image_error": pl.String,
+        },
+    )
     return pl.concat([items, cols], how="horizontal"), counts

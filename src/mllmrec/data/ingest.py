@@ -80,10 +80,15 @@ LAYOUTS = {
 
 # the delimited layouts are presets of format csv (the rating column is read only with ingest.min_rating)
 PRESETS = {
-    "movielens_csv": CsvInteractions(columns={"user": "userId", "item": "movieId", "timestamp": "timestamp",
-                                              "rating": "rating"}),
-    "movielens_dat": CsvInteractions(separator="::", header=False, fields=4,  # UserID::MovieID::Rating::Timestamp
-                                     columns={"user": 0, "item": 1, "rating": 2, "timestamp": 3}),
+    "movielens_csv": CsvInteractions(
+        columns={"user": "userId", "item": "movieId", "timestamp": "timestamp", "rating": "rating"}
+    ),
+    "movielens_dat": CsvInteractions(
+        separator="::",
+        header=False,
+        fields=4,  # UserID::MovieID::Rating::Timestamp
+        columns={"user": 0, "item": 1, "rating": 2, "timestamp": 3},
+    ),
     "microlens": CsvInteractions(columns={"user": "user", "item": "item", "timestamp": "timestamp"}),
 }
 OUR_NAMES = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
@@ -132,12 +137,26 @@ def read_lines(path: Path) -> pl.LazyFrame:
         raise UserError(f"{path}: file is empty")
     ctl = control_lines(path)
     # \x1f is the field separator, so each line is one field; quote_char=None keeps quotes verbatim
-    shape = ({"schema": {"raw": pl.String}, "truncate_ragged_lines": True, "extra_columns": "ignore"} if ctl
-             else {"new_columns": ["raw"]})
-    return pl.scan_csv(
-        path, has_header=False, separator="\x1f", quote_char=None, infer_schema=False, row_index_name="line",
-        row_index_offset=1, encoding="utf8-lossy", **shape,
-    ).with_columns(ctl=pl.col("line").is_in(ctl)).filter((pl.col("raw").str.strip_chars() != "") | pl.col("ctl"))
+    shape = (
+        {"schema": {"raw": pl.String}, "truncate_ragged_lines": True, "extra_columns": "ignore"}
+        if ctl
+        else {"new_columns": ["raw"]}
+    )
+    return (
+        pl.scan_csv(
+            path,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            infer_schema=False,
+            row_index_name="line",
+            row_index_offset=1,
+            encoding="utf8-lossy",
+            **shape,
+        )
+        .with_columns(ctl=pl.col("line").is_in(ctl))
+        .filter((pl.col("raw").str.strip_chars() != "") | pl.col("ctl"))
+    )
 
 
 def timestamp_expr(col: pl.Expr, kind: str) -> pl.Expr:
@@ -159,8 +178,7 @@ def iso_seconds(text: str) -> int | None:
     return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp())
 
 
-def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating: float | None = None
-                   ) -> pl.DataFrame:
+def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating: float | None = None) -> pl.DataFrame:
     """Read user/item/timestamp from a delimited interactions file.
 
     `spec.columns` maps our name -> header name (file has a header) or field index (no header). Lines with the wrong
@@ -176,26 +194,34 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
     padded = raw.str.contains(r"[\t-\r ]").any() or (raw.str.len_bytes() != raw.str.len_chars()).any()
     fields = (pl.col("raw").str.strip_suffix("\r") if padded else pl.col("raw")).str.split(sep)
     if len(sep) == 1 and raw.str.contains('"', literal=True).any():  # quoted fields: CSV quoting, as titles files
+
         def csv_fields(line: str) -> list[str]:
             try:
                 return next(csv.reader([line.removesuffix("\r")], delimiter=sep, strict=True), [])
             except csv.Error:
                 return []  # an unclosed quote: a malformed line (no field count matches)
 
-        fields = pl.when(pl.col("raw").str.contains('"', literal=True)).then(
-            pl.col("raw").map_elements(csv_fields, return_dtype=pl.List(pl.String))).otherwise(fields)
+        fields = (
+            pl.when(pl.col("raw").str.contains('"', literal=True))
+            .then(pl.col("raw").map_elements(csv_fields, return_dtype=pl.List(pl.String)))
+            .otherwise(fields)
+        )
     width = spec.fields
     if spec.header:
         if lines.height == 0:  # only blank lines
             raise UserError(f"{path}: file is empty")
         if "\r" in lines["raw"][0].rstrip("\r"):
-            raise UserError(f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n, e.g. "
-                            f"`tr '\\r' '\\n' < {path.name} > fixed.csv`")
+            raise UserError(
+                f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n, e.g. "
+                f"`tr '\\r' '\\n' < {path.name} > fixed.csv`"
+            )
         header = [h.strip() for h in lines["raw"][0].removeprefix("\ufeff").split(sep)]
         missing = [c for c in columns.values() if c not in header]
         if missing:
-            raise UserError(f"{path}:1: missing column(s) {missing}; header is {brief(header)} "
-                            f"(check ingest.format, the column names and ingest.encoding)")
+            raise UserError(
+                f"{path}:1: missing column(s) {missing}; header is {brief(header)} "
+                f"(check ingest.format, the column names and ingest.encoding)"
+            )
         index = {ours: header.index(theirs) for ours, theirs in columns.items()}
         width = width or len(header)
         lines = lines.slice(1)
@@ -206,12 +232,17 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
         got = pl.col("f").list.get(i, null_on_oob=True)
         return got.str.strip_chars() if padded else got
 
-    parsed = lines.lazy().select(
-        "line", "ctl", fields.alias("f")
-    ).select(
-        "line", "ctl",
-        (pl.col("f").list.len() == width if width else pl.col("f").list.len() > max(index.values())).alias("width_ok"),
-        *[field(i).alias(name) for name, i in index.items()],
+    parsed = (
+        lines.lazy()
+        .select("line", "ctl", fields.alias("f"))
+        .select(
+            "line",
+            "ctl",
+            (pl.col("f").list.len() == width if width else pl.col("f").list.len() > max(index.values())).alias(
+                "width_ok"
+            ),
+            *[field(i).alias(name) for name, i in index.items()],
+        )
     )
     ts = timestamp_expr(pl.col("timestamp"), spec.timestamp)
     parsed = parsed.with_columns(ts_ok=ts.is_not_null(), timestamp=ts)
@@ -228,8 +259,10 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
     if not df["ok"].any():  # the cause in the error, not "no interactions left" two stages later
         first = df.row(0, named=True)  # its text again from the raw line: no copy of every field kept for this
         text = lines.filter(pl.col("line") == first["line"])["raw"][0] or ""
-        raise UserError(f"{path}: no line could be read; the first, line {first['line']}: "
-                        + first_problem(first, text, spec, width, index, sep))
+        raise UserError(
+            f"{path}: no line could be read; the first, line {first['line']}: "
+            + first_problem(first, text, spec, width, index, sep)
+        )
     bad = df.filter(~pl.col("ok"))
     report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
     df = df.filter("ok") if bad.height else df
@@ -248,12 +281,16 @@ def first_problem(row: dict, text: str, spec: CsvInteractions, width: int | None
     if row["ctl"]:
         return "it holds the control byte \\x1f"
     if not row["width_ok"]:
-        return (f"expected {width} fields separated by {sep!r}" if width else
-                f"expected at least {max(index.values()) + 1} fields separated by {sep!r}") + \
-            " (check ingest.format / the separator, and quoting)"
+        return (
+            f"expected {width} fields separated by {sep!r}"
+            if width
+            else f"expected at least {max(index.values()) + 1} fields separated by {sep!r}"
+        ) + " (check ingest.format / the separator, and quoting)"
     if not row["ts_ok"]:
-        return (f"timestamp {value('timestamp')!r} is not {spec.timestamp!r} (column {spec.columns['timestamp']!r}; "
-                "set ingest.interactions.timestamp)")
+        return (
+            f"timestamp {value('timestamp')!r} is not {spec.timestamp!r} (column {spec.columns['timestamp']!r}; "
+            "set ingest.interactions.timestamp)"
+        )
     return f"rating {value('rating')!r} is not a finite number (column {spec.columns.get('rating')!r})"
 
 
@@ -266,9 +303,11 @@ def drop_below(df: pl.DataFrame, min_rating: float, file: str, report: Report) -
 
 def read_tsv_sequences(path: Path, report: Report) -> pl.DataFrame:
     """`user<TAB>item item item` in time order -> one row per item, timestamp = position in the line."""
-    df = read_lines(path).select(
-        "line", "ctl", pl.col("raw").str.strip_suffix("\r").str.split("\t").alias("f")
-    ).collect()
+    df = (
+        read_lines(path)
+        .select("line", "ctl", pl.col("raw").str.strip_suffix("\r").str.split("\t").alias("f"))
+        .collect()
+    )
     if df.height == 0:
         raise UserError(f"{path}: no data lines (file is blank)")
     ok = (df["f"].list.len() == 2) & (df["f"].list.get(1, null_on_oob=True).str.strip_chars() != "") & ~df["ctl"]
@@ -299,7 +338,7 @@ def decode_text(path: Path, encoding: str) -> str:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise UserError(
-            f"{path}:{line}: bytes {raw[e.start:e.end]!r} are not valid {encoding}; set ingest.encoding "
+            f"{path}:{line}: bytes {raw[e.start : e.end]!r} are not valid {encoding}; set ingest.encoding "
             f"(ml-1m's movies.dat is latin-1)"
         ) from None
 
@@ -366,16 +405,20 @@ def title_columns(path: Path, header: list[str] | None, spec: CsvTitles | None) 
     if spec is None:
         id_col = next((c for c in TITLE_ID_COLUMNS if c in header), None)
         if id_col is None or "title" not in header:
-            raise UserError(f"{path}:1: expected an id column (movieId/item/item_id) and 'title'; header is "
-                            f"{brief(header)} (check ingest.format and ingest.encoding)")
+            raise UserError(
+                f"{path}:1: expected an id column (movieId/item/item_id) and 'title'; header is "
+                f"{brief(header)} (check ingest.format and ingest.encoding)"
+            )
         return {"item": header.index(id_col), "title": header.index("title")}
     if header is None:
         return dict(spec.columns)
     missing = [c for c in spec.columns.values() if c not in header]
     if missing:
-        raise UserError(f"{path}:1: expected an id column {spec.columns['item']!r} and {spec.columns['title']!r}"
-                        f"{' and ' + repr(spec.columns['image']) if 'image' in spec.columns else ''}: missing "
-                        f"{missing}; header is {brief(header)} (check ingest.titles.columns and ingest.encoding)")
+        raise UserError(
+            f"{path}:1: expected an id column {spec.columns['item']!r} and {spec.columns['title']!r}"
+            f"{' and ' + repr(spec.columns['image']) if 'image' in spec.columns else ''}: missing "
+            f"{missing}; header is {brief(header)} (check ingest.titles.columns and ingest.encoding)"
+        )
     return {ours: header.index(theirs) for ours, theirs in spec.columns.items()}
 
 
@@ -413,10 +456,18 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report, spec: CsvTi
                 malformed.append(f"{path.name}:{first}")
                 continue
             if quoted and RECORD_START.search(parts[index["title"]]):
-                raise UserError(f"{path}:{first}: a quote opened on this line closes only on line {last}, so the "
-                                f"rows in between would be read as one title; fix the quote")
-            rows.append((parts[index["item"]].strip(), parts[index["title"]], first,
-                         *([parts[index["image"]].strip()] if "image" in index else [])))
+                raise UserError(
+                    f"{path}:{first}: a quote opened on this line closes only on line {last}, so the "
+                    f"rows in between would be read as one title; fix the quote"
+                )
+            rows.append(
+                (
+                    parts[index["item"]].strip(),
+                    parts[index["title"]],
+                    first,
+                    *([parts[index["image"]].strip()] if "image" in index else []),
+                )
+            )
     report.read["title_lines"] += len(rows) + len(malformed)
     report.skip("malformed_title_line", len(malformed), malformed)
     return title_frame(rows, path, report, malformed)
@@ -425,8 +476,9 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report, spec: CsvTi
 def title_frame(rows: list[tuple], path: Path, report: Report, malformed: list[str] = ()) -> pl.DataFrame:
     """(item_id, title, line[, image]) rows -> cleaned titles (normalization counted, empty titles skipped)."""
     if not rows:  # every interaction would be an unknown item: say why here, not downstream
-        raise UserError(f"{path}: no title rows" + (f" ({len(malformed)} malformed, e.g. {malformed[0]})"
-                                                    if malformed else ""))
+        raise UserError(
+            f"{path}: no title rows" + (f" ({len(malformed)} malformed, e.g. {malformed[0]})" if malformed else "")
+        )
     schema = {"item_id": pl.String, "title": pl.String, "line": pl.Int64}
     if len(rows[0]) == 4:
         schema["image"] = pl.String
@@ -444,10 +496,12 @@ def title_frame(rows: list[tuple], path: Path, report: Report, malformed: list[s
     return df.filter(pl.col("title") != "").with_columns(file=pl.lit(path.name))
 
 
-def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report, ties: str = "file_order"
-              ) -> tuple[pl.DataFrame, pl.DataFrame]:
+def normalize(
+    inter: pl.DataFrame, titles: pl.DataFrame, report: Report, ties: str = "file_order"
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate ids, drop unknown items and duplicates (counted), order each user's interactions in time; `ties`
     (params ingest.ties) orders interactions of the same second by file order or by item id."""
+
     def where(df: pl.DataFrame) -> list[str]:
         return [f"{f}:{n}" for f, n in zip(df["file"].head(MAX_EXAMPLES), df["line"].head(MAX_EXAMPLES))]
 
@@ -482,8 +536,13 @@ def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report, ties: s
     order = np.empty(0, dtype=np.int64)
     if len(ts) and ties == "item_id":
         numeric = item_ids.str.contains(r"^[0-9]+$")
-        rank = pl.DataFrame({"num": item_ids.cast(pl.Int64, strict=False).fill_null(0), "digits": ~numeric,
-                             "id": item_ids}).with_row_index().sort("digits", "num", "id")["index"]
+        rank = (
+            pl.DataFrame(
+                {"num": item_ids.cast(pl.Int64, strict=False).fill_null(0), "digits": ~numeric, "id": item_ids}
+            )
+            .with_row_index()
+            .sort("digits", "num", "id")["index"]
+        )
         item_rank = np.empty(len(item_ids), dtype=np.int64)
         item_rank[rank.to_numpy()] = np.arange(len(item_ids))
         order = np.lexsort((item_rank[item_code], ts, user_code))
@@ -513,10 +572,14 @@ def normalize(inter: pl.DataFrame, titles: pl.DataFrame, report: Report, ties: s
         raise UserError(f"no interactions left after ingest: skipped {dict(report.skipped)}, e.g. {first_examples}")
     counts = np.bincount(user_code, minlength=len(users))
     position = np.arange(len(ts)) - np.repeat(np.cumsum(counts) - counts, counts)
-    inter = pl.DataFrame({
-        "user_id": users.gather(user_code), "item_id": item_ids.gather(item_code), "timestamp": ts,
-        "position": position.astype(np.int32),
-    })
+    inter = pl.DataFrame(
+        {
+            "user_id": users.gather(user_code),
+            "item_id": item_ids.gather(item_code),
+            "timestamp": ts,
+            "position": position.astype(np.int32),
+        }
+    )
     used = int(np.count_nonzero(np.bincount(item_code, minlength=len(item_ids))))
     report.notes["items_without_interactions"] += titles.height - used  # not skipped: still in the table
     return inter, titles.select("item_id", "title", *(["image"] if "image" in titles.columns else []))
@@ -537,4 +600,3 @@ def ingest_report(report: Report, inter: pl.DataFrame, items: pl.DataFrame, imag
 def sort_ids(df: pl.DataFrame, col: str) -> pl.DataFrame:
     """Numeric-looking ids sort numerically (1, 2, 10), others lexically after them: stable, readable order."""
     return df.sort(pl.col(col).str.len_chars(), pl.col(col)) if df[col].str.contains(r"^\d+$").all() else df.sort(col)
-

@@ -27,8 +27,10 @@ def typed_header(path: Path, encoding: str) -> dict[str, str]:
         first = f.readline().removeprefix("\ufeff").rstrip("\r\n")
     columns = [c.strip() for c in first.split("\t")]
     if not first.strip() or not all(":" in c for c in columns):
-        raise UserError(f"{path}:1: expected a RecBole header of tab-separated `name:type` fields (user_id:token "
-                        f"item_id:token ...); got {brief(first)}")
+        raise UserError(
+            f"{path}:1: expected a RecBole header of tab-separated `name:type` fields (user_id:token "
+            f"item_id:token ...); got {brief(first)}"
+        )
     return {c.split(":", 1)[0]: c for c in columns}
 
 
@@ -47,9 +49,17 @@ def read(root: Path, params: IngestParams, report: Report) -> tuple[pl.DataFrame
 
     item_header = typed_header(item_path, params.encoding)
     title = names.title or next((f for f in TITLE_FIELDS if f in item_header), TITLE_FIELDS[0])
-    titles = read_titles(item_path, "recbole", params.encoding, report, CsvTitles(
-        separator="\t", quoted=False,  # RecBole files carry bare quotes inside titles
-        columns=pick(item_path, item_header, {"item": names.item, "title": title})))
+    titles = read_titles(
+        item_path,
+        "recbole",
+        params.encoding,
+        report,
+        CsvTitles(
+            separator="\t",
+            quoted=False,  # RecBole files carry bare quotes inside titles
+            columns=pick(item_path, item_header, {"item": names.item, "title": title}),
+        ),
+    )
 
     wanted = {"user": names.user, "item": names.item, "timestamp": names.timestamp}
     if params.min_rating is not None:

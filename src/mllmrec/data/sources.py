@@ -27,14 +27,18 @@ def read_dataset(root: Path, params: IngestParams, report: Report) -> tuple[pl.D
         return amazon.read(root, params, report)
     layout = LAYOUTS[fmt]
     names = (params.interactions_file,) if params.interactions_file else layout.interactions
-    titles = read_titles(resolve(root, params.titles_file or layout.titles, "titles"), fmt, params.encoding, report,
-                         params.titles)
+    titles = read_titles(
+        resolve(root, params.titles_file or layout.titles, "titles"), fmt, params.encoding, report, params.titles
+    )
     spec = params.interactions or PRESETS.get(fmt)
     frames = []
     for name in names:
         path = resolve(root, name, "interactions")
-        frames.append(read_tsv_sequences(path, report) if fmt == "mllmrec_tsv"
-                      else read_delimited(path, spec, report, params.min_rating))
+        frames.append(
+            read_tsv_sequences(path, report)
+            if fmt == "mllmrec_tsv"
+            else read_delimited(path, spec, report, params.min_rating)
+        )
     if fmt == "mllmrec_tsv":
         # positions restart per file: a user's test.tsv items come after their train.tsv items
         frames = [f.with_columns(timestamp=pl.col("timestamp") + i * 10**12) for i, f in enumerate(frames)]

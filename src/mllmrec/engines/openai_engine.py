@@ -99,9 +99,14 @@ class OpenAIEngine:
                 raise _Retryable(f"HTTP {resp.status}: {raw[:200]}", retry_after)
             if resp.status in (401, 403):  # every other request would fail alike: stop the stage, say which key
                 env, what = self.spec.api_key_env, "unauthorized" if resp.status == 401 else "forbidden"
-                raise UserError(f"{self.url} answered HTTP {resp.status} ({what}): " + (
-                    f"check the key in the environment variable {env} (api_key_env)" if env else
-                    "the server wants a key: set api_key_env to the NAME of the variable holding it"))
+                raise UserError(
+                    f"{self.url} answered HTTP {resp.status} ({what}): "
+                    + (
+                        f"check the key in the environment variable {env} (api_key_env)"
+                        if env
+                        else "the server wants a key: set api_key_env to the NAME of the variable holding it"
+                    )
+                )
             if resp.status >= 400:
                 raise ValueError(f"HTTP {resp.status}: {raw[:300]}")  # bad request: retrying will not help
             try:
@@ -151,8 +156,9 @@ class OpenAIEngine:
                 # exponential backoff with jitter, so N clients hitting a 429 do not come back in lockstep
                 backoff = min(self.spec.backoff_max_s, self.spec.backoff_s * 2**attempt) * random.uniform(0.5, 1.0)
                 delay = min(self.spec.backoff_max_s, max(backoff, wait or 0.0))
-                log.warning("%s: attempt %d failed (%s); retrying in %.2fs",
-                            self.url, attempt + 1, self._redact(last), delay)  # fmt: skip
+                log.warning(
+                    "%s: attempt %d failed (%s); retrying in %.2fs", self.url, attempt + 1, self._redact(last), delay
+                )
                 await asyncio.sleep(delay)
         self.stats["requests"] += 1
         self.stats["errors"] += 1

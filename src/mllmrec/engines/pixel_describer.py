@@ -36,8 +36,17 @@ def _hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 # hue ranges in degrees for saturated pixels; order matters only at the shared borders
-HUES = [("red", 0, 15), ("orange", 15, 42), ("yellow", 42, 70), ("green", 70, 165), ("teal", 165, 195),
-        ("blue", 195, 255), ("purple", 255, 315), ("pink", 315, 345), ("red", 345, 360)]
+HUES = [
+    ("red", 0, 15),
+    ("orange", 15, 42),
+    ("yellow", 42, 70),
+    ("green", 70, 165),
+    ("teal", 165, 195),
+    ("blue", 195, 255),
+    ("purple", 255, 315),
+    ("pink", 315, 345),
+    ("red", 345, 360),
+]
 
 
 def colour_names(rgb: np.ndarray) -> np.ndarray:
@@ -83,7 +92,9 @@ def tones(rgb: np.ndarray) -> dict[str, str]:
     hue_w = sat * (1 - np.abs(lum - 0.5))  # warmth counts colourful pixels, not black/white
     warmth = float(((f[..., 0] - f[..., 2]) * hue_w).sum() / max(hue_w.sum(), 1e-6))
     return {
-        "bright": _level(lum.mean(), [0.2, 0.38, 0.62, 0.8], ["very dark", "dark", "mid-toned", "bright", "very bright"]),
+        "bright": _level(
+            lum.mean(), [0.2, 0.38, 0.62, 0.8], ["very dark", "dark", "mid-toned", "bright", "very bright"]
+        ),
         "contrast": _level(lum.std(), [0.12, 0.24], ["low contrast", "medium contrast", "high contrast"]),
         "vivid": _level(sat.mean(), [0.12, 0.3, 0.55], ["nearly monochrome", "muted", "moderately saturated", "vivid"]),
         "colours": "mostly " + " and ".join(main) + (f" with touches of {' and '.join(minor)}" if minor else ""),
@@ -103,7 +114,7 @@ def describe(path: str | Path) -> str:
     t = tones(rgb)
     bright, contrast, vivid, colours, tone = t["bright"], t["contrast"], t["vivid"], t["colours"], t["tone"]
 
-    thirds = [lum[i * SIZE[1] // 3:(i + 1) * SIZE[1] // 3].mean() for i in range(3)]
+    thirds = [lum[i * SIZE[1] // 3 : (i + 1) * SIZE[1] // 3].mean() for i in range(3)]
     where = ["top", "middle", "bottom"]
     hi, lo = int(np.argmax(thirds)), int(np.argmin(thirds))
     cy, cx = SIZE[1] // 4, SIZE[0] // 4
@@ -118,13 +129,16 @@ def describe(path: str | Path) -> str:
         light = f"a {'bright' if d_cb > 0 else 'dark'} centre framed by {'darker' if d_cb > 0 else 'lighter'} edges"
 
     gy, gx = np.abs(np.diff(lum, axis=0)).mean(), np.abs(np.diff(lum, axis=1)).mean()
-    detail = _level((gx + gy) / 2, [0.035, 0.06], ["smooth, uncluttered areas", "moderate detail",
-                                                  "busy, finely detailed texture"])
+    detail = _level(
+        (gx + gy) / 2, [0.035, 0.06], ["smooth, uncluttered areas", "moderate detail", "busy, finely detailed texture"]
+    )
     sym = 1 - np.abs(lum - lum[:, ::-1]).mean() / max(lum.mean(), 1e-6)
     balance = "a symmetric layout" if sym > 0.8 else "an asymmetric layout"
 
-    text = (f"A {shape} image, {bright} and {vivid}, {contrast}, {colours}. "
-            f"{tone.capitalize()}, {light}. {detail.capitalize()}, {balance}.")
+    text = (
+        f"A {shape} image, {bright} and {vivid}, {contrast}, {colours}. "
+        f"{tone.capitalize()}, {light}. {detail.capitalize()}, {balance}."
+    )
     return " ".join(text.split()[:MAX_WORDS])
 
 
@@ -150,5 +164,8 @@ class PixelDescriber:
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
             return GenerationResult(finish_reason="error", error=f"corrupt: {type(e).__name__}: {e}")
         cap = req.sampling.max_new_tokens  # one "token" per word: honour a tighter budget like a model would
-        return GenerationResult(text=" ".join(words[:cap]), completion_tokens=min(len(words), cap),
-                                finish_reason="length" if len(words) > cap else "stop")
+        return GenerationResult(
+            text=" ".join(words[:cap]),
+            completion_tokens=min(len(words), cap),
+            finish_reason="length" if len(words) > cap else "stop",
+        )

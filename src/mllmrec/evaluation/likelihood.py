@@ -62,8 +62,13 @@ def score_packed(model, prompt_ids: list[int], comp_ids: list[list[int]]) -> np.
         offset += len(c)
         starts.append(len(targets))
     keep = torch.tensor(sorted(set(predictors)), device=device)
-    out = model(input_ids=ids.to(device), position_ids=pos.to(device), attention_mask=mask.to(device),
-                logits_to_keep=keep, use_cache=False)
+    out = model(
+        input_ids=ids.to(device),
+        position_ids=pos.to(device),
+        attention_mask=mask.to(device),
+        logits_to_keep=keep,
+        use_cache=False,
+    )
     row_of = {p: r for r, p in enumerate(keep.tolist())}
     logits = out.logits[0, [row_of[p] for p in predictors]].float()
     token_logp = torch.log_softmax(logits, dim=-1).gather(1, torch.tensor(targets, device=device)[:, None])[:, 0]
@@ -71,8 +76,9 @@ def score_packed(model, prompt_ids: list[int], comp_ids: list[list[int]]) -> np.
     return sums.numpy()
 
 
-def score_candidates(model, tokenizer, prompts: list[str], completions: list[list[str]],
-                     max_tokens: int = 8192) -> list[np.ndarray]:
+def score_candidates(
+    model, tokenizer, prompts: list[str], completions: list[list[str]], max_tokens: int = 8192
+) -> list[np.ndarray]:
     """Per prompt, the log-likelihood of each of its completions. Completions are packed in groups so that one
     forward never exceeds `max_tokens` (prompt included); a prompt alone longer than that is still scored."""
     results = []

@@ -70,8 +70,14 @@ def bootstrap_ci(values: np.ndarray, n_resamples: int, seed: int, alpha: float =
     return float(lo), float(hi)
 
 
-def summarize(ranks: np.ndarray, ks: list[int], n_resamples: int, seed: int, valid: np.ndarray | None = None,
-              n_out_of_candidates: int = 0) -> dict:
+def summarize(
+    ranks: np.ndarray,
+    ks: list[int],
+    n_resamples: int,
+    seed: int,
+    valid: np.ndarray | None = None,
+    n_out_of_candidates: int = 0,
+) -> dict:
     """Mean HR@K / NDCG@K with 95 % bootstrap CIs, valid-output rate and out-of-candidate count."""
     result: dict = {"n": len(ranks)}
     for name, values in per_sample_scores(ranks, ks).items():

@@ -32,8 +32,15 @@ from mllmrec.prompts import (
 )
 
 
-def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
-                           enable_thinking: bool | None, max_tokens: int) -> pl.DataFrame:
+def likelihood_predictions(
+    model,
+    tokenizer,
+    cands: pl.DataFrame,
+    texts: dict[str, ItemText],
+    prompt: PromptParams,
+    enable_thinking: bool | None,
+    max_tokens: int,
+) -> pl.DataFrame:
     """Candidates ranked by likelihood: of their whole answer line, or, for a policy with item tokens, of the answer's
     first token, the item's own (one forward per prompt; mllmrec.evaluation.likelihood). Each sample has forwards of
     its own: its scores do not depend on which samples share a shard."""
@@ -42,9 +49,11 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
     if token_of:
         missing = sorted({c for s in rows for c in s["candidates"] if c not in token_of})
         if missing:
-            raise UserError(f"{tokenizer.name_or_path}: the policy has {len(token_of)} item tokens, but {len(missing)} "
-                            f"candidate items have none (e.g. {missing[:3]}): it was trained on another item table "
-                            "than data/ingest/items.parquet; rerun `dvc repro sft`")
+            raise UserError(
+                f"{tokenizer.name_or_path}: the policy has {len(token_of)} item tokens, but {len(missing)} "
+                f"candidate items have none (e.g. {missing[:3]}): it was trained on another item table "
+                "than data/ingest/items.parquet; rerun `dvc repro sft`"
+            )
         all_scores = item_token_scores(model, tokenizer, rows, token_of, texts, prompt, enable_thinking)
     else:
         all_scores = []
@@ -52,8 +61,9 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
             messages = build_messages(sample, texts, prompt)
             prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
             completions = [prefix + answer_line(c, texts) + suffix for c in sample["candidates"]]
-            all_scores += score_candidates(model, tokenizer, [render_prompt(tokenizer, messages, enable_thinking)],
-                                           [completions], max_tokens)
+            all_scores += score_candidates(
+                model, tokenizer, [render_prompt(tokenizer, messages, enable_thinking)], [completions], max_tokens
+            )
     ranked, scores = [], []
     for sample, s in zip(rows, all_scores):
         order = sorted(range(len(s)), key=lambda j: -s[j])  # stable: ties keep the shuffled candidate order
@@ -66,8 +76,15 @@ def likelihood_predictions(model, tokenizer, cands: pl.DataFrame, texts: dict[st
     )
 
 
-def item_token_scores(model, tokenizer, rows: list[dict], token_of: dict[str, int], texts: dict[str, ItemText],
-                      prompt: PromptParams, enable_thinking: bool | None) -> list:
+def item_token_scores(
+    model,
+    tokenizer,
+    rows: list[dict],
+    token_of: dict[str, int],
+    texts: dict[str, ItemText],
+    prompt: PromptParams,
+    enable_thinking: bool | None,
+) -> list:
     """log p(candidate's item token | prompt + the assistant turn's prefix): the line likelihood's first factor, the
     same for every candidate up to the prefix's own log-prob, so the ranking by it is exact for that factor."""
     out = []
@@ -75,8 +92,9 @@ def item_token_scores(model, tokenizer, rows: list[dict], token_of: dict[str, in
         messages = build_messages(sample, texts, prompt)
         prefix, _ = completion_template(tokenizer, messages, enable_thinking)
         # prompt and completion tokenized apart, as SFT trains them: the prefix's ids, then the item token's
-        prompt_ids, [prefix_ids] = tokenize_parts(tokenizer, render_prompt(tokenizer, messages, enable_thinking),
-                                                  [prefix])
+        prompt_ids, [prefix_ids] = tokenize_parts(
+            tokenizer, render_prompt(tokenizer, messages, enable_thinking), [prefix]
+        )
         out.append(score_next_token(model, prompt_ids + prefix_ids, [token_of[c] for c in sample["candidates"]]))
     return out
 
@@ -86,13 +104,22 @@ def generate_batch(engine, requests: list[GenerationRequest]) -> list:
     return engine.generate(requests)
 
 
-def generative_predictions(engine, cands: pl.DataFrame, texts: dict[str, ItemText], prompt: PromptParams,
-                           sampling: SamplingParams, batch: int = 32, executor=None) -> pl.DataFrame:
+def generative_predictions(
+    engine,
+    cands: pl.DataFrame,
+    texts: dict[str, ItemText],
+    prompt: PromptParams,
+    sampling: SamplingParams,
+    batch: int = 32,
+    executor=None,
+) -> pl.DataFrame:
     """Greedy answers parsed into ranked ids. The batches run on `engine` here, or on `executor` (an opened
     mllmrec.executor, which builds its own engines; `engine` may then be None) in the same batches."""
-    requests = [GenerationRequest(messages=tuple(build_messages(s, texts, prompt)), sampling=sampling)
-                for s in cands.iter_rows(named=True)]
-    batches = [requests[lo:lo + batch] for lo in range(0, len(requests), batch)]
+    requests = [
+        GenerationRequest(messages=tuple(build_messages(s, texts, prompt)), sampling=sampling)
+        for s in cands.iter_rows(named=True)
+    ]
+    batches = [requests[lo : lo + batch] for lo in range(0, len(requests), batch)]
     outs: list[list | None] = [None] * len(batches)
     with Progress("generating", len(requests), enabled=bool(requests)) as bar:
         for i, out in (executor or LocalExecutor(lambda: engine)).map(generate_batch, batches):
@@ -150,5 +177,7 @@ def check_vocabulary(model, tokenizer, where: str) -> None:
     ids = item_token_ids(tokenizer)
     n = model.get_input_embeddings().weight.shape[0]
     if ids and max(ids.values()) >= n:
-        raise UserError(f"{where}: its tokenizer has {len(ids)} item tokens up to id {max(ids.values())}, but the "
-                        f"model's vocabulary has {n} rows; model and tokenizer come from different runs")
+        raise UserError(
+            f"{where}: its tokenizer has {len(ids)} item tokens up to id {max(ids.values())}, but the "
+            f"model's vocabulary has {n} rows; model and tokenizer come from different runs"
+        )

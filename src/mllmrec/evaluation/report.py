@@ -27,9 +27,20 @@ PREVIOUS = {"sft": "zeroshot", "grpo": "sft"}  # each policy's training stage ->
 
 def rows_of(method: str, size: str, m: dict) -> list[dict]:
     ks = sorted(int(k.removeprefix("HR@")) for k in m if k.startswith("HR@") and "_" not in k)
-    return [{"method": method, "candidates": f"1+{size.removeprefix('n')}", "K": k, "n": m["n"],
-             "HR": m[f"HR@{k}"], "HR_lo": m[f"HR@{k}_lo"], "HR_hi": m[f"HR@{k}_hi"], "NDCG": m[f"NDCG@{k}"],
-             "valid_rate": m["valid_rate"]} for k in ks]
+    return [
+        {
+            "method": method,
+            "candidates": f"1+{size.removeprefix('n')}",
+            "K": k,
+            "n": m["n"],
+            "HR": m[f"HR@{k}"],
+            "HR_lo": m[f"HR@{k}_lo"],
+            "HR_hi": m[f"HR@{k}_hi"],
+            "NDCG": m[f"NDCG@{k}"],
+            "valid_rate": m["valid_rate"],
+        }
+        for k in ks
+    ]
 
 
 def load_predictions(paths: list[Path]) -> pl.DataFrame:
@@ -39,8 +50,17 @@ def load_predictions(paths: list[Path]) -> pl.DataFrame:
         df = read_parquet(path)
         llm = "protocol" in df.columns
         label = pl.format("{}-{}", pl.lit(path.stem), "protocol") if llm else pl.lit(path.stem)
-        frames.append(df.select("sample_id", "num_negatives", "target_rank", "valid", "out_of_candidates",
-                                label.alias("method"), pl.lit(llm).alias("llm")))
+        frames.append(
+            df.select(
+                "sample_id",
+                "num_negatives",
+                "target_rank",
+                "valid",
+                "out_of_candidates",
+                label.alias("method"),
+                pl.lit(llm).alias("llm"),
+            )
+        )
     return pl.concat(frames).sort("num_negatives", maintain_order=True)
 
 
@@ -52,21 +72,31 @@ def same_samples(group: pl.DataFrame, size: str) -> pl.DataFrame:
     (first, ids), *others = sets.items()
     for method, other in others:
         if other != ids:
-            raise UserError(f"{size}: {first} ({len(ids)} samples) and {method} ({len(other)} samples) were "
-                            f"evaluated on different samples, e.g. {sorted(ids ^ other)[:3]}; rerun them with the "
-                            "same `eval` and `evaluate.max_samples` params")
+            raise UserError(
+                f"{size}: {first} ({len(ids)} samples) and {method} ({len(other)} samples) were "
+                f"evaluated on different samples, e.g. {sorted(ids ^ other)[:3]}; rerun them with the "
+                "same `eval` and `evaluate.max_samples` params"
+            )
     for (method,), g in group.group_by("method", maintain_order=True):
         if missing := ids - set(g["sample_id"]):
-            raise UserError(f"{size}: {method} has no prediction for {len(missing)} of the {len(ids)} samples "
-                            f"{first} was evaluated on, e.g. {sorted(missing)[:3]}")
+            raise UserError(
+                f"{size}: {method} has no prediction for {len(missing)} of the {len(ids)} samples "
+                f"{first} was evaluated on, e.g. {sorted(missing)[:3]}"
+            )
     return group.filter(pl.col("sample_id").is_in(pl.Series(list(ids)).implode()))
 
 
 def same_sample_rows(same: pl.DataFrame, params: EvalParams) -> list[dict]:
     rows = []
     for (n_neg, method), p in same.group_by("num_negatives", "method", maintain_order=True):
-        m = summarize(p["target_rank"].to_numpy(), params.ks, params.bootstrap, params.seed,
-                      p["valid"].to_numpy(), int(p["out_of_candidates"].sum()))
+        m = summarize(
+            p["target_rank"].to_numpy(),
+            params.ks,
+            params.bootstrap,
+            params.seed,
+            p["valid"].to_numpy(),
+            int(p["out_of_candidates"].sum()),
+        )
         rows += rows_of(method, f"n{n_neg}", m)
     return rows
 
@@ -101,9 +131,14 @@ def comparisons(same: pl.DataFrame, params: EvalParams) -> dict:
     for (n_neg,), group in same.group_by("num_negatives", maintain_order=True):
         by_method = {m: g for (m,), g in group.group_by("method", maintain_order=True)}
         out[f"n{n_neg}"] = [
-            {"a": a, "b": b, "n": by_method[a].height,
-             **compare(by_method[a], by_method[b], HEADLINE, params.bootstrap, params.seed, a, b)}
-            for a, b in pairs(group)]
+            {
+                "a": a,
+                "b": b,
+                "n": by_method[a].height,
+                **compare(by_method[a], by_method[b], HEADLINE, params.bootstrap, params.seed, a, b),
+            }
+            for a, b in pairs(group)
+        ]
     return out
 
 
@@ -113,11 +148,19 @@ def cells(table: pl.DataFrame) -> tuple[list[str], list[list[str]]]:
     header = ["candidates", "method", "n", *(f"HR@{k}" for k in ks), f"NDCG@{ks[-1]}", "valid"]
     rows = []
     for (cands, method), group in table.sort("candidates", maintain_order=True).group_by(
-            "candidates", "method", maintain_order=True):
+        "candidates", "method", maintain_order=True
+    ):
         by_k = {r["K"]: r for r in group.iter_rows(named=True)}
-        rows.append([cands, method, str(by_k[ks[0]]["n"]),
-                     *(f"{by_k[k]['HR']:.3f} [{by_k[k]['HR_lo']:.2f},{by_k[k]['HR_hi']:.2f}]" for k in ks),
-                     f"{by_k[ks[-1]]['NDCG']:.3f}", f"{by_k[ks[-1]]['valid_rate']:.2f}"])
+        rows.append(
+            [
+                cands,
+                method,
+                str(by_k[ks[0]]["n"]),
+                *(f"{by_k[k]['HR']:.3f} [{by_k[k]['HR_lo']:.2f},{by_k[k]['HR_hi']:.2f}]" for k in ks),
+                f"{by_k[ks[-1]]['NDCG']:.3f}",
+                f"{by_k[ks[-1]]['valid_rate']:.2f}",
+            ]
+        )
     return header, rows
 
 
@@ -140,17 +183,33 @@ def comparison_cells(comps: list[dict]) -> tuple[list[str], list[list[str]]]:
 def position_cells(metrics: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the position-bias table, from each likelihood metrics file's `position` block
     (stages/evaluate.py): HR@1 in the candidate file's order, reversed and shuffled, Δ [CI] p against the first."""
-    header = ["method", "candidates", "HR@1", "HR@1 reversed", "Δ reversed [95 % CI] p", "HR@1 shuffled",
-              "Δ shuffled [95 % CI] p", "order-sensitive"]
+    header = [
+        "method",
+        "candidates",
+        "HR@1",
+        "HR@1 reversed",
+        "Δ reversed [95 % CI] p",
+        "HR@1 shuffled",
+        "Δ shuffled [95 % CI] p",
+        "order-sensitive",
+    ]
     rows = []
     for method, by_size in metrics.items():
         for size, m in by_size.items():
             if pos := m.get("position"):
                 rev, shuf = pos["reversed"], pos["shuffled"]
-                rows.append([method, f"1+{size.removeprefix('n')}", f"{pos['HR@1']:.3f}", f"{rev['HR@1']:.3f}",
-                             delta_cell({**rev, "significant": rev["p"] < 0.05}), f"{shuf['HR@1']:.3f}",
-                             delta_cell({**shuf, "significant": shuf["p"] < 0.05}),
-                             "FLAGGED" if pos["flagged"] else "no"])
+                rows.append(
+                    [
+                        method,
+                        f"1+{size.removeprefix('n')}",
+                        f"{pos['HR@1']:.3f}",
+                        f"{rev['HR@1']:.3f}",
+                        delta_cell({**rev, "significant": rev["p"] < 0.05}),
+                        f"{shuf['HR@1']:.3f}",
+                        delta_cell({**shuf, "significant": shuf["p"] < 0.05}),
+                        "FLAGGED" if pos["flagged"] else "no",
+                    ]
+                )
     return header, rows
 
 
@@ -172,11 +231,16 @@ def write_plots(table: pl.DataFrame, plots: Path, stem: str, by_k: bool = False)
     methods = table["method"].unique(maintain_order=True).to_list()
     for (cands,), group in table.group_by("candidates", maintain_order=True):
         size = "n" + cands.removeprefix("1+")
-        write_csv(group.pivot("K", index=["method", "n"], values=["HR", "NDCG"]).rename(
-            lambda c: c.replace("_", "@")), plots / f"{stem}_{size}.csv")
+        write_csv(
+            group.pivot("K", index=["method", "n"], values=["HR", "NDCG"]).rename(lambda c: c.replace("_", "@")),
+            plots / f"{stem}_{size}.csv",
+        )
         if by_k:
             # every method a column, empty where it did not run on this size: DVC refuses a plot whose y is missing
             lines = group.pivot("method", index="K", values="HR")
-            write_csv(lines.with_columns(pl.lit(None, pl.Float64).alias(m) for m in methods
-                                         if m not in lines.columns).select("K", *methods),
-                      plots / f"hr_at_k_{stem}_{size}.csv")
+            write_csv(
+                lines.with_columns(pl.lit(None, pl.Float64).alias(m) for m in methods if m not in lines.columns).select(
+                    "K", *methods
+                ),
+                plots / f"hr_at_k_{stem}_{size}.csv",
+            )

@@ -30,12 +30,19 @@ class SASRec(nn.Module):
         self.dropout = nn.Dropout(p.dropout)
         self.attn_norms = nn.ModuleList(nn.LayerNorm(p.hidden, eps=1e-8) for _ in range(p.blocks))
         self.attns = nn.ModuleList(
-            nn.MultiheadAttention(p.hidden, p.heads, dropout=p.dropout, batch_first=True) for _ in range(p.blocks))
+            nn.MultiheadAttention(p.hidden, p.heads, dropout=p.dropout, batch_first=True) for _ in range(p.blocks)
+        )
         self.ffn_norms = nn.ModuleList(nn.LayerNorm(p.hidden, eps=1e-8) for _ in range(p.blocks))
         self.ffns = nn.ModuleList(
-            nn.Sequential(nn.Linear(p.hidden, p.hidden), nn.ReLU(), nn.Dropout(p.dropout),
-                          nn.Linear(p.hidden, p.hidden), nn.Dropout(p.dropout))
-            for _ in range(p.blocks))
+            nn.Sequential(
+                nn.Linear(p.hidden, p.hidden),
+                nn.ReLU(),
+                nn.Dropout(p.dropout),
+                nn.Linear(p.hidden, p.hidden),
+                nn.Dropout(p.dropout),
+            )
+            for _ in range(p.blocks)
+        )
         self.last_norm = nn.LayerNorm(p.hidden, eps=1e-8)
         self.max_len = p.max_len
         for name, param in self.named_parameters():  # xavier init as the reference port; N(0,1) embeddings stall
@@ -74,18 +81,19 @@ def pad_left(seqs: list[list[int]], length: int) -> torch.Tensor:
     for row, seq in enumerate(seqs):
         tail = seq[-length:]
         if tail:
-            out[row, length - len(tail):] = tail
+            out[row, length - len(tail) :] = tail
     return torch.from_numpy(out)
 
 
 @torch.no_grad()
-def score_candidates(model: SASRec, histories: list[list[int]], candidates: list[list[int]],
-                     batch: int = 512) -> np.ndarray:
+def score_candidates(
+    model: SASRec, histories: list[list[int]], candidates: list[list[int]], batch: int = 512
+) -> np.ndarray:
     model.eval()
     out = []
     for lo in range(0, len(histories), batch):
-        seqs = pad_left(histories[lo:lo + batch], model.max_len)
-        out.append(model.score(seqs, torch.tensor(candidates[lo:lo + batch])).numpy())
+        seqs = pad_left(histories[lo : lo + batch], model.max_len)
+        out.append(model.score(seqs, torch.tensor(candidates[lo : lo + batch])).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
@@ -115,9 +123,12 @@ def warn_if_busy(threads: int) -> None:
     trained weights (so the numbers would depend on the load): say so and name the param."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if threads > 1 and (busy := busy_processes()) + threads > cores:
-        print(f"sasrec: {busy} other process(es) running on {cores} cores: {threads} threads compete with them (up "
-              f"to ~3x slower); baselines.sasrec.threads: 1 avoids it (thread counts give slightly different "
-              f"numbers)", flush=True)
+        print(
+            f"sasrec: {busy} other process(es) running on {cores} cores: {threads} threads compete with them (up "
+            f"to ~3x slower); baselines.sasrec.threads: 1 avoids it (thread counts give slightly different "
+            f"numbers)",
+            flush=True,
+        )
 
 
 def train(sequences: list[list[int]], n_items: int, p: SasrecParams, valid: tuple) -> tuple[SASRec, list[dict]]:
@@ -138,7 +149,7 @@ def train(sequences: list[list[int]], n_items: int, p: SasrecParams, valid: tupl
             order = rng.permutation(len(sequences))
             total = 0.0
             for lo in range(0, len(order), p.batch_size):
-                idx = torch.from_numpy(order[lo:lo + p.batch_size])
+                idx = torch.from_numpy(order[lo : lo + p.batch_size])
                 hidden = model(inputs[idx])
                 logits = hidden @ model.item_emb.weight[1:].T  # (B, L, n_items), padding row excluded
                 mask = labels[idx] > 0

@@ -51,8 +51,15 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int, seed: int,
     d = a - b
     lo, hi = bootstrap_ci(d, n_resamples, seed)  # resampling d's indices resamples the (a, b) pairs jointly
     p = mcnemar_exact(a, b) if binary else sign_flip_p(d, n_resamples, seed)
-    return {"diff": float(d.mean()), "lo": lo, "hi": hi, "p": p, "test": "mcnemar_exact" if binary else "sign_flip",
-            "n": len(d), "significant": p < 0.05}
+    return {
+        "diff": float(d.mean()),
+        "lo": lo,
+        "hi": hi,
+        "p": p,
+        "test": "mcnemar_exact" if binary else "sign_flip",
+        "n": len(d),
+        "significant": p < 0.05,
+    }
 
 
 def _check_samples(preds_a: pl.DataFrame, preds_b: pl.DataFrame, name_a: str, name_b: str) -> None:
@@ -63,34 +70,50 @@ def _check_samples(preds_a: pl.DataFrame, preds_b: pl.DataFrame, name_a: str, na
     ids_a, ids_b = set(preds_a["sample_id"]), set(preds_b["sample_id"])
     if ids_a != ids_b:
         only_a, only_b = sorted(ids_a - ids_b)[:3], sorted(ids_b - ids_a)[:3]
-        raise UserError(f"cannot compare {name_a} ({len(ids_a)} samples) with {name_b} ({len(ids_b)} samples): "
-                        f"not the same samples; only in {name_a}: {only_a}, only in {name_b}: {only_b}")
+        raise UserError(
+            f"cannot compare {name_a} ({len(ids_a)} samples) with {name_b} ({len(ids_b)} samples): "
+            f"not the same samples; only in {name_a}: {only_a}, only in {name_b}: {only_b}"
+        )
 
 
-def compare(preds_a: pl.DataFrame, preds_b: pl.DataFrame, metrics: list[str], n_resamples: int, seed: int,
-            name_a: str = "a", name_b: str = "b") -> dict[str, dict]:
+def compare(
+    preds_a: pl.DataFrame,
+    preds_b: pl.DataFrame,
+    metrics: list[str],
+    n_resamples: int,
+    seed: int,
+    name_a: str = "a",
+    name_b: str = "b",
+) -> dict[str, dict]:
     """Paired differences (a - b) per metric name ("HR@1", "NDCG@10") of two prediction frames with columns
     sample_id and target_rank (0-based, -1 = not predicted); refuses frames that are not on the same samples."""
     _check_samples(preds_a, preds_b, name_a, name_b)
-    joined = preds_a.select("sample_id", "target_rank").join(
-        preds_b.select("sample_id", "target_rank"), on="sample_id", suffix="_b"
-    ).sort("sample_id")  # the seeded bootstrap sees the same order whatever the frames' row order
+    joined = (
+        preds_a.select("sample_id", "target_rank")
+        .join(preds_b.select("sample_id", "target_rank"), on="sample_id", suffix="_b")
+        .sort("sample_id")
+    )  # the seeded bootstrap sees the same order whatever the frames' row order
     ks = sorted({int(m.split("@")[1]) for m in metrics})
     scores_a = per_sample_scores(joined["target_rank"].to_numpy(), ks)
     scores_b = per_sample_scores(joined["target_rank_b"].to_numpy(), ks)
-    return {m: paired_difference(scores_a[m], scores_b[m], n_resamples, seed, binary=m.startswith("HR@"))
-            for m in metrics}
+    return {
+        m: paired_difference(scores_a[m], scores_b[m], n_resamples, seed, binary=m.startswith("HR@")) for m in metrics
+    }
 
 
-def position_bias(original: pl.DataFrame, reordered: dict[str, pl.DataFrame], params,
-                  summary: dict) -> dict:
+def position_bias(original: pl.DataFrame, reordered: dict[str, pl.DataFrame], params, summary: dict) -> dict:
     """HR@1 under each candidate order and its paired difference from the original order (McNemar p, bootstrap CI);
     `flagged` when HR@1 moves by more than half the width of its own 95 % CI (summary: the original's metrics)."""
     half_ci = (summary.get("HR@1_hi", summary["HR@1"]) - summary.get("HR@1_lo", summary["HR@1"])) / 2
     out: dict = {"HR@1": summary["HR@1"]}
     for how, preds in reordered.items():
         d = compare(preds, original, ["HR@1"], params.bootstrap, params.seed, how, "original")["HR@1"]
-        out[how] = {"HR@1": float(np.mean(preds["target_rank"].to_numpy() == 0)), "diff": d["diff"],
-                    "lo": d["lo"], "hi": d["hi"], "p": d["p"]}
+        out[how] = {
+            "HR@1": float(np.mean(preds["target_rank"].to_numpy() == 0)),
+            "diff": d["diff"],
+            "lo": d["lo"],
+            "hi": d["hi"],
+            "p": d["p"],
+        }
     out["flagged"] = any(abs(v["diff"]) > half_ci for k, v in out.items() if isinstance(v, dict))
     return out

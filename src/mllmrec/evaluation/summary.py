@@ -21,8 +21,14 @@ from mllmrec.evaluation.report import PREVIOUS
 from mllmrec.evaluation.significance import mcnemar_exact
 
 METRIC = "HR@1"  # the block's one metric (the tables below carry HR@K and NDCG@10)
-NAMES = {"zeroshot": "zero-shot", "sft": "SFT", "grpo": "GRPO", "sasrec": "SASRec", "itemknn": "ItemKNN",
-         "markov": "Markov (last item)"}
+NAMES = {
+    "zeroshot": "zero-shot",
+    "sft": "SFT",
+    "grpo": "GRPO",
+    "sasrec": "SASRec",
+    "itemknn": "ItemKNN",
+    "markov": "Markov (last item)",
+}
 PROTOCOLS = ("likelihood", "generative")  # the order of the policy lines; any other protocol comes after
 SMALL_CI = 0.1  # above this HR@1 CI half-width, the block spells out what n can resolve
 

@@ -11,7 +11,6 @@ assessment a per-sample coin among the kept CoTs would give far fewer. When fewe
 for, all of them are used and the shortfall is reported.
 """
 
-
 import numpy as np
 import polars as pl
 
@@ -29,13 +28,15 @@ def kept_cots(cots: pl.DataFrame, source: str) -> pl.DataFrame:
     """sample_id -> cot for CoTs the assessment kept (non-empty text). `source` names the file in errors."""
     missing = COT_COLUMNS - set(cots.columns)
     if missing:
-        raise UserError(f"{source}: missing column(s) {sorted(missing)}; expected the assess_cot output "
-                        f"with {sorted(COT_COLUMNS)}")
+        raise UserError(
+            f"{source}: missing column(s) {sorted(missing)}; expected the assess_cot output with {sorted(COT_COLUMNS)}"
+        )
     dup = cots.filter(pl.col("sample_id").is_duplicated())["sample_id"]
     if dup.len():
         raise UserError(f"{source}: sample_id {dup[0]!r} appears more than once (one CoT per sample)")
-    return cots.filter(pl.col("keep").fill_null(False) & (pl.col("cot").fill_null("").str.strip_chars() != "")
-                       ).select("sample_id", pl.col("cot").str.strip_chars())
+    return cots.filter(pl.col("keep").fill_null(False) & (pl.col("cot").fill_null("").str.strip_chars() != "")).select(
+        "sample_id", pl.col("cot").str.strip_chars()
+    )
 
 
 def draw_cot(samples: pl.DataFrame, share: float, rng: np.random.Generator) -> tuple[pl.DataFrame, dict]:
@@ -52,13 +53,19 @@ def draw_cot(samples: pl.DataFrame, share: float, rng: np.random.Generator) -> t
         has_cot=pl.Series(chosen),
         cot_draw=pl.Series(u),
     ).with_columns(cot=pl.when("has_cot").then("cot").otherwise(None))
-    report = {"cot_prob": share, "requested": wanted, "with_cot": n, "shortfall": wanted - n,
-              "share": round(n / samples.height, 4) if samples.height else 0.0}
+    report = {
+        "cot_prob": share,
+        "requested": wanted,
+        "with_cot": n,
+        "shortfall": wanted - n,
+        "share": round(n / samples.height, 4) if samples.height else 0.0,
+    }
     return out.select(OUT_COLUMNS), report
 
 
-def augment(cands: pl.DataFrame, cots: pl.DataFrame, params: AugmentParams, cot_source: str = "cot file"
-            ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+def augment(
+    cands: pl.DataFrame, cots: pl.DataFrame, params: AugmentParams, cot_source: str = "cot file"
+) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """(sft samples, grpo samples, report) from the persisted candidates and the assessed CoTs."""
     train = cands.filter(pl.col("split") == "train")
     if train.is_empty():
@@ -67,8 +74,11 @@ def augment(cands: pl.DataFrame, cots: pl.DataFrame, params: AugmentParams, cot_
     pool = kept_cots(cots, cot_source)
     # CoTs of valid/test (or of samples this file lacks) are never used: count them instead of joining them in
     not_train = pool.join(train.select("sample_id"), on="sample_id", how="anti").height
-    samples = samples.select("sample_id", "user_id", "history", "candidates", "target").join(
-        pool, on="sample_id", how="left").sort("sample_id")  # the draw order must not depend on the join
+    samples = (
+        samples.select("sample_id", "user_id", "history", "candidates", "target")
+        .join(pool, on="sample_id", how="left")
+        .sort("sample_id")
+    )  # the draw order must not depend on the join
 
     # separate stage-local streams: changing one share never moves the other file's draw
     sft, sft_rep = draw_cot(samples, params.sft_cot_prob, np.random.default_rng([params.seed, 0]))
@@ -77,8 +87,12 @@ def augment(cands: pl.DataFrame, cots: pl.DataFrame, params: AugmentParams, cot_
         "num_negatives": params.num_negatives,
         "train_samples": train.height,
         "samples": samples.height,
-        "cots": {"rows": cots.height, "kept": pool.height, "kept_not_train": not_train,
-                 "kept_in_samples": int(samples["cot"].is_not_null().sum())},
+        "cots": {
+            "rows": cots.height,
+            "kept": pool.height,
+            "kept_not_train": not_train,
+            "kept_in_samples": int(samples["cot"].is_not_null().sum()),
+        },
         "sft": sft_rep,
         "grpo": grpo_rep,
     }

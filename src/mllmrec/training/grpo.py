@@ -38,32 +38,52 @@ from mllmrec.training.sft import cpu_speed_trainer, last_checkpoint, prepare_che
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor", "launch"}
 
 
-def grpo_rows(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, prompt_params: PromptParams,
-              enable_thinking: bool | None) -> list[dict]:
+def grpo_rows(
+    samples: pl.DataFrame,
+    texts: dict[str, ItemText],
+    tokenizer,
+    prompt_params: PromptParams,
+    enable_thinking: bool | None,
+) -> list[dict]:
     """One row per augment sample: the rendered prompt + the columns reward functions read (candidates, target)."""
     rows = []
     for s in samples.iter_rows(named=True):
         cot = s["cot"] if s.get("has_cot") else None
-        rows.append({
-            "prompt": render_prompt(tokenizer, build_messages(s, texts, prompt_params, cot=cot), enable_thinking),
-            "sample_id": s["sample_id"], "candidates": list(s["candidates"]), "target": s["target"],
-            "has_cot": bool(s.get("has_cot") or False),
-        })
+        rows.append(
+            {
+                "prompt": render_prompt(tokenizer, build_messages(s, texts, prompt_params, cot=cot), enable_thinking),
+                "sample_id": s["sample_id"],
+                "candidates": list(s["candidates"]),
+                "target": s["target"],
+                "has_cot": bool(s.get("has_cot") or False),
+            }
+        )
     if rows:
         p = rows[0]["prompt"]
         if tokenizer(p)["input_ids"] != tokenizer(p, add_special_tokens=False)["input_ids"]:
-            raise UserError(f"{tokenizer.name_or_path}: the tokenizer adds special tokens (BOS?) to an already "
-                            "templated prompt; GRPO would see different tokens than SFT/evaluation. Set "
-                            "add_bos_token=false in its tokenizer_config.json (the chat template writes the BOS)")
+            raise UserError(
+                f"{tokenizer.name_or_path}: the tokenizer adds special tokens (BOS?) to an already "
+                "templated prompt; GRPO would see different tokens than SFT/evaluation. Set "
+                "add_bos_token=false in its tokenizer_config.json (the chat template writes the BOS)"
+            )
     return rows
 
 
 class MonitorCallback(ValidMonitor):
     """The valid HR@K learning curve (mllmrec.training.monitor) plus completion samples with their rewards to a JSONL."""
 
-    def __init__(self, valid: pl.DataFrame | None, texts, tokenizer, prompt_params, enable_thinking,
-                 params: GrpoParams, samples_path: Path, train: pl.DataFrame | None = None,
-                 rows: list[dict] = ()):
+    def __init__(
+        self,
+        valid: pl.DataFrame | None,
+        texts,
+        tokenizer,
+        prompt_params,
+        enable_thinking,
+        params: GrpoParams,
+        samples_path: Path,
+        train: pl.DataFrame | None = None,
+        rows: list[dict] = (),
+    ):
         super().__init__(valid, texts, tokenizer, prompt_params, enable_thinking, params.monitor, "grpo", train)
         self.samples_path = samples_path
         # rendered prompt -> its sample: TRL logs the prompt text only; the ablation table joins on sample_id
@@ -85,12 +105,21 @@ class MonitorCallback(ValidMonitor):
             for i in list(pick)[: self.completions]:
                 text = completions[i] if isinstance(completions[i], str) else json.dumps(completions[i])
                 sample_id, has_cot = self.sample_of.get(prompts[i], (None, None))
-                f.write(json.dumps({
-                    "step": state.global_step, "sample_id": sample_id, "has_cot": has_cot,
-                    "prompt_tail": prompts[i][-200:], "completion": text,
-                    "rewards": {k: v[i] for k, v in rewards.items() if i < len(v)},
-                    "advantage": adv[i] if i < len(adv) else None,
-                }, ensure_ascii=False) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "step": state.global_step,
+                            "sample_id": sample_id,
+                            "has_cot": has_cot,
+                            "prompt_tail": prompts[i][-200:],
+                            "completion": text,
+                            "rewards": {k: v[i] for k, v in rewards.items() if i < len(v)},
+                            "advantage": adv[i] if i < len(adv) else None,
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
 
 
 def check_vllm_server(base_url: str, timeout_s: float = 5.0) -> None:
@@ -107,9 +136,11 @@ def check_vllm_server(base_url: str, timeout_s: float = 5.0) -> None:
             problem = f"HTTP {r.status}"
     except (urllib.error.URLError, OSError) as e:
         problem = str(getattr(e, "reason", e))
-    raise UserError(f"grpo.vllm_mode = server: no vLLM server answers at {url} ({problem}); start one on its own "
-                    f"GPUs first, e.g. `CUDA_VISIBLE_DEVICES=7 trl vllm-serve --model <grpo.model> --port 8000`, "
-                    f"and set grpo.vllm_server_base_url to its address")
+    raise UserError(
+        f"grpo.vllm_mode = server: no vLLM server answers at {url} ({problem}); start one on its own "
+        f"GPUs first, e.g. `CUDA_VISIBLE_DEVICES=7 trl vllm-serve --model <grpo.model> --port 8000`, "
+        f"and set grpo.vllm_server_base_url to its address"
+    )
 
 
 def truncate_samples(path: Path, step: int) -> None:
@@ -123,10 +154,18 @@ def truncate_samples(path: Path, step: int) -> None:
 # ---- curves ----
 
 _CURVE_KEYS = {  # TRL log key -> plots/grpo_train.csv column
-    "epoch": "epoch", "reward": "reward", "reward_std": "reward_std", "rewards/format/mean": "reward_format",
-    "rewards/hit/mean": "reward_hit", "rewards/valid_miss/mean": "reward_valid_miss",
-    "frac_reward_zero_std": "frac_reward_zero_std", "kl": "kl", "entropy": "entropy",
-    "completions/mean_length": "completion_length", "loss": "loss", "learning_rate": "learning_rate",
+    "epoch": "epoch",
+    "reward": "reward",
+    "reward_std": "reward_std",
+    "rewards/format/mean": "reward_format",
+    "rewards/hit/mean": "reward_hit",
+    "rewards/valid_miss/mean": "reward_valid_miss",
+    "frac_reward_zero_std": "frac_reward_zero_std",
+    "kl": "kl",
+    "entropy": "entropy",
+    "completions/mean_length": "completion_length",
+    "loss": "loss",
+    "learning_rate": "learning_rate",
 }
 
 
@@ -166,9 +205,17 @@ def fingerprint(rows: list[dict], model_path: str, params: GrpoParams) -> str:
     return h.hexdigest()
 
 
-def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, ItemText], tokenizer,
-               params: GrpoParams, prompt_params: PromptParams, enable_thinking: bool | None, out_dir: Path,
-               monitor_train: pl.DataFrame | None = None) -> dict:
+def train_grpo(
+    rows: list[dict],
+    valid: pl.DataFrame | None,
+    texts: dict[str, ItemText],
+    tokenizer,
+    params: GrpoParams,
+    prompt_params: PromptParams,
+    enable_thinking: bool | None,
+    out_dir: Path,
+    monitor_train: pl.DataFrame | None = None,
+) -> dict:
     """Train (resuming if possible), merge the LoRA in the training dtype, save model + tokenizer to out_dir.
     `monitor_train`: training samples the monitor also ranks (mllmrec.training.monitor.train_subset), or None."""
     import torch
@@ -185,8 +232,10 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
     world = state.num_processes
     eff = params.batch_size * params.grad_accum * world
     if eff % params.num_generations:  # params validate this for launch.num_processes; a manual launch may differ
-        raise UserError(f"grpo: effective batch {params.batch_size} × {params.grad_accum} × {world} processes = "
-                        f"{eff} completions is not divisible by num_generations = {params.num_generations}")
+        raise UserError(
+            f"grpo: effective batch {params.batch_size} × {params.grad_accum} × {world} processes = "
+            f"{eff} completions is not divisible by num_generations = {params.num_generations}"
+        )
     if params.use_vllm and not torch.cuda.is_available():
         raise UserError("params.yaml: grpo.use_vllm needs a CUDA GPU and `pip install -e .[gpu]`; set it false on CPU")
     if params.use_vllm and params.vllm_mode == "server" and state.is_main_process:
@@ -195,8 +244,11 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
     ckpt_dir = Path(params.checkpoint_dir)
     fp = fingerprint(rows, params.model, params)
     # completions.jsonl belongs to the run: cleared with its checkpoints, truncated to the resumed step below
-    resume = (prepare_checkpoints(ckpt_dir, fp, params.max_steps, "grpo", ("completions.jsonl",))
-              if state.is_main_process else None)
+    resume = (
+        prepare_checkpoints(ckpt_dir, fp, params.max_steps, "grpo", ("completions.jsonl",))
+        if state.is_main_process
+        else None
+    )
     state.wait_for_everyone()
     resume = last_checkpoint(ckpt_dir) if not state.is_main_process else resume
     resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
@@ -205,12 +257,19 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
         truncate_samples(ckpt_dir / "completions.jsonl", resumed_step)
 
     longest = max(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows)
-    check_cuda_training(params.model, "", dtype, params.lora, params.batch_size,
-                        longest + params.max_completion_length, params.gradient_checkpointing, "grpo",
-                        "grpo.batch_size (raise grad_accum to keep the batch), grpo.max_completion_length, "
-                        "grpo.gradient_checkpointing: true or grpo.vllm_gpu_memory_utilization",
-                        params.vllm_gpu_memory_utilization if params.use_vllm and params.vllm_mode == "colocate"
-                        else 0.0)  # CUDA only: before any weights load
+    check_cuda_training(
+        params.model,
+        "",
+        dtype,
+        params.lora,
+        params.batch_size,
+        longest + params.max_completion_length,
+        params.gradient_checkpointing,
+        "grpo",
+        "grpo.batch_size (raise grad_accum to keep the batch), grpo.max_completion_length, "
+        "grpo.gradient_checkpointing: true or grpo.vllm_gpu_memory_utilization",
+        params.vllm_gpu_memory_utilization if params.use_vllm and params.vllm_mode == "colocate" else 0.0,
+    )  # CUDA only: before any weights load
     model = AutoModelForCausalLM.from_pretrained(params.model, dtype=dtype)
     check_vocabulary(model, tokenizer, params.model)  # item tokens: the tokenizer and weights of the same run
     # nothing inherited from generation_config.json: TRL builds its own from the args below; eos = the tokenizer's
@@ -220,44 +279,93 @@ def train_grpo(rows: list[dict], valid: pl.DataFrame | None, texts: dict[str, It
     bf16 = dtype == torch.bfloat16
     args = GRPOConfig(
         output_dir=str(ckpt_dir),
-        learning_rate=params.lr, num_train_epochs=params.epochs, max_steps=params.max_steps or -1,
-        per_device_train_batch_size=params.batch_size, gradient_accumulation_steps=params.grad_accum,
+        learning_rate=params.lr,
+        num_train_epochs=params.epochs,
+        max_steps=params.max_steps or -1,
+        per_device_train_batch_size=params.batch_size,
+        gradient_accumulation_steps=params.grad_accum,
         warmup_steps=params.warmup,
-        num_generations=params.num_generations, beta=params.beta, loss_type=params.loss_type,
-        scale_rewards=params.scale_rewards, epsilon=params.epsilon, num_iterations=params.num_iterations,
+        num_generations=params.num_generations,
+        beta=params.beta,
+        loss_type=params.loss_type,
+        scale_rewards=params.scale_rewards,
+        epsilon=params.epsilon,
+        num_iterations=params.num_iterations,
         max_completion_length=params.max_completion_length,
         mask_truncated_completions=params.mask_truncated_completions,
-        temperature=params.temperature, top_p=params.top_p, top_k=params.top_k, min_p=None,
-        repetition_penalty=params.repetition_penalty, generation_kwargs={},
-        use_vllm=params.use_vllm, vllm_mode=params.vllm_mode, vllm_server_base_url=params.vllm_server_base_url,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        min_p=None,
+        repetition_penalty=params.repetition_penalty,
+        generation_kwargs={},
+        use_vllm=params.use_vllm,
+        vllm_mode=params.vllm_mode,
+        vllm_server_base_url=params.vllm_server_base_url,
         vllm_gpu_memory_utilization=params.vllm_gpu_memory_utilization,
-        vllm_enable_sleep_mode=params.vllm_enable_sleep_mode, vllm_max_model_length=params.vllm_max_model_length,
+        vllm_enable_sleep_mode=params.vllm_enable_sleep_mode,
+        vllm_max_model_length=params.vllm_max_model_length,
         remove_unused_columns=False,  # candidates/target reach the reward functions as keyword arguments
-        bf16=bf16, fp16=False,  # TRL's bf16 default would autocast on CPU too
+        bf16=bf16,
+        fp16=False,  # TRL's bf16 default would autocast on CPU too
         gradient_checkpointing=params.gradient_checkpointing,
-        save_strategy="steps", save_steps=params.save_steps, save_total_limit=params.save_total_limit,
-        logging_steps=params.logging_steps, log_completions=False,
-        seed=params.seed, data_seed=params.seed, report_to="none",
-        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=torch.cuda.is_available(),
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=params.save_total_limit,
+        logging_steps=params.logging_steps,
+        log_completions=False,
+        seed=params.seed,
+        data_seed=params.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
-    lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
-                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=params.lora.r,
+        lora_alpha=params.lora.alpha,
+        lora_dropout=params.lora.dropout,
+        target_modules=params.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
     r = params.reward
-    monitor = MonitorCallback(valid, texts, tokenizer, prompt_params, enable_thinking, params,
-                              ckpt_dir / "completions.jsonl", monitor_train, rows)
+    monitor = MonitorCallback(
+        valid,
+        texts,
+        tokenizer,
+        prompt_params,
+        enable_thinking,
+        params,
+        ckpt_dir / "completions.jsonl",
+        monitor_train,
+        rows,
+    )
     reward_funcs = trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss, r.max_answers)
     trainer = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")(
-        model=model, reward_funcs=reward_funcs, args=args, train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer, peft_config=lora, callbacks=[monitor])
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[monitor],
+    )
     monitor.trainer = trainer
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_s = time.time() - t0
 
-    info = {"base_model": params.model, "dtype": str(dtype).removeprefix("torch."), "prompts": len(rows),
-            "world_size": world, "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
-            "train_seconds": round(train_s, 1), "monitor_seconds": round(monitor.eval_seconds, 1),
-            "use_vllm": params.use_vllm, "environment": versions()}
+    info = {
+        "base_model": params.model,
+        "dtype": str(dtype).removeprefix("torch."),
+        "prompts": len(rows),
+        "world_size": world,
+        "global_step": trainer.state.global_step,
+        "resumed_from_step": resumed_step,
+        "train_seconds": round(train_s, 1),
+        "monitor_seconds": round(monitor.eval_seconds, 1),
+        "use_vllm": params.use_vllm,
+        "environment": versions(),
+    }
     if trainer.is_world_process_zero():
         save_merged(trainer.model, tokenizer, dtype, out_dir, "grpo_info.json", info)
     state.wait_for_everyone()

@@ -36,8 +36,9 @@ def add_item_tokens(tokenizer, item_ids) -> list[int]:
     Idempotent: a tokenizer that already holds them (a resumed or merged model's) keeps its ids."""
     from tokenizers import AddedToken
 
-    tokenizer.add_tokens([AddedToken(item_token(i), normalized=False, special=False, single_word=False)
-                          for i in item_ids])
+    tokenizer.add_tokens(
+        [AddedToken(item_token(i), normalized=False, special=False, single_word=False) for i in item_ids]
+    )
     known = item_token_ids(tokenizer)
     return [known[i] for i in item_ids]
 
@@ -58,7 +59,8 @@ def item_table(items: pl.DataFrame, checkpoint: dict | None, init: str = "sasrec
         vectors = {i: rng.standard_normal(weight.shape[1]).astype(np.float32) for i in items["item_id"]}
     rows = [vectors.get(i) for i in items["item_id"]]
     return items.select("item_id", "title").with_columns(
-        vector=pl.Series([None if v is None else v.tolist() for v in rows], dtype=pl.List(pl.Float32)))
+        vector=pl.Series([None if v is None else v.tolist() for v in rows], dtype=pl.List(pl.Float32))
+    )
 
 
 def table_digest(table: pl.DataFrame) -> str:
@@ -69,8 +71,10 @@ def table_digest(table: pl.DataFrame) -> str:
 def projection(d_in: int, d_out: int, seed: int) -> np.ndarray:
     """(d_out, d_in) with orthonormal columns, seeded: inner products of SASRec vectors are kept, scaled."""
     if d_in > d_out:
-        raise UserError(f"item tokens: SASRec vectors have {d_in} dims, more than the policy's {d_out}; "
-                        "lower baselines.sasrec.hidden")
+        raise UserError(
+            f"item tokens: SASRec vectors have {d_in} dims, more than the policy's {d_out}; "
+            "lower baselines.sasrec.hidden"
+        )
     q, r = np.linalg.qr(np.random.default_rng(seed).standard_normal((d_out, d_in)))
     return q * np.sign(np.diag(r))  # sign fix: the same seed gives the same map whatever the LAPACK build
 
@@ -105,8 +109,13 @@ def init_item_embeddings(model, tokenizer, table: pl.DataFrame, seed: int) -> di
         out = model.get_output_embeddings()
         if out is not None and out.weight.data_ptr() != emb.data_ptr():
             out.weight[index] = rows.to(out.weight.dtype)
-    return {"item_tokens": len(ids), "item_tokens_from_sasrec": int(have.sum()),
-            "item_tokens_title_fallback": int((~have).sum()), "vocab_before": n_old, "vocab_after": len(tokenizer)}
+    return {
+        "item_tokens": len(ids),
+        "item_tokens_from_sasrec": int(have.sum()),
+        "item_tokens_title_fallback": int((~have).sum()),
+        "vocab_before": n_old,
+        "vocab_after": len(tokenizer),
+    }
 
 
 def head_reads_trained_rows(model) -> None:
@@ -118,8 +127,12 @@ def head_reads_trained_rows(model) -> None:
     adapter = getattr(head, "token_adapter", None)
     if adapter is None or getattr(type(head), "reads_trained_rows", False):
         return
-    head.__class__ = type(type(head).__name__, (type(head),), {
-        "reads_trained_rows": True,
-        "weight": property(lambda self: self.token_adapter.get_merged_weights(self.token_adapter.active_adapters)),
-        "bias": property(lambda self: getattr(self.token_adapter.base_layer, "bias", None)),
-    })
+    head.__class__ = type(
+        type(head).__name__,
+        (type(head),),
+        {
+            "reads_trained_rows": True,
+            "weight": property(lambda self: self.token_adapter.get_merged_weights(self.token_adapter.active_adapters)),
+            "bias": property(lambda self: getattr(self.token_adapter.base_layer, "bias", None)),
+        },
+    )

@@ -30,19 +30,32 @@ def _shape(config) -> dict:
     c = text_config(config)
     heads = c.num_attention_heads
     head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
-    return {"h": c.hidden_size, "inter": c.intermediate_size, "layers": c.num_hidden_layers, "vocab": c.vocab_size,
-            "q": heads * head_dim, "kv": getattr(c, "num_key_value_heads", heads) * head_dim, "head_dim": head_dim,
-            "tied": bool(getattr(c, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False)),
-            "qk_norm": c.model_type.startswith("qwen3"), "bias": bool(getattr(c, "attention_bias", False))
-            or c.model_type == "qwen2"}
+    return {
+        "h": c.hidden_size,
+        "inter": c.intermediate_size,
+        "layers": c.num_hidden_layers,
+        "vocab": c.vocab_size,
+        "q": heads * head_dim,
+        "kv": getattr(c, "num_key_value_heads", heads) * head_dim,
+        "head_dim": head_dim,
+        "tied": bool(getattr(c, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False)),
+        "qk_norm": c.model_type.startswith("qwen3"),
+        "bias": bool(getattr(c, "attention_bias", False)) or c.model_type == "qwen2",
+    }
 
 
 def linear_shapes(config) -> dict[str, tuple[int, int]]:
     """(in, out) of each linear module of one decoder layer."""
     s = _shape(config)
-    return {"q_proj": (s["h"], s["q"]), "k_proj": (s["h"], s["kv"]), "v_proj": (s["h"], s["kv"]),
-            "o_proj": (s["q"], s["h"]), "gate_proj": (s["h"], s["inter"]), "up_proj": (s["h"], s["inter"]),
-            "down_proj": (s["inter"], s["h"])}
+    return {
+        "q_proj": (s["h"], s["q"]),
+        "k_proj": (s["h"], s["kv"]),
+        "v_proj": (s["h"], s["kv"]),
+        "o_proj": (s["q"], s["h"]),
+        "gate_proj": (s["h"], s["inter"]),
+        "up_proj": (s["h"], s["inter"]),
+        "down_proj": (s["inter"], s["h"]),
+    }
 
 
 def n_params(config) -> int:
@@ -74,8 +87,9 @@ def saved_per_token(config, lora_r: int = 0, lora_targets: int = 0) -> int:
     return 4 * s["h"] + attention + 4 * s["inter"] + lora_r * lora_targets
 
 
-def training_need(config, dtype_bytes: int, lora, batch_size: int, seq_len: int, checkpointing: bool = False,
-                  vllm_bytes: int = 0) -> dict[str, int]:
+def training_need(
+    config, dtype_bytes: int, lora, batch_size: int, seq_len: int, checkpointing: bool = False, vllm_bytes: int = 0
+) -> dict[str, int]:
     """Bytes per part of one training step with a LoRA on a frozen base (see the module docstring)."""
     s = _shape(config)
     tokens = batch_size * seq_len
@@ -106,12 +120,15 @@ def describe(need: dict[str, int]) -> str:
 def check_fits(need: dict[str, int], total_bytes: int, stage: str, advice: str) -> None:
     """One line naming the estimate, the GPU and the params to change, when the estimate exceeds the GPU."""
     if sum(need.values()) > total_bytes:
-        raise UserError(f"{stage}: this configuration needs ~{describe(need)} of GPU memory; the visible GPU has "
-                        f"{total_bytes / GIB:.1f} GiB: change {advice} (estimate: mllmrec.training.memory)")
+        raise UserError(
+            f"{stage}: this configuration needs ~{describe(need)} of GPU memory; the visible GPU has "
+            f"{total_bytes / GIB:.1f} GiB: change {advice} (estimate: mllmrec.training.memory)"
+        )
 
 
-def _check_on_cuda(model_path: str, revision: str, stage: str, advice: str, vllm_share: float, vllm_param: str,
-                   estimate) -> dict | None:
+def _check_on_cuda(
+    model_path: str, revision: str, stage: str, advice: str, vllm_share: float, vllm_param: str, estimate
+) -> dict | None:
     """On CUDA, before any weights load: `estimate(config, total_bytes)` -> parts; printed, checked against the GPU
     and, with a vLLM share, against what that share must hold (the weights). None elsewhere (CPU RAM is not checked)."""
     import torch
@@ -126,26 +143,51 @@ def _check_on_cuda(model_path: str, revision: str, stage: str, advice: str, vllm
     print(f"{stage}: estimated GPU memory {describe(need)} of {total / GIB:.1f} GiB", flush=True)
     check_fits(need, total, stage, advice)
     if vllm_share and need["weights"] > vllm_share * total:
-        raise UserError(f"{stage}: the vLLM share ({vllm_share} x {total / GIB:.1f} GiB) cannot hold the "
-                        f"{need['weights'] / GIB:.1f} GiB of weights: raise {vllm_param}")
+        raise UserError(
+            f"{stage}: the vLLM share ({vllm_share} x {total / GIB:.1f} GiB) cannot hold the "
+            f"{need['weights'] / GIB:.1f} GiB of weights: raise {vllm_param}"
+        )
     return need
 
 
-def check_cuda_training(model_path: str, revision: str, dtype, lora, batch_size: int, seq_len: int,
-                        checkpointing: bool, stage: str, advice: str, vllm_share: float = 0.0) -> dict | None:
+def check_cuda_training(
+    model_path: str,
+    revision: str,
+    dtype,
+    lora,
+    batch_size: int,
+    seq_len: int,
+    checkpointing: bool,
+    stage: str,
+    advice: str,
+    vllm_share: float = 0.0,
+) -> dict | None:
     """sft / grpo: the training step's parts (training_need), a colocated vLLM share included."""
     import torch
 
-    return _check_on_cuda(model_path, revision, stage, advice, vllm_share, "grpo.vllm_gpu_memory_utilization",
-                          lambda config, total: training_need(config, torch.finfo(dtype).bits // 8, lora, batch_size,
-                                                              seq_len, checkpointing, int(vllm_share * total)))
+    return _check_on_cuda(
+        model_path,
+        revision,
+        stage,
+        advice,
+        vllm_share,
+        "grpo.vllm_gpu_memory_utilization",
+        lambda config, total: training_need(
+            config, torch.finfo(dtype).bits // 8, lora, batch_size, seq_len, checkpointing, int(vllm_share * total)
+        ),
+    )
 
 
 def check_cuda_inference(model_path: str, revision: str, dtype, vllm_share: float, stage: str) -> dict | None:
     """evaluate: the weights (+ overhead) must fit the GPU, and a vLLM engine's share must hold them."""
     import torch
 
-    return _check_on_cuda(model_path, revision, stage, "models.policy.dtype or the policy model", vllm_share,
-                          "models.policy.gpu_memory_utilization",
-                          lambda config, _: {"weights": n_params(config) * (torch.finfo(dtype).bits // 8),
-                                             "overhead": GIB})
+    return _check_on_cuda(
+        model_path,
+        revision,
+        stage,
+        "models.policy.dtype or the policy model",
+        vllm_share,
+        "models.policy.gpu_memory_utilization",
+        lambda config, _: {"weights": n_params(config) * (torch.finfo(dtype).bits // 8), "overhead": GIB},
+    )

@@ -34,8 +34,10 @@ def valid_subset(split_dir: Path, params: MonitorParams) -> pl.DataFrame | None:
     cands = read_parquet(split_dir / f"candidates_n{params.num_negatives}.parquet", "split")
     valid = cands.filter(pl.col("split") == "valid")
     if params.samples > valid.height:
-        raise UserError(f"params.yaml: monitor.samples = {params.samples} but the valid split of "
-                        f"candidates_n{params.num_negatives}.parquet has {valid.height} samples; lower it")
+        raise UserError(
+            f"params.yaml: monitor.samples = {params.samples} but the valid split of "
+            f"candidates_n{params.num_negatives}.parquet has {valid.height} samples; lower it"
+        )
     return seeded_subset(valid, params.samples, params.seed)
 
 
@@ -44,8 +46,10 @@ def train_subset(samples: pl.DataFrame, params: MonitorParams) -> pl.DataFrame |
     if not params.every or not params.train_samples:
         return None
     if params.train_samples > samples.height:
-        raise UserError(f"params.yaml: monitor.train_samples = {params.train_samples} but the stage trains on "
-                        f"{samples.height} samples; lower it")
+        raise UserError(
+            f"params.yaml: monitor.train_samples = {params.train_samples} but the stage trains on "
+            f"{samples.height} samples; lower it"
+        )
     return seeded_subset(samples, params.train_samples, params.seed)
 
 
@@ -56,9 +60,15 @@ def target_ranks(ranked: list[list[str]], targets: list[str]) -> np.ndarray:
 def valid_rows(log_history: list[dict], ks: list[int]) -> list[dict]:
     """The monitor's points only (step, epoch, valid [and train] HR@K / NDCG@K): no blank cells at steps it skipped."""
     cols = [f"{split}_{m}@{k}" for split in ("valid", "train") for m in ("HR", "NDCG") for k in ks]
-    rows = {int(h["step"]): {"step": int(h["step"]), "epoch": round(h.get("epoch") or 0.0, 4),
-                             **{c: round(h[c], 6) for c in cols if c in h}}
-            for h in log_history if cols[0] in h}
+    rows = {
+        int(h["step"]): {
+            "step": int(h["step"]),
+            "epoch": round(h.get("epoch") or 0.0, 4),
+            **{c: round(h[c], 6) for c in cols if c in h},
+        }
+        for h in log_history
+        if cols[0] in h
+    }
     return [rows[s] for s in sorted(rows)]
 
 
@@ -66,8 +76,17 @@ class ValidMonitor(TrainerCallback):
     """Valid HR@K by likelihood ranking every `params.every` steps, at step 0 and at the end (see module docstring);
     `train`: the train_subset ranked at the same steps (or None)."""
 
-    def __init__(self, valid: pl.DataFrame | None, texts, tokenizer, prompt_params, enable_thinking,
-                 params: MonitorParams, stage: str, train: pl.DataFrame | None = None):
+    def __init__(
+        self,
+        valid: pl.DataFrame | None,
+        texts,
+        tokenizer,
+        prompt_params,
+        enable_thinking,
+        params: MonitorParams,
+        stage: str,
+        train: pl.DataFrame | None = None,
+    ):
         self.valid, self.train, self.texts, self.tok = valid, train, texts, tokenizer
         self.prompt, self.thinking, self.p, self.stage = prompt_params, enable_thinking, params, stage
         self.eval_seconds = 0.0
@@ -105,8 +124,9 @@ class ValidMonitor(TrainerCallback):
         was_training = model.training
         model.eval()
         with torch.no_grad():
-            preds = likelihood_predictions(model, self.tok, mine, self.texts, self.prompt, self.thinking,
-                                           self.p.max_tokens)
+            preds = likelihood_predictions(
+                model, self.tok, mine, self.texts, self.prompt, self.thinking, self.p.max_tokens
+            )
         model.train(was_training)
         merged = merge_shards(preds, frame, ps.num_processes)
         ranks = target_ranks(merged["ranked"].to_list(), merged["target"].to_list())

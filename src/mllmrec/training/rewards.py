@@ -78,8 +78,9 @@ def parse(completion, candidates, max_answers: int = 1) -> Parsed:
         return Parsed([], False, "error")
 
 
-def paper_reward(completion, candidates, target, bad_format: float = -1.0, hit: float = 1.0,
-                 valid_miss: float = 0.3) -> float:
+def paper_reward(
+    completion, candidates, target, bad_format: float = -1.0, hit: float = 1.0, valid_miss: float = 0.3
+) -> float:
     """The paper's reward: −1 bad format, +1 hit, +0.3 valid miss."""
     p = parse(completion, candidates, 1)
     if not p.ok:
@@ -87,8 +88,15 @@ def paper_reward(completion, candidates, target, bad_format: float = -1.0, hit: 
     return float(hit) if p.ids[0] == str(target) else float(valid_miss)
 
 
-def rank_aware_reward(completion, candidates, target, bad_format: float = -1.0, hit: float = 1.0,
-                      valid_miss: float = 0.3, max_answers: int = 3) -> float:
+def rank_aware_reward(
+    completion,
+    candidates,
+    target,
+    bad_format: float = -1.0,
+    hit: float = 1.0,
+    valid_miss: float = 0.3,
+    max_answers: int = 3,
+) -> float:
     """NDCG-style reward for a ranked answer of up to `max_answers` candidates.
 
     >>> rank_aware_reward("[ITEM_7] Up\\n[ITEM_5] Heat", ["5", "7", "9"], "5")  # hit at rank 1: 1/log2(3)
@@ -139,6 +147,7 @@ def trl_reward_funcs(kind: str, bad_format: float, hit: float, valid_miss: float
     """
     funcs = []
     for name, fn in components(kind, bad_format, hit, valid_miss, max_answers).items():
+
         def reward(prompts=None, completions=None, candidates=None, target=None, _fn=fn, **kwargs) -> list[float]:
             n = len(completions or [])
             cands = candidates if candidates is not None else [[]] * n

@@ -35,18 +35,27 @@ from mllmrec.training.memory import check_cuda_training
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor"}
 
 
-def sft_examples(samples: pl.DataFrame, texts: dict[str, ItemText], tokenizer, prompt_params: PromptParams,
-                 enable_thinking: bool | None) -> list[dict]:
+def sft_examples(
+    samples: pl.DataFrame,
+    texts: dict[str, ItemText],
+    tokenizer,
+    prompt_params: PromptParams,
+    enable_thinking: bool | None,
+) -> list[dict]:
     """One {sample_id, prompt, completion} per augment row; the CoT goes into the prompt only where has_cot."""
     out = []
     for row in samples.iter_rows(named=True):
         cot = row["cot"] if row.get("has_cot") else None
         messages = build_messages(row, texts, prompt_params, cot=cot)
-        out.append({
-            "sample_id": row["sample_id"],
-            "prompt": render_prompt(tokenizer, messages, enable_thinking),
-            "completion": render_completion(tokenizer, messages, answer_line(row["target"], texts), enable_thinking),
-        })
+        out.append(
+            {
+                "sample_id": row["sample_id"],
+                "prompt": render_prompt(tokenizer, messages, enable_thinking),
+                "completion": render_completion(
+                    tokenizer, messages, answer_line(row["target"], texts), enable_thinking
+                ),
+            }
+        )
     return out
 
 
@@ -67,8 +76,9 @@ def fingerprint(rows: list[dict], model: str, revision: str, params: SftParams, 
     """What a checkpoint was trained on: data tokens, base model, training params, the item-token rows' start
     (`start`, mllmrec.training.item_tokens.table_digest). Resume only on a match."""
     h = hashlib.sha256()
-    h.update(json.dumps([model, revision, params.model_dump(exclude=_NOT_FINGERPRINTED), start],
-                        sort_keys=True).encode())
+    h.update(
+        json.dumps([model, revision, params.model_dump(exclude=_NOT_FINGERPRINTED), start], sort_keys=True).encode()
+    )
     for r in rows:
         h.update(json.dumps([r["input_ids"], r["completion_mask"]]).encode())
     return h.hexdigest()
@@ -76,21 +86,27 @@ def fingerprint(rows: list[dict], model: str, revision: str, params: SftParams, 
 
 def last_checkpoint(ckpt_dir: Path) -> Path | None:
     """Newest complete checkpoint: trainer_state.json is written last, so a kill mid-save leaves one without it."""
-    done = [p for p in ckpt_dir.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()
-            and (p / "trainer_state.json").exists()]
+    done = [
+        p
+        for p in ckpt_dir.glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").exists()
+    ]
     return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def check_budget(stage: str, max_steps: int | None, per_step: int, epochs: float, available: int, unit: str) -> None:
     """max_steps overrides epochs in Trainer: refuse a step budget that needs more passes than `epochs` allows."""
     if max_steps and max_steps * per_step > epochs * available:
-        raise UserError(f"params.yaml: {stage}.max_steps = {max_steps} steps × {per_step} {unit} per step = "
-                        f"{max_steps * per_step} {unit}, more than {stage}.epochs = {epochs} × {available} {unit} "
-                        f"in the data; lower {stage}.max_steps or raise {stage}.epochs")
+        raise UserError(
+            f"params.yaml: {stage}.max_steps = {max_steps} steps × {per_step} {unit} per step = "
+            f"{max_steps * per_step} {unit}, more than {stage}.epochs = {epochs} × {available} {unit} "
+            f"in the data; lower {stage}.max_steps or raise {stage}.epochs"
+        )
 
 
-def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None, stage: str = "sft",
-                        run_files: tuple[str, ...] = ()) -> Path | None:
+def prepare_checkpoints(
+    ckpt_dir: Path, fp: str, max_steps: int | None = None, stage: str = "sft", run_files: tuple[str, ...] = ()
+) -> Path | None:
     """The checkpoint to resume from (main process only; SFT and GRPO), or None after clearing the run's checkpoints
     and `run_files` (files in ckpt_dir that belong to the run): when they are of a different run (the fingerprint
     changed), or of a finished one. A finished run is trained again rather than resumed: resuming one made TRL 1.16's
@@ -99,8 +115,11 @@ def prepare_checkpoints(ckpt_dir: Path, fp: str, max_steps: int | None = None, s
     old = json.loads(stamp.read_text())["fingerprint"] if stamp.exists() else None
     if old == fp:
         resume = last_checkpoint(ckpt_dir)
-        if resume is None or not max_steps or (
-                json.loads((resume / "trainer_state.json").read_text())["global_step"] < max_steps):
+        if (
+            resume is None
+            or not max_steps
+            or (json.loads((resume / "trainer_state.json").read_text())["global_step"] < max_steps)
+        ):
             return resume
         print(f"{stage}: {resume} already reached max_steps = {max_steps}: training the run again")
     elif any(ckpt_dir.glob("checkpoint-*")):
@@ -137,8 +156,16 @@ def training_dtype(name: str):
 
 def loss_rows(log_history: list[dict]) -> list[dict]:
     """Train-loss points from Trainer's log history (restored on resume, so a resumed run plots the whole curve)."""
-    return [{"step": h["step"], "epoch": round(h.get("epoch", 0.0), 4), "loss": h["loss"],
-             "learning_rate": h.get("learning_rate")} for h in log_history if "loss" in h]
+    return [
+        {
+            "step": h["step"],
+            "epoch": round(h.get("epoch", 0.0), 4),
+            "loss": h["loss"],
+            "learning_rate": h.get("learning_rate"),
+        }
+        for h in log_history
+        if "loss" in h
+    ]
 
 
 def cpu_speed_trainer(base, forward_method: str):
@@ -157,6 +184,7 @@ def cpu_speed_trainer(base, forward_method: str):
 
     use_triton = trl_utils._use_triton
     if not getattr(use_triton, "compact_on_cpu", False):
+
         def compact(device):
             return device.type == "cpu" or use_triton(device)
 
@@ -164,8 +192,11 @@ def cpu_speed_trainer(base, forward_method: str):
         trl_utils._use_triton = compact  # only the head's compact-or-not choice reads this name; kernels keep theirs
 
     def forward(self, model, *args, **kwargs):
-        layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")
-                  ] if self.accelerator.native_amp else []
+        layers = (
+            [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+            if self.accelerator.native_amp
+            else []
+        )
         before = [m.cast_input_dtype_enabled for m in layers]
         try:
             for m in layers:
@@ -178,9 +209,17 @@ def cpu_speed_trainer(base, forward_method: str):
     return type(base.__name__, (base,), {forward_method: forward})
 
 
-def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, params: SftParams, out_dir: Path,
-              notes: dict | None = None, callbacks: list | None = None, item_table: pl.DataFrame | None = None
-              ) -> dict:
+def train_sft(
+    rows: list[dict],
+    model_path: str,
+    revision: str,
+    tokenizer,
+    params: SftParams,
+    out_dir: Path,
+    notes: dict | None = None,
+    callbacks: list | None = None,
+    item_table: pl.DataFrame | None = None,
+) -> dict:
     """Train (resuming if possible), merge the LoRA, save model + tokenizer to out_dir. Returns run info.
 
     `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info; `callbacks` go to the
@@ -218,10 +257,17 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     if resume:
         print(f"sft: resuming from {resume} (step {resumed_step})")
 
-    check_cuda_training(model_path, revision, dtype, params.lora, params.batch_size,
-                        max(len(r["input_ids"]) for r in rows), params.gradient_checkpointing, "sft",
-                        "sft.batch_size (raise grad_accum to keep the batch), sft.max_length or "
-                        "sft.gradient_checkpointing: true")  # CUDA only: before any weights load
+    check_cuda_training(
+        model_path,
+        revision,
+        dtype,
+        params.lora,
+        params.batch_size,
+        max(len(r["input_ids"]) for r in rows),
+        params.gradient_checkpointing,
+        "sft",
+        "sft.batch_size (raise grad_accum to keep the batch), sft.max_length or sft.gradient_checkpointing: true",
+    )  # CUDA only: before any weights load
     model = AutoModelForCausalLM.from_pretrained(model_path, revision=revision or None, dtype=dtype)
     item_info = init_item_embeddings(model, tokenizer, item_table, params.seed) if items else {}
     bf16 = dtype == torch.bfloat16
@@ -236,11 +282,15 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
         lr_scheduler_type=params.scheduler,
         completion_only_loss=params.loss == "completion",
         max_length=params.max_length,  # rows are already within it (tokenize_examples)
-        bf16=bf16, fp16=False,  # TRL's bf16=None would turn on bf16 autocast on CPU too
+        bf16=bf16,
+        fp16=False,  # TRL's bf16=None would turn on bf16 autocast on CPU too
         activation_checkpointing=params.gradient_checkpointing,  # TRL defaults it on; slow on CPU
-        save_strategy="steps", save_steps=params.save_steps, save_total_limit=params.save_total_limit,
+        save_strategy="steps",
+        save_steps=params.save_steps,
+        save_total_limit=params.save_total_limit,
         logging_steps=params.logging_steps,
-        seed=params.seed, data_seed=params.seed,
+        seed=params.seed,
+        data_seed=params.seed,
         report_to="none",
         use_cpu=not torch.cuda.is_available(),  # also lets bf16 train on CPUs that compute it natively
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -248,28 +298,50 @@ def train_sft(rows: list[dict], model_path: str, revision: str, tokenizer, param
     # sft.item_rows = trained: the item rows train as PEFT trainable tokens (tied output rows follow), merged with the
     # LoRA; frozen: they stay at their start, in the base weights the LoRA is merged into
     trained_rows = items and params.item_rows == "trained"
-    token_rows = {"trainable_token_indices": add_item_tokens(tokenizer, item_table["item_id"].to_list())
-                  } if trained_rows else {}
-    lora = LoraConfig(r=params.lora.r, lora_alpha=params.lora.alpha, lora_dropout=params.lora.dropout,
-                      target_modules=params.lora.target_modules, task_type="CAUSAL_LM", **token_rows)
+    token_rows = (
+        {"trainable_token_indices": add_item_tokens(tokenizer, item_table["item_id"].to_list())} if trained_rows else {}
+    )
+    lora = LoraConfig(
+        r=params.lora.r,
+        lora_alpha=params.lora.alpha,
+        lora_dropout=params.lora.dropout,
+        target_modules=params.lora.target_modules,
+        task_type="CAUSAL_LM",
+        **token_rows,
+    )
     trainer = cpu_speed_trainer(SFTTrainer, "compute_loss")(
-        model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, peft_config=lora,
-        callbacks=callbacks)
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=callbacks,
+    )
     if trained_rows:
         head_reads_trained_rows(trainer.model)
     t0 = time.time()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     train_s = time.time() - t0
 
-    info = {"base_model": model_path, "revision": revision, "dtype": str(dtype).removeprefix("torch."),
-            "examples": len(rows), "global_step": trainer.state.global_step, "resumed_from_step": resumed_step,
-            "train_seconds": round(train_s, 1), **item_info, **(notes or {}), "environment": versions(),
-            "loss": loss_rows(trainer.state.log_history),
-            "valid_curve": valid_rows(trainer.state.log_history, params.monitor.ks)}
+    info = {
+        "base_model": model_path,
+        "revision": revision,
+        "dtype": str(dtype).removeprefix("torch."),
+        "examples": len(rows),
+        "global_step": trainer.state.global_step,
+        "resumed_from_step": resumed_step,
+        "train_seconds": round(train_s, 1),
+        **item_info,
+        **(notes or {}),
+        "environment": versions(),
+        "loss": loss_rows(trainer.state.log_history),
+        "valid_curve": valid_rows(trainer.state.log_history, params.monitor.ks),
+    }
     info["main_process"] = trainer.is_world_process_zero()  # only it writes outputs (multi-process launches)
     if info["main_process"]:
         skip = {"loss", "valid_curve", "main_process"}  # plots of their own
-        save_merged(trainer.model, tokenizer, dtype, out_dir, "sft_info.json",
-                    {k: v for k, v in info.items() if k not in skip})
+        save_merged(
+            trainer.model, tokenizer, dtype, out_dir, "sft_info.json", {k: v for k, v in info.items() if k not in skip}
+        )
     state.wait_for_everyone()
     return info
