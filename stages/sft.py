@@ -52,7 +52,9 @@ def main(
     tokenizer = AutoTokenizer.from_pretrained(policy.model, revision=policy.revision or None)
     add_item_tokens(tokenizer, item_table["item_id"].to_list())  # before any prompt is tokenized; none: no-op
     examples = sft_examples(samples, texts, tokenizer, prompt, policy.enable_thinking)
-    rows, skipped = tokenize_examples(examples, tokenizer, params.max_length)
+    rows, skipped = tokenize_examples(
+        examples, tokenizer, params.max_length, params.loss == "completion_and_history_items"
+    )
     lengths = sorted(len(r["input_ids"]) for r in rows)
     print(
         f"sft: {len(rows)} examples ({int(samples['has_cot'].sum())} with CoT), {len(skipped)} skipped as longer "

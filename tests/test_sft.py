@@ -65,6 +65,30 @@ def test_prompt_tokens_equal_renderer_and_completion_ends_once(tiny_lm_dir):
     assert tokenize_examples(examples, tok, max_length=50)[1] == s["sample_id"].to_list()  # counted, not cut
 
 
+def test_history_item_loss_marks_each_history_item_after_the_first(tiny_lm_dir):
+    """sft.loss completion_and_history_items: the loss sits on the answer and on history items 2..n (each predicted
+    from the items before it), never on the first history item, the candidates or the CoT's text."""
+    from transformers import AutoTokenizer
+
+    from mllmrec.errors import UserError
+    from mllmrec.training.item_tokens import add_item_tokens
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    s, texts, pp = samples(), load_item_texts(items(), None), PromptParams(captions="none")
+    with pytest.raises(UserError, match="item_tokens.enabled"):  # a title's first subword is no item prediction
+        tokenize_examples(sft_examples(s, texts, tok, pp, None), tok, 4096, history_item_loss=True)
+    add_item_tokens(tok, items()["item_id"].to_list())
+    examples = sft_examples(s, texts, tok, pp, None)
+    plain, _ = tokenize_examples(examples, tok, 4096)
+    rows, _ = tokenize_examples(examples, tok, 4096, history_item_loss=True)
+    for row, r, p in zip(s.iter_rows(named=True), rows, plain):
+        assert r["input_ids"] == p["input_ids"]
+        n = p["completion_mask"].index(1)  # where the completion starts
+        assert r["completion_mask"][n:] == p["completion_mask"][n:]
+        marked = [tok.decode([t]) for t, m in zip(r["input_ids"][:n], r["completion_mask"][:n]) if m]
+        assert marked == [f"[ITEM_{i}]" for i in row["history"][1:]]
+
+
 def test_trl_keeps_our_tokens_and_masks_the_prompt(tiny_lm_dir, tmp_path):
     """TRL gets a tokenized dataset: no second template, no extra EOS, labels only on the completion."""
     from datasets import Dataset

@@ -557,7 +557,9 @@ class SftParams(Section):
     """`sft`: TRL SFTTrainer + PEFT LoRA on `models.policy.model`, merged into models/sft (paper: Qwen3-4B)."""
 
     lora: LoraParams = LoraParams()
-    loss: Literal["completion", "all"] = "completion"  # completion: the answer (+ end of turn) only
+    # completion: the answer (+ end of turn) only; all: prompt tokens too; completion_and_history_items: the answer and
+    # every history item token after the first (needs item tokens: the next-item objective at every history position)
+    loss: Literal["completion", "all", "completion_and_history_items"] = "completion"
     # collaborative item tokens (data/item_tokens, stages/item_tokens.py): their embedding rows stay at the projected
     # SASRec vectors (frozen: the LoRA learns to read them; generalises to items SFT never saw) or train with the LoRA
     item_rows: Literal["frozen", "trained"] = "frozen"

@@ -28,7 +28,7 @@ from mllmrec.config import PromptParams, SftParams
 from mllmrec.environment import versions
 from mllmrec.errors import UserError
 from mllmrec.io import atomic_dir
-from mllmrec.prompts import ItemText, answer_line, build_messages, render_completion, render_prompt
+from mllmrec.prompts import ItemText, answer_line, build_messages, item_token_ids, render_completion, render_prompt
 from mllmrec.training.memory import check_cuda_training
 
 # params that change how often we save/log, not what is learned: editing them keeps the checkpoints resumable
@@ -50,6 +50,7 @@ def sft_examples(
         out.append(
             {
                 "sample_id": row["sample_id"],
+                "history_items": len(row["history"]),
                 "prompt": render_prompt(tokenizer, messages, enable_thinking),
                 "completion": render_completion(
                     tokenizer, messages, answer_line(row["target"], texts), enable_thinking
@@ -59,8 +60,21 @@ def sft_examples(
     return out
 
 
-def tokenize_examples(examples: list[dict], tokenizer, max_length: int) -> tuple[list[dict], list[str]]:
-    """(rows with input_ids + completion_mask, sample_ids skipped for exceeding max_length)."""
+def tokenize_examples(
+    examples: list[dict], tokenizer, max_length: int, history_item_loss: bool = False
+) -> tuple[list[dict], list[str]]:
+    """(rows with input_ids + completion_mask, sample_ids skipped for exceeding max_length).
+
+    `history_item_loss` (sft.loss: completion_and_history_items) also puts the loss on every history item token
+    after the first, each predicted from the items before it: SASRec's next-item objective at every position of the
+    history, ~history-length more item targets per forward at no extra compute. It needs collaborative item tokens
+    (one token per item: a title's first subword is not an item prediction)."""
+    item_ids = set(item_token_ids(tokenizer).values()) if history_item_loss else set()
+    if history_item_loss and not item_ids:
+        raise UserError(
+            "params.yaml: sft.loss = completion_and_history_items needs collaborative item tokens "
+            "(item_tokens.enabled: true); use sft.loss: completion"
+        )
     rows, skipped = [], []
     for ex in examples:
         p = tokenizer(ex["prompt"], add_special_tokens=False)["input_ids"]
@@ -68,7 +82,13 @@ def tokenize_examples(examples: list[dict], tokenizer, max_length: int) -> tuple
         if len(p) + len(c) > max_length:  # truncating would cut the answer: skip and count instead
             skipped.append(ex["sample_id"])
             continue
-        rows.append({"input_ids": p + c, "completion_mask": [0] * len(p) + [1] * len(c)})
+        mask = [0] * len(p)
+        if item_ids:
+            # the history comes first in the prompt, so its items are the prompt's first item tokens
+            positions = [i for i, t in enumerate(p) if t in item_ids][: ex["history_items"]]
+            for i in positions[1:]:  # the first has no item before it: a popularity guess, not a sequence step
+                mask[i] = 1
+        rows.append({"input_ids": p + c, "completion_mask": mask + [1] * len(c)})
     return rows, skipped
 
 
@@ -280,7 +300,7 @@ def train_sft(
         gradient_accumulation_steps=params.grad_accum,
         warmup_steps=params.warmup,
         lr_scheduler_type=params.scheduler,
-        completion_only_loss=params.loss == "completion",
+        completion_only_loss=params.loss != "all",  # labels from completion_mask
         max_length=params.max_length,  # rows are already within it (tokenize_examples)
         bf16=bf16,
         fp16=False,  # TRL's bf16=None would turn on bf16 autocast on CPU too
