@@ -33,7 +33,7 @@ from ruamel.yaml import YAML
 
 from mllmrec.cli import run
 from mllmrec.errors import UserError
-from mllmrec.evaluation import ablation
+from mllmrec.experiments import ablation, grid
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = ROOT / "configs/ablation-arms.yaml"
@@ -75,11 +75,11 @@ def set_flag(key: str, value) -> str:
 
 def queue(arms_file: Path, presets: list[Path], only: list[str]) -> None:
     """Apply the presets, run the shared CoT stages, queue one experiment per arm (those of `only`, in its order)."""
-    reference, arms = ablation.load_arms(arms_file)
+    reference, arms = grid.load_arms(arms_file)
     unknown = [a for a in only if a not in arms]
     if unknown:
         raise UserError(f"--only {unknown}: not arms of {arms_file} ({', '.join(arms)})")
-    existing = set(ablation.experiment_refs(ROOT))
+    existing = set(grid.experiment_refs(ROOT))
     if only and reference not in only and reference not in existing:
         raise UserError(
             f"--only leaves out the reference arm {reference!r}, which has no finished experiment: the "
@@ -122,15 +122,15 @@ def queue(arms_file: Path, presets: list[Path], only: list[str]) -> None:
 
 def table(arms_file: Path, out: Path = ROOT / "metrics/ablation.md", plots: Path = ROOT / "plots/ablation") -> None:
     """The comparison table of the finished arms (markdown + DVC plot data)."""
-    reference, arms = ablation.load_arms(arms_file)
-    refs = ablation.experiment_refs(ROOT)
-    failed = ablation.failed_tasks(sh("dvc", "queue", "status", capture=True))
+    reference, arms = grid.load_arms(arms_file)
+    refs = grid.experiment_refs(ROOT)
+    failed = grid.failed_tasks(sh("dvc", "queue", "status", capture=True))
     runs = {}
     for name in arms:
         if name in refs:
-            runs[name] = ablation.read_arm(ROOT, refs[name])
+            runs[name] = grid.read_arm(ROOT, refs[name])
         elif name in failed:  # the stage's red line from the arm's log; the other arms are unaffected
-            runs[name] = {"error": "failed: " + ablation.last_error(sh("dvc", "queue", "logs", name, capture=True))}
+            runs[name] = {"error": "failed: " + grid.last_error(sh("dvc", "queue", "logs", name, capture=True))}
         else:
             runs[name] = {"error": "no finished experiment (queued, running, or not queued)"}
     text, plot_rows = ablation.report(runs, reference)

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from mllmrec.errors import UserError
-from mllmrec.evaluation.ablation import copy_rates, failed_tasks, last_error, load_arms, prompt_rewards, report
+from mllmrec.experiments.ablation import copy_rates, prompt_rewards, report
+from mllmrec.experiments.grid import failed_tasks, last_error, load_arms
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -84,7 +85,7 @@ def test_bad_arms_are_refused_before_anything_runs(tmp_path):
 
 def test_only_names_shipped_arms_and_keeps_the_reference(monkeypatch):
     # refused before presets are applied or anything runs (no experiments exist: the reference has no result)
-    monkeypatch.setattr(ablation_script.ablation, "experiment_refs", lambda root: {})
+    monkeypatch.setattr(ablation_script.grid, "experiment_refs", lambda root: {})
     monkeypatch.setattr(ablation_script, "apply", lambda *a: pytest.fail("params.yaml touched"))
     with pytest.raises(UserError, match=r"--only \['captions-hist'\]: not arms"):
         ablation_script.queue(ablation_script.ARMS, PRESETS, ["no-cot", "captions-hist"])
@@ -261,7 +262,7 @@ def test_a_bad_arm_leaves_params_yaml_untouched(tmp_path, monkeypatch):
     before = (ROOT / "params.yaml").read_bytes()
     arms = tmp_path / "arms.yaml"
     arms.write_text("reference: base\narms:\n  base: {}\n  typo: {prompt.captions: some}\n")
-    monkeypatch.setattr(ablation_script.ablation, "experiment_refs", lambda root: {})
+    monkeypatch.setattr(ablation_script.grid, "experiment_refs", lambda root: {})
     monkeypatch.setattr(ablation_script, "sh", lambda *a, **k: pytest.fail("nothing may run"))
     try:
         with pytest.raises(UserError, match="arm 'typo'"):

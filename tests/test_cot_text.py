@@ -8,17 +8,19 @@ import doctest
 import polars as pl
 import pytest
 
-from mllmrec import partcache
+from mllmrec import partcache, titles
 from mllmrec.cot import assess, leak
 from mllmrec.cot import text as cot
 from mllmrec.cot.generate import select_train_samples
-from mllmrec.cot.leak import find_leaks, scrub, scrub_caption, title_variants
+from mllmrec.cot.leak import find_leaks, scrub
 from mllmrec.cot.text import item_line, parse_steps, prediction_text
+from mllmrec.data.textualize import scrub_caption
+from mllmrec.titles import title_variants
 
 GOOD = "Step 1: dark sci-fi.\nStep 2: more of it.\nStep 3: neon; rain; noir\nStep 4: A bleak future city film."
 
 
-@pytest.mark.parametrize("mod", [cot, leak, assess, partcache])
+@pytest.mark.parametrize("mod", [cot, leak, titles, assess, partcache])
 def test_doctests(mod):
     assert doctest.testmod(mod).failed == 0
 

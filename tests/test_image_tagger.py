@@ -11,8 +11,7 @@ from PIL import Image
 from textualize_util import POSTERS, PROMPT, items_frame
 
 from mllmrec.config import EngineSpec, ImageTaggerParams
-from mllmrec.cot.leak import scrub_caption
-from mllmrec.data.textualize import textualize
+from mllmrec.data.textualize import scrub_caption, textualize
 from mllmrec.engines import GenerationRequest, SamplingParams, build_engine
 from mllmrec.engines import image_tagger as tagger_module
 from mllmrec.errors import UserError

@@ -10,8 +10,8 @@ Cache key = sha256(image sha256, model, revision, prompt, generation params). Id
 a rerun with nothing changed makes zero model calls (the engine is not even built); new items cost only their own
 calls; a new prompt, model, revision or sampling setting re-captions everything (old entries stay, so going back is
 free). Engine failures are recorded in the output but never cached, so the next run retries them. Per item, after
-the cache, every clause that restates the item's own title is removed (`mllmrec.cot.leak.scrub_caption`; counted in
-the report): the paper's captions never name the item, and posters print their titles.
+the cache, every clause that restates the item's own title is removed (`scrub_caption`, mllmrec.titles' rules;
+counted in the report): the paper's captions never name the item, and posters print their titles.
 
 Cache layout and why (DVC semantics checked in dvc 3.67's source, dvc/stage/__init__.py and dvc/stage/cache.py):
 - `cache_dir/part-<hash of its keys>.parquet`: one small Parquet file per finished batch, written atomically
@@ -30,6 +30,7 @@ Cache layout and why (DVC semantics checked in dvc 3.67's source, dvc/stage/__in
 
 import hashlib
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,10 +42,10 @@ import polars as pl
 
 from mllmrec import partcache
 from mllmrec.config import ExecutorParams
-from mllmrec.cot.leak import scrub_caption
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
 from mllmrec.executor import open_executor, report_entry
+from mllmrec.titles import mentions, spells_title_part
 
 PART_SCHEMA = {
     "cache_key": pl.String,
@@ -155,6 +156,91 @@ def caption_batch(
     return partcache.BatchOut(rows, failed, {"model_calls": len(reqs)})
 
 
+_CLAUSE = re.compile(r"(?<=[.;!?])\s+")
+_QUOTED = re.compile(r'"([^"]*)"')
+
+
+def scrub_caption(caption: str, item_id: str, title: str, fuzzy_threshold: float = 0.85) -> tuple[str, int]:
+    """Remove every clause (split at . ; ! ?) of an image caption that restates the item: quoted text that spells
+    part of its title (mllmrec.titles.spells_title_part), or an explicit mention (mllmrec.titles.mentions without
+    its fuzzy rule: a caption's own words, such as the ImageNet label "toy store" on Toy Story's poster, are near
+    misses, not mentions).
+
+    >>> scrub_caption('comic book, toy store; one face; text "toy"; text "story"; text "007"; dark', "1", "Toy Story")
+    ('comic book, toy store; one face; text "007"; dark', 2)
+    >>> scrub_caption("The poster of Toy Story shows toys. Blue sky.", "1", "Toy Story (1995)")
+    ('Blue sky.', 1)
+    """
+    keep, removed = [], 0
+    for clause in _CLAUSE.split(caption.strip()):
+        quoted = _QUOTED.findall(clause)
+        if any(spells_title_part(q, title, fuzzy_threshold) for q in quoted) or set(
+            mentions(clause, item_id, title, fuzzy_threshold)
+        ) - {"fuzzy"}:
+            removed += 1
+        elif clause:
+            keep.append(clause)
+    return " ".join(keep).rstrip(";").strip(), removed
+
+
+def _served_from_cache(cache_dir: Path, keys: dict[str, str]) -> tuple[dict[str, str], int, int]:
+    """(cache_key -> caption the cache serves, unusable cached rows, rejected cache parts) for this run's keys."""
+    rejected: Counter = Counter()
+    cached = read_cache(cache_dir, set(keys.values()), rejected)
+    usable = cached["caption"].fill_null("").str.strip_chars() != ""
+    invalid = int((~usable).sum())  # a null/blank caption in a part (edited or foreign): recomputed, never served
+    done = dict(zip(cached.filter(usable)["cache_key"], cached.filter(usable)["caption"]))
+    return done, invalid, rejected["rejected_cache_parts"]
+
+
+def _missing_images(ok: pl.DataFrame, keys: dict[str, str], done: dict[str, str], root: Path) -> dict:
+    """cache_key -> (image sha256, absolute image path): one request per distinct missing image, in item order
+    (deterministic batches -> deterministic part files)."""
+    todo: dict[str, tuple[str, str]] = {}
+    for sha, rel in ok.select("image_sha256", "image_path").iter_rows():
+        k = keys[sha]
+        if k not in done and k not in todo:
+            todo[k] = (sha, str((root / rel).resolve()))
+    return todo
+
+
+def _refuse_cache_misses(ok: pl.DataFrame, keys: dict[str, str], todo: dict, model: str) -> None:
+    """Cache-only mode (a teammate without a GPU) stops before building the engine, naming a few uncached items."""
+    first = ok.filter(pl.col("image_sha256").is_in([s for s, k in keys.items() if k in todo]))["item_id"]
+    raise UserError(
+        f"cache-only mode (MLLMREC_CACHE_ONLY): {len(todo)} image(s) have no cached caption for "
+        f"model {model} and this prompt, e.g. items {first.head(5).to_list()}; "
+        f"run `dvc pull` first or unset MLLMREC_CACHE_ONLY to caption them"
+    )
+
+
+def _item_rows(
+    items: pl.DataFrame, keys: dict[str, str], done: dict[str, str], failed: dict[str, str], stamp: dict[str, str]
+) -> tuple[pl.DataFrame, Counter, dict[str, int]]:
+    """(captions: one row per item, errors by reason, title scrub counts). `stamp`: model, revision, prompt_hash,
+    generation_params, the same on every row."""
+    errors: Counter = Counter()
+    out_rows, scrubbed, clauses = [], 0, 0
+    cols = ("item_id", "title", "image_sha256", "image_ok", "image_error")
+    for item_id, title, sha, ok_, img_err in items.select(cols).iter_rows():
+        k = keys.get(sha) if ok_ else None
+        err = (img_err or "missing") if not ok_ else failed.get(k)
+        text = done.get(k) if k and not err else None
+        if text is not None:
+            # per item, after the cache (one image can serve several items): a caption never restates its own title
+            text, n = scrub_caption(text, item_id, title or "")
+            scrubbed, clauses = scrubbed + (n > 0), clauses + n
+            if n and not text:
+                text, err = None, "title only: every clause of the caption restated the item's title"
+        if err:
+            errors[_reason(err)] += 1
+        out_rows.append(
+            {"item_id": item_id, "image_sha256": sha, "caption": text, **stamp, "error": err, "cache_key": k}
+        )
+    captions = pl.DataFrame(out_rows, schema={c: pl.String for c in OUT_COLUMNS})
+    return captions, errors, {"captions": scrubbed, "clauses": clauses}
+
+
 def textualize(
     items: pl.DataFrame,
     root: Path,
@@ -177,26 +263,11 @@ def textualize(
     gp, ph = gen_params_json(sampling), prompt_hash(prompt)
     ok = items.filter(pl.col("image_ok"))
     keys = {sha: cache_key(sha, model, revision, prompt, gp) for sha in ok["image_sha256"].unique().sort()}
-    rejected: Counter = Counter()
-    cached = read_cache(cache_dir, set(keys.values()), rejected)
-    usable = cached["caption"].fill_null("").str.strip_chars() != ""
-    invalid = int((~usable).sum())  # a null/blank caption in a part (edited or foreign): recomputed, never served
-    done: dict[str, str] = dict(zip(cached.filter(usable)["cache_key"], cached.filter(usable)["caption"]))
-
-    # one request per distinct missing image, in item order (deterministic batches -> deterministic part files)
-    todo: dict[str, tuple[str, str]] = {}  # cache_key -> (image sha256, absolute image path)
-    for sha, rel in ok.select("image_sha256", "image_path").iter_rows():
-        k = keys[sha]
-        if k not in done and k not in todo:
-            todo[k] = (sha, str((root / rel).resolve()))
+    done, invalid, rejected = _served_from_cache(cache_dir, keys)
+    todo = _missing_images(ok, keys, done, root)
     hits = len(keys) - len(todo)
     if todo and cache_only:
-        first = ok.filter(pl.col("image_sha256").is_in([s for s, k in keys.items() if k in todo]))["item_id"]
-        raise UserError(
-            f"cache-only mode (MLLMREC_CACHE_ONLY): {len(todo)} image(s) have no cached caption for "
-            f"model {model}@{revision or '-'} and this prompt, e.g. items {first.head(5).to_list()}; "
-            f"run `dvc pull` first or unset MLLMREC_CACHE_ONLY to caption them"
-        )
+        _refuse_cache_misses(ok, keys, todo, f"{model}@{revision or '-'}")
 
     compute = partial(caption_batch, prompt=prompt, sampling=sampling, model=model, revision=revision)
     with open_executor(executor, make_engine) as ex:
@@ -212,35 +283,8 @@ def textualize(
     done.update({k: row["caption"] for k, row in new.rows.items()})
     failed, calls = new.failed, new.counts["model_calls"]  # failed: cache_key -> error (never cached: retried next run)
 
-    errors: Counter = Counter()
-    out_rows, scrubbed, clauses = [], 0, 0
-    cols = ("item_id", "title", "image_sha256", "image_ok", "image_error")
-    for item_id, title, sha, ok_, img_err in items.select(cols).iter_rows():
-        k = keys.get(sha) if ok_ else None
-        err = (img_err or "missing") if not ok_ else failed.get(k)
-        text = done.get(k) if k and not err else None
-        if text is not None:
-            # per item, after the cache (one image can serve several items): a caption never restates its own title
-            text, n = scrub_caption(text, item_id, title or "")
-            scrubbed, clauses = scrubbed + (n > 0), clauses + n
-            if n and not text:
-                text, err = None, "title only: every clause of the caption restated the item's title"
-        if err:
-            errors[_reason(err)] += 1
-        out_rows.append(
-            {
-                "item_id": item_id,
-                "image_sha256": sha,
-                "caption": text,
-                "model": model,
-                "revision": revision,
-                "prompt_hash": ph,
-                "generation_params": gp,
-                "error": err,
-                "cache_key": k,
-            }
-        )
-    captions = pl.DataFrame(out_rows, schema={c: pl.String for c in OUT_COLUMNS})
+    stamp = {"model": model, "revision": revision, "prompt_hash": ph, "generation_params": gp}
+    captions, errors, scrubbed = _item_rows(items, keys, done, failed, stamp)
     secs = time.perf_counter() - t0
     report = {
         "items": items.height,
@@ -248,12 +292,12 @@ def textualize(
         "unique_images": len(keys),
         "cache_hits": hits,
         "invalid_cache_rows": invalid,
-        "rejected_cache_parts": rejected["rejected_cache_parts"],  # failed verification: set aside, recomputed
+        "rejected_cache_parts": rejected,  # failed verification: set aside, recomputed
         "model_calls": calls,
         "engine_built": bool(todo),
         "parts_written": new.parts,
         "stale_temp_files_removed": stale,
-        "title_scrubbed": {"captions": scrubbed, "clauses": clauses},  # title text removed (mostly OCR of the poster)
+        "title_scrubbed": scrubbed,  # title text removed (mostly OCR of the poster)
         "errors": dict(sorted(errors.items())),
         "error_examples": captions.filter(pl.col("error").is_not_null()).head(5).select("item_id", "error").rows(),
         "model": model,
