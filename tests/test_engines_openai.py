@@ -34,6 +34,7 @@ class FaultServer:
     def __init__(self):
         self.attempts: dict[str, int] = {}
         self.auth_seen: set[str] = set()
+        self.header_names: set[str] = set()  # every header any request carried (lower case)
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         srv = self
@@ -42,6 +43,7 @@ class FaultServer:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 srv.auth_seen.add(self.headers.get("Authorization", ""))
+                srv.header_names |= {k.lower() for k in self.headers}
                 key = body["messages"][-1]["content"]
                 key = key if isinstance(key, str) else "image:" + str(len(key))
                 mode = key.split(":")[0]
@@ -209,6 +211,17 @@ def test_missing_key_env_and_key_in_params_are_user_errors(monkeypatch):
     with pytest.raises(UserError, match="NAME of an environment variable") as e:
         _spec("http://127.0.0.1:9/v1", api_key_env=SECRET)
     assert SECRET not in str(e.value)
+
+
+def test_without_a_key_no_authorization_and_no_openai_env_var_reaches_the_server(fault_server, monkeypatch):
+    """The SDK reads OPENAI_API_KEY / OPENAI_ORG_ID / OPENAI_PROJECT_ID by itself: none may reach another host."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-NOT-FOR-THIS-HOST")
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-x")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj-x")
+    res = build_engine(_spec(fault_server.url, api_key_env=None)).generate([_req("ok:1")])
+    assert res[0].text == "echo ok:1"
+    assert fault_server.auth_seen == {""}  # no Authorization header at all
+    assert not fault_server.header_names & {"openai-organization", "openai-project"}
 
 
 def test_unreachable_endpoint_is_recorded_not_raised(monkeypatch):
