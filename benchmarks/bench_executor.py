@@ -47,7 +47,7 @@ def run(root: Path, items, cache: Path, batch: int, executor) -> tuple[float, in
         progress=False,
     )
     secs = time.perf_counter() - t0
-    return secs, report["model_calls"], {p.name: p.read_bytes() for p in cache.glob("part-*.parquet")}
+    return secs, report.model_calls, {p.name: p.read_bytes() for p in cache.glob("part-*.parquet")}
 
 
 def main(n: int = 450, batch: int = 16, num_cpus: int = 2) -> None:

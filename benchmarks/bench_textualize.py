@@ -121,15 +121,15 @@ def main(
         f"{t_loop / t_batch:.2f}x the loop (goal >= 5x); same text {same}/{m}"
     )
     print(
-        f"{'textualize, cold cache (incl. engine load)':46s} {n:6d} {r_full['model_calls']:6d} {t_full:8.2f} "
+        f"{'textualize, cold cache (incl. engine load)':46s} {n:6d} {r_full.model_calls:6d} {t_full:8.2f} "
         f"{n / t_full:7.2f}  {(n / t_full) / (m / t_loop):.2f}x the loop's img/s"
     )
     print(
-        f"{'textualize, rerun, nothing changed':46s} {n:6d} {r_same['model_calls']:6d} {t_same:8.2f} {'':>7s}  "
-        f"{t_same / t_full:.1%} of the cold run; engine built: {r_same['engine_built']}"
+        f"{'textualize, rerun, nothing changed':46s} {n:6d} {r_same.model_calls:6d} {t_same:8.2f} {'':>7s}  "
+        f"{t_same / t_full:.1%} of the cold run; engine built: {r_same.engine_built}"
     )
     print(
-        f"{f'textualize, +{extra} new items (+{new_pct:g} %)':46s} {n + extra:6d} {r_new['model_calls']:6d} "
+        f"{f'textualize, +{extra} new items (+{new_pct:g} %)':46s} {n + extra:6d} {r_new.model_calls:6d} "
         f"{t_new:8.2f} {'':>7s}  {t_new / t_full:.1%} of the cold run (goal <= 3 %)"
     )
 

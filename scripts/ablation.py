@@ -31,6 +31,7 @@ import polars as pl
 from apply_preset import apply, validate
 from ruamel.yaml import YAML
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.errors import UserError
 from mllmrec.experiments import ablation, grid
@@ -120,7 +121,7 @@ def queue(arms_file: Path, presets: list[Path], only: list[str]) -> None:
     )
 
 
-def table(arms_file: Path, out: Path = ROOT / "metrics/ablation.md", plots: Path = ROOT / "plots/ablation") -> None:
+def table(arms_file: Path, out: Path = ROOT / paths.ABLATION_MD, plots: Path = ROOT / paths.ABLATION_PLOTS) -> None:
     """The comparison table of the finished arms (markdown + DVC plot data)."""
     reference, arms = grid.load_arms(arms_file)
     refs = grid.experiment_refs(ROOT)

@@ -19,6 +19,7 @@ import numpy as np
 import polars as pl
 import typer
 
+from mllmrec import paths
 from mllmrec.engines.pixel_describer import describe
 
 ROOT = Path("sample/ml-latest-small-posters")
@@ -78,7 +79,7 @@ def paired_bootstrap(
 
 
 def main(
-    captions: Path = Path("data/textualize/captions.parquet"),
+    captions: Path = paths.CAPTIONS,
     movies: Path = ROOT / "movies.csv",
     shuffles: int = 200,
     folds: int = 5,
@@ -86,7 +87,7 @@ def main(
     seed: int = 0,
 ) -> None:
     caps = pl.read_parquet(captions).filter(pl.col("caption").is_not_null())
-    items = pl.read_parquet("data/ingest/items.parquet").select("item_id", "image_path")
+    items = pl.read_parquet(paths.ITEMS).select("item_id", "image_path")
     meta = pl.read_csv(movies).select(pl.col("movieId").cast(str).alias("item_id"), "genres")
     df = caps.join(meta, on="item_id").join(items, on="item_id").sort("item_id")
     rng = np.random.default_rng(seed)

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from mllmrec import paths
 from mllmrec.evaluation.summary import name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,14 +24,14 @@ def summary_block(report: str) -> str:
     """The report's opening block without its heading: everything before the first table's heading."""
     head = "## What this run shows\n"
     if not report.startswith(head):
-        raise SystemExit(f"metrics/report.md does not start with {head.strip()!r}: rerun `dvc repro report`")
+        raise SystemExit(f"{paths.REPORT_MD} does not start with {head.strip()!r}: rerun `dvc repro report`")
     return report[len(head) :].split("\n### ", 1)[0].strip()
 
 
 def headline_table(headline: dict, size: str = "n9") -> str:
     rows = headline[size]
     lines = [
-        f"Every method on the same {rows['n']} test users, 1+{size[1:]} candidates (`metrics/headline.json`):",
+        f"Every method on the same {rows['n']} test users, 1+{size[1:]} candidates (`{paths.HEADLINE}`):",
         "",
         "| method | HR@1 | HR@5 | NDCG@10 |",
         "|---|---|---|---|",
@@ -42,8 +43,8 @@ def headline_table(headline: dict, size: str = "n9") -> str:
 
 
 def section(root: Path = ROOT) -> str:
-    report = (root / "metrics/report.md").read_text()
-    headline = json.loads((root / "metrics/headline.json").read_text())
+    report = (root / paths.REPORT_MD).read_text()
+    headline = json.loads((root / paths.HEADLINE).read_text())
     return f"{START}\n{summary_block(report)}\n\n{headline_table(headline)}\n{END}"
 
 

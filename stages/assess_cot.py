@@ -10,32 +10,36 @@ metrics/cot.json (drafted/refined/kept counts, leak rates, median confidence), p
 `executor.kind: ray` embeds on a Ray cluster (one embedder per actor), writing the same cache parts.
 """
 
-from pathlib import Path
-
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import AssessCotParams, ExecutorParams, load_section
 from mllmrec.cot.assess import Embedder, assess, embedder_identity
+from mllmrec.cot.reports import CotMetrics, DraftReport, RefineReport
 from mllmrec.cot.text import prediction_text
-from mllmrec.io import read_json, read_parquet, write_csv, write_json, write_parquet
+from mllmrec.io import read_parquet, write_csv, write_parquet
 from mllmrec.prompts import load_item_texts
+from mllmrec.reports import read_report, write_report
 
-OUT = Path("data/cot")
+READS = [paths.REFINED, paths.DRAFT_REPORT, paths.REFINE_REPORT, paths.ITEMS, paths.CAPTIONS]
+WRITES = [
+    paths.ASSESSED,
+    paths.ASSESS_REPORT,
+    paths.param("assess_cot.cache_dir"),
+    paths.COT_METRICS,
+    paths.COT_CONFIDENCE_PLOT,
+]
 
 
-def main(
-    out: Path = OUT,
-    metrics: Path = Path("metrics/cot.json"),
-    plot: Path = Path("plots/cot_confidence.csv"),
-) -> None:
+def main() -> None:
     params = load_section("assess_cot", AssessCotParams)
-    refined = read_parquet(out / "refined.parquet", "refine_cot")
-    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = read_parquet(Path("data/textualize/captions.parquet"), "textualize")
-    draft_report = read_json(out / "draft_report.json", "draft_cot")
-    refine_report = read_json(out / "refine_report.json", "refine_cot")
+    refined = read_parquet(paths.REFINED, "refine_cot")
+    items = read_parquet(paths.ITEMS, "ingest")
+    captions = read_parquet(paths.CAPTIONS, "textualize")
+    draft_report = read_report(paths.DRAFT_REPORT, DraftReport, "draft_cot")
+    refine_report = read_report(paths.REFINE_REPORT, RefineReport, "refine_cot")
 
     embedder_id = embedder_identity(params.embedding_model)
-    assessed, report = assess(
+    assessed, report, hist = assess(
         refined,
         load_item_texts(items, captions),
         params=params,
@@ -44,28 +48,15 @@ def main(
         prediction=prediction_text,
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )
-    hist = report.pop("histogram")
 
-    write_parquet(assessed, out / "assessed.parquet")
-    write_json(report, out / "assess_report.json")
-    summary = {
-        "train_samples_drafted": draft_report["drafted"],
-        "refined_format_ok": refine_report["refined_format_ok"],
-        "with_cot_after_audit": report["with_cot"],
-        "kept": report["kept"],
-        "kept_share": report["kept_share"],
-        "leak_rate_before": refine_report["leak_rate_before"],
-        "leak_rate_after": refine_report["leak_rate_after"],
-        "median_confidence": report["median_confidence"],
-        "target_top1_share": report["target_top1_share"],
-        "refine_failed": refine_report["failed"],
-    }
-    write_json(summary, metrics)
-    write_csv([{"bin": h["bin"], "count": h["count"]} for h in hist], plot)
+    write_parquet(assessed, paths.ASSESSED)
+    write_report(report, paths.ASSESS_REPORT)
+    write_report(CotMetrics.of(draft_report, refine_report, report), paths.COT_METRICS)
+    write_csv(hist, paths.COT_CONFIDENCE_PLOT)  # rows {bin, count}
     print(
-        f"assess_cot: kept {report['kept']}/{report['samples']} ({report['kept_share']}); median confidence "
-        f"{report['median_confidence']}; target ranked first for {report['target_top1_share']} of CoTs "
-        f"(chance {report['chance_top1']}); {report['embedding']['model_calls']} texts embedded"
+        f"assess_cot: kept {report.kept}/{report.samples} ({report.kept_share}); median confidence "
+        f"{report.median_confidence}; target ranked first for {report.target_top1_share} of CoTs "
+        f"(chance {report.chance_top1}); {report.embedding.model_calls} texts embedded"
     )
 
 

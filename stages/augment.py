@@ -9,29 +9,32 @@ kept CoTs among them, requested and used shares).
 
 from pathlib import Path
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import AugmentParams, load_section
-from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.io import read_parquet, write_parquet
+from mllmrec.reports import write_report
 from mllmrec.training.augment import augment
 
-OUT = Path("data/augment")
+READS = [paths.SPLIT, paths.param("augment.cot_file")]
+WRITES = [paths.SFT_SAMPLES, paths.GRPO_SAMPLES, paths.AUGMENT_REPORT]
 
 
-def main(out: Path = OUT) -> None:
+def main() -> None:
     params = load_section("augment", AugmentParams)
-    cands = read_parquet(Path(f"data/split/candidates_n{params.num_negatives}.parquet"), "split")
+    cands = read_parquet(paths.candidates(params.num_negatives), "split")
     # no CoT file = the CoT stages have not run: fail loudly rather than train without CoT
     cot_file = Path(params.cot_file)
     cots = read_parquet(cot_file, "assess_cot")
 
     sft, grpo, report = augment(cands, cots, params, cot_source=str(cot_file))
-    write_parquet(sft, out / "sft.parquet")
-    write_parquet(grpo, out / "grpo.parquet")
-    write_json(report, out / "report.json")
-    s, g = report["sft"], report["grpo"]
+    write_parquet(sft, paths.SFT_SAMPLES)
+    write_parquet(grpo, paths.GRPO_SAMPLES)
+    write_report(report, paths.AUGMENT_REPORT)
+    s, g = report.sft, report.grpo
     print(
-        f"augment: {report['samples']} samples, {report['cots']['kept_in_samples']} with a kept CoT; "
-        f"sft {s['with_cot']} with CoT (asked {s['requested']}), grpo {g['with_cot']} (asked {g['requested']})"
+        f"augment: {report.samples} samples, {report.cots.kept_in_samples} with a kept CoT; "
+        f"sft {s.with_cot} with CoT (asked {s.requested}), grpo {g.with_cot} (asked {g.requested})"
     )
 
 

@@ -13,24 +13,31 @@ from pathlib import Path
 
 import polars as pl
 
-from mllmrec import partcache
+from mllmrec import partcache, paths
 from mllmrec.cli import run
 from mllmrec.config import DraftCotParams, ExecutorParams, IngestParams, ModelsParams, load_section
 from mllmrec.cot.generate import draft, select_train_samples, to_sampling
 from mllmrec.engines import build_engine
-from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.io import read_parquet, write_parquet
 from mllmrec.prompts import load_item_texts
+from mllmrec.reports import write_report
 
-OUT = Path("data/cot")
+READS = [
+    paths.candidates(paths.param("draft_cot.num_negatives")),
+    paths.ITEMS,
+    paths.CAPTIONS,
+    paths.param("models.provision.out"),  # orders after `models`: the drafter is named by models.drafter
+]
+WRITES = [paths.DRAFTS, paths.DRAFT_REPORT, paths.param("draft_cot.cache_dir")]
 
 
-def main(out: Path = OUT) -> None:
+def main() -> None:
     params = load_section("draft_cot", DraftCotParams)
     spec = load_section("models", ModelsParams).drafter
     root = Path(load_section("ingest", IngestParams).root)
-    cands = read_parquet(Path(f"data/split/candidates_n{params.num_negatives}.parquet"), "split")
-    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = read_parquet(Path("data/textualize/captions.parquet"), "textualize")
+    cands = read_parquet(paths.candidates(params.num_negatives), "split")
+    items = read_parquet(paths.ITEMS, "ingest")
+    captions = read_parquet(paths.CAPTIONS, "textualize")
 
     samples = select_train_samples(cands, params.max_samples, params.seed)
     model, revision = partcache.model_identity(spec)
@@ -48,14 +55,14 @@ def main(out: Path = OUT) -> None:
         max_caption_chars=params.max_caption_chars,
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )
-    report["train_samples_available"] = cands.filter(pl.col("split") == "train").height
+    report.train_samples_available = cands.filter(pl.col("split") == "train").height
 
-    write_parquet(drafts, out / "drafts.parquet")
-    write_json(report, out / "draft_report.json")
+    write_parquet(drafts, paths.DRAFTS)
+    write_report(report, paths.DRAFT_REPORT)
     print(
-        f"draft_cot: {report['drafted']}/{report['samples']} train samples drafted by {model} ({params.mode}); "
-        f"{report.get('model_calls', 0)} model calls, {report.get('cache_hits', 0)} cache hits, "
-        f"errors {report['errors']}, input notes {report['input_notes']}"
+        f"draft_cot: {report.drafted}/{report.samples} train samples drafted by {model} ({params.mode}); "
+        f"{report.model_calls} model calls, {report.cache_hits} cache hits, "
+        f"errors {report.errors}, input notes {report.input_notes}"
     )
 
 

@@ -21,11 +21,11 @@ candidate-set size) and data/predictions/<policy>.parquet (per sample and protoc
 
 import json
 from enum import Enum
-from pathlib import Path
 
 import polars as pl
 import torch
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import EvalParams, EvaluateParams, ExecutorParams, ModelsParams, PromptParams, load_section
 from mllmrec.engines import build_engine
@@ -41,6 +41,8 @@ from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
 from mllmrec.training.memory import check_cuda_inference
 
+PROTOCOLS = ("likelihood", "generative")
+
 
 class Policy(str, Enum):
     zeroshot = "zeroshot"
@@ -48,7 +50,15 @@ class Policy(str, Enum):
     grpo = "grpo"
 
 
-TRAINED = {Policy.sft: "models/sft", Policy.grpo: "models/grpo"}
+TRAINED = {Policy.sft: paths.SFT_MODEL, Policy.grpo: paths.GRPO_MODEL}
+# zeroshot evaluates models.policy.model; its dep on the demo folder orders it after the `models` stage
+MODEL = {Policy.zeroshot: paths.param("models.provision.out"), **TRAINED}
+# by the cmd's argument: `python stages/evaluate.py <policy>` is the stage evaluate@<policy>
+READS = {p.value: [paths.SPLIT, paths.ITEMS, paths.CAPTIONS, MODEL[p]] for p in Policy}
+WRITES = {
+    p.value: [paths.predictions(p.value)] + [paths.metrics_file(f"{p.value}-{protocol}") for protocol in PROTOCOLS]
+    for p in Policy
+}
 
 
 def main(policy: Policy) -> None:
@@ -69,13 +79,11 @@ def main(policy: Policy) -> None:
         )
     maybe_relaunch(params.launch, "evaluate")
     if policy in TRAINED:
-        require(Path(TRAINED[policy]), policy.value)
-        spec = spec.model_copy(update={"model": TRAINED[policy], "revision": ""})
+        require(TRAINED[policy], policy.value)
+        spec = spec.model_copy(update={"model": str(TRAINED[policy]), "revision": ""})
 
-    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = (
-        read_parquet(Path("data/textualize/captions.parquet"), "textualize") if prompt.captions != "none" else None
-    )
+    items = read_parquet(paths.ITEMS, "ingest")
+    captions = read_parquet(paths.CAPTIONS, "textualize") if prompt.captions != "none" else None
     texts = load_item_texts(items, captions)
     sizes = candidate_sizes()
     if params.num_negatives is not None:
@@ -93,7 +101,7 @@ def main(policy: Policy) -> None:
 
     state = PartialState(cpu=not torch.cuda.is_available())  # one process unless launched by accelerate
     rank, world = state.process_index, state.num_processes
-    frames, metrics = [], {"likelihood": {}, "generative": {}}
+    frames, metrics = [], {protocol: {} for protocol in PROTOCOLS}
     # each candidate set read once; both protocols score the same samples
     subsets = {n: load_candidates(n, eval_params.split, params.max_samples, eval_params.seed) for n in sizes}
     device, dtype = pick_device_dtype(spec)
@@ -136,9 +144,9 @@ def main(policy: Policy) -> None:
 
     if not state.is_main_process:  # every rank holds the merged results; one writes them
         return
-    write_parquet(pl.concat(frames, how="diagonal_relaxed"), Path(f"data/predictions/{policy.value}.parquet"))
+    write_parquet(pl.concat(frames, how="diagonal_relaxed"), paths.predictions(policy.value))
     for protocol, by_size in metrics.items():
-        write_json(by_size, Path(f"metrics/{policy.value}-{protocol}.json"))
+        write_json(by_size, paths.metrics_file(f"{policy.value}-{protocol}"))
         for size, m in by_size.items():
             print(
                 f"{policy.value} {protocol} {size}: HR@1={m['HR@1']:.3f} HR@3={m.get('HR@3', float('nan')):.3f} "

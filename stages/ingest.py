@@ -13,18 +13,21 @@ from pathlib import Path
 
 import polars as pl
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import IngestParams, load_section
 from mllmrec.data.images import attach_images
 from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, sort_ids
 from mllmrec.data.sources import read_dataset
 from mllmrec.errors import UserError
-from mllmrec.io import write_json, write_parquet
+from mllmrec.io import write_parquet
+from mllmrec.reports import write_report
 
-OUT = Path("data/ingest")
+READS = [paths.param("ingest.root")]
+WRITES = [paths.ITEMS, paths.INTERACTIONS, paths.INGEST_REPORT]
 
 
-def main(out: Path = OUT) -> None:
+def main() -> None:
     params = load_section("ingest", IngestParams)
     root = Path(params.root)
 
@@ -61,13 +64,13 @@ def main(out: Path = OUT) -> None:
             f"ingest: no interaction left of {sum(report.read.values())} rows read in {root}; "
             f"skipped {dict(report.skipped)}"
         )
-    write_parquet(items, out / "items.parquet")
-    write_parquet(inter, out / "interactions.parquet")
+    write_parquet(items, paths.ITEMS)
+    write_parquet(inter, paths.INTERACTIONS)
     summary = ingest_report(report, inter, items, image_counts)
-    write_json(summary, out / "report.json")
+    write_report(summary, paths.INGEST_REPORT)
     print(
-        f"ingest: {summary['interactions']['kept']} interactions, {summary['interactions']['users']} users, "
-        f"{summary['items']['kept']} items ({summary['items']['with_image']} with image); "
+        f"ingest: {summary.interactions.kept} interactions, {summary.interactions.users} users, "
+        f"{summary.items.kept} items ({summary.items.with_image} with image); "
         f"skipped {dict(report.skipped)}"
     )
 

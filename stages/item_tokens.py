@@ -11,13 +11,15 @@ table's bytes do not change).
 
 from pathlib import Path
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import ItemTokensParams, load_section
 from mllmrec.errors import UserError
 from mllmrec.io import read_parquet, require, write_json, write_parquet
 from mllmrec.training.item_tokens import item_table
 
-OUT = Path("data/item_tokens")
+READS = [paths.ITEMS, paths.SASREC_CHECKPOINT]
+WRITES = [paths.ITEM_TOKENS]
 
 
 def load_sasrec(path: Path) -> dict:
@@ -35,10 +37,10 @@ def load_sasrec(path: Path) -> dict:
     return ckpt
 
 
-def main(out: Path = OUT) -> None:
+def main() -> None:
     params = load_section("item_tokens", ItemTokensParams)
-    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    checkpoint = load_sasrec(Path("data/models/sasrec.pt")) if params.enabled else None
+    items = read_parquet(paths.ITEMS, "ingest")
+    checkpoint = load_sasrec(paths.SASREC_CHECKPOINT) if params.enabled else None
     table = item_table(items, checkpoint, params.init, params.seed)
     missing = table["vector"].null_count()
     report = {
@@ -48,8 +50,8 @@ def main(out: Path = OUT) -> None:
         "from_vectors": table.height - missing,
         "title_fallback": missing,
     }
-    write_parquet(table, out / "items.parquet")
-    write_json(report, out / "report.json")
+    write_parquet(table, paths.ITEM_TOKEN_TABLE)
+    write_json(report, paths.ITEM_TOKENS_REPORT)
     if not params.enabled:
         print("item_tokens: disabled (item_tokens.enabled: false): the policy stays text-only")
         return

@@ -12,10 +12,14 @@ from pathlib import Path
 
 import typer
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, load_section
 from mllmrec.engines.provision import provision
 from mllmrec.io import write_json
+
+READS = []
+WRITES = [paths.param("models.provision.out")]
 
 
 def main(force: bool = typer.Option(False, help="rebuild even if the folder is complete")) -> None:

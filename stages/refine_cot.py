@@ -16,24 +16,32 @@ data/cot/refine_report.json (counts by reason, leak rate before/after), the cach
 
 from pathlib import Path
 
-from mllmrec import partcache
+from mllmrec import partcache, paths
 from mllmrec.cli import run
 from mllmrec.config import ExecutorParams, IngestParams, ModelsParams, RefineCotParams, load_section
 from mllmrec.cot.generate import refine, to_sampling
 from mllmrec.data.authors import read_cot
 from mllmrec.engines import build_engine
-from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.io import read_parquet, write_parquet
 from mllmrec.prompts import load_item_texts
+from mllmrec.reports import write_report
 
-OUT = Path("data/cot")
+READS = [
+    paths.DRAFTS,
+    paths.ITEMS,
+    paths.CAPTIONS,
+    paths.param("models.provision.out"),  # orders after `models`: the editor is named by models.editor
+    paths.param("ingest.root"),  # refine_cot.source authors_json: their CoT file lives in their dataset folder
+]
+WRITES = [paths.REFINED, paths.REFINE_REPORT, paths.param("refine_cot.cache_dir")]
 
 
-def main(out: Path = OUT) -> None:
+def main() -> None:
     params = load_section("refine_cot", RefineCotParams)
     spec = load_section("models", ModelsParams).editor
-    drafts = read_parquet(out / "drafts.parquet", "draft_cot")
-    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = read_parquet(Path("data/textualize/captions.parquet"), "textualize")
+    drafts = read_parquet(paths.DRAFTS, "draft_cot")
+    items = read_parquet(paths.ITEMS, "ingest")
+    captions = read_parquet(paths.CAPTIONS, "textualize")
 
     model, revision = partcache.model_identity(spec)
     given, joined = None, None
@@ -52,16 +60,14 @@ def main(out: Path = OUT) -> None:
         given=given,
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )
-    if joined is not None:
-        report["authors_json"] = joined
+    report.authors_json = joined  # None (left out of the report) unless the authors' file stood in
 
-    write_parquet(refined, out / "refined.parquet")
-    write_json(report, out / "refine_report.json")
+    write_parquet(refined, paths.REFINED)
+    write_report(report, paths.REFINE_REPORT)
     print(
-        f"refine_cot: {report['refined_format_ok']}/{report['sent_to_editor']} drafts refined by {model}; "
-        f"failed {report['failed']}; leaks {report['leak_before']} -> {report['leak_after']} "
-        f"({report['leak_action']}); {report.get('model_calls', 0)} model calls, "
-        f"{report.get('cache_hits', 0)} cache hits"
+        f"refine_cot: {report.refined_format_ok}/{report.sent_to_editor} drafts refined by {model}; "
+        f"failed {report.failed}; leaks {report.leak_before} -> {report.leak_after} "
+        f"({report.leak_action}); {report.model_calls} model calls, {report.cache_hits} cache hits"
     )
 
 

@@ -29,6 +29,7 @@ from typing import Annotated
 import polars as pl
 import typer
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import EvalParams, load_section
 from mllmrec.environment import versions
@@ -45,18 +46,23 @@ from mllmrec.evaluation.report import (
     show,
     write_plots,
 )
-from mllmrec.evaluation.summary import what_this_run_shows
+from mllmrec.evaluation.summary import PROTOCOLS, what_this_run_shows
 from mllmrec.io import read_json, write_json, write_text
+
+BASELINES = ("random", "popularity", "markov", "itemknn", "sasrec")
+POLICIES = ("zeroshot", "sft", "grpo")
+# what dvc.yaml's cmd passes: every method's metrics file (a policy's per protocol) and predictions
+READS = [
+    *(paths.metrics_file(m) for m in BASELINES),
+    *(paths.metrics_file(f"{p}-{protocol}") for p in POLICIES for protocol in PROTOCOLS),
+    *(paths.predictions(m) for m in (*BASELINES, *POLICIES)),
+]
+WRITES = [paths.REPORT_MD, paths.COMPARISONS, paths.ENVIRONMENT, paths.REPORT_PLOTS, paths.HEADLINE]
 
 
 def main(
     metric_files: list[Path],
     predictions: Annotated[list[Path], typer.Option(help="each method's predictions (repeat the option)")],
-    plots: Path = Path("plots/report"),
-    report: Path = Path("metrics/report.md"),
-    comparisons_file: Path = Path("metrics/comparisons.json"),
-    headline_file: Path = Path("metrics/headline.json"),
-    environment_file: Path = Path("metrics/environment.json"),
 ) -> None:
     params = load_section("eval", EvalParams)
     rows, by_file = [], {path.stem: read_json(path) for path in metric_files}
@@ -64,7 +70,7 @@ def main(
         for size, m in by_size.items():
             rows += rows_of(stem, size, m)
     table = pl.DataFrame(rows)
-    write_plots(table, plots, "own_samples")
+    write_plots(table, paths.REPORT_PLOTS, "own_samples")
     md = [show(*cells(table), f"{params.split} split, each method on its own samples: HR@K [95 % bootstrap CI]")]
 
     preds = load_predictions(predictions)
@@ -72,7 +78,7 @@ def main(
         same_samples(group, f"1+{n_neg}") for (n_neg,), group in preds.group_by("num_negatives", maintain_order=True)
     )
     same_table = pl.DataFrame(same_sample_rows(same, params))
-    write_plots(same_table, plots, "same_samples", by_k=True)
+    write_plots(same_table, paths.REPORT_PLOTS, "same_samples", by_k=True)
     md.append(show(*cells(same_table), "the same samples for every method (the LLM policies' evaluation subset)"))
     comps = comparisons(same, params)
     legend = (
@@ -101,10 +107,10 @@ def main(
     md.append("Environment: " + ", ".join(f"{k} {v}" for k, v in env.items() if v is not None) + "\n")
     head = headline(same)
     summary = what_this_run_shows(same_table, head, comps, params.split)
-    write_text("\n".join([summary, *md]), report)
-    write_json(env, environment_file)
-    write_json(comps, comparisons_file)
-    write_json(head, headline_file)
+    write_text("\n".join([summary, *md]), paths.REPORT_MD)
+    write_json(env, paths.ENVIRONMENT)
+    write_json(comps, paths.COMPARISONS)
+    write_json(head, paths.HEADLINE)
     print(f"\n{summary}", end="")  # last on stdout, the end of `dvc repro`: the first thing a newcomer reads
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import IngestParams, SplitParams, load_section
 from mllmrec.data.authors import apply_candidates, combine_files, read_candidates
@@ -23,13 +24,13 @@ from mllmrec.data.split import make_candidates, make_samples, user_sequences
 from mllmrec.errors import UserError
 from mllmrec.io import read_parquet, write_json, write_parquet
 
-IN = Path("data/ingest")
-OUT = Path("data/split")
+READS = [paths.INTERACTIONS, paths.param("ingest.root")]  # ingest.root: split.candidates_from's files
+WRITES = [paths.SPLIT]
 
 
-def main(out: Path = OUT) -> None:
+def main() -> None:
     params = load_section("split", SplitParams)
-    inter = read_parquet(IN / "interactions.parquet", "ingest")
+    inter = read_parquet(paths.INTERACTIONS, "ingest")
 
     seqs = user_sequences(inter)
     kept = seqs.filter(pl.col("n") >= params.min_inter)
@@ -74,10 +75,10 @@ def main(out: Path = OUT) -> None:
                     f"joined none of our {before} {split} samples ({dict(join)}); is ingest.root the "
                     f"dataset these files were made from?"
                 )
-        write_parquet(cands, out / f"candidates_n{n_neg}.parquet")
+        write_parquet(cands, paths.candidates(n_neg))
     write_parquet(
         kept.select("user_id", pl.col("items").list.head(pl.col("n") - 2)),  # valid + test targets held out
-        out / "train_sequences.parquet",
+        paths.TRAIN_SEQUENCES,
     )
     report = {
         "users": {"kept": kept.height, "below_min_inter": seqs.height - kept.height},
@@ -89,7 +90,7 @@ def main(out: Path = OUT) -> None:
         report["authors_candidates"] = {
             f: dict(sorted(c.items())) for group in authors.values() for f, _, _, c in group
         } | {f: dict(sorted(c.items())) for f, c in joins.items()}
-    write_json(report, out / "report.json")
+    write_json(report, paths.SPLIT_REPORT)
     print(f"split: {report}")
 
 

@@ -13,25 +13,26 @@ from pathlib import Path
 
 import typer
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import ExecutorParams, IngestParams, ModelsParams, TextualizeParams, load_section
 from mllmrec.data.textualize import textualize
 from mllmrec.engines import SamplingParams, build_engine
-from mllmrec.io import read_parquet, write_json, write_parquet
+from mllmrec.io import read_parquet, write_parquet
 from mllmrec.partcache import model_identity
+from mllmrec.reports import write_report
 
-IN = Path("data/ingest")
-OUT = Path("data/textualize")
+READS = [paths.ITEMS]  # the images are read under ingest.root, named and hashed in items.parquet
+WRITES = [paths.CAPTIONS, paths.TEXTUALIZE_REPORT, paths.param("textualize.cache_dir")]
 
 
 def main(
-    out: Path = OUT,
     cache_only: bool = typer.Option(False, envvar="MLLMREC_CACHE_ONLY", help="fail instead of loading a model"),
 ) -> None:
     params = load_section("textualize", TextualizeParams)
     spec = load_section("models", ModelsParams).captioner
     root = Path(load_section("ingest", IngestParams).root)
-    items = read_parquet(IN / "items.parquet", "ingest")
+    items = read_parquet(paths.ITEMS, "ingest")
 
     model, revision = model_identity(spec)
     s = params.sampling
@@ -52,11 +53,11 @@ def main(
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )
 
-    write_parquet(captions, out / "captions.parquet")
-    write_json(report, out / "report.json")
+    write_parquet(captions, paths.CAPTIONS)
+    write_report(report, paths.TEXTUALIZE_REPORT)
     print(
-        f"textualize: {report['captioned']}/{report['items']} items captioned by {model}; "
-        f"{report['model_calls']} model calls, {report['cache_hits']} cache hits, errors {report['errors']}"
+        f"textualize: {report.captioned}/{report.items} items captioned by {model}; "
+        f"{report.model_calls} model calls, {report.cache_hits} cache hits, errors {report.errors}"
     )
 
 

@@ -12,9 +12,11 @@ import polars as pl
 import pytest
 import yaml
 
+from mllmrec.cot.reports import CotMetrics
 from mllmrec.errors import UserError
 from mllmrec.experiments.ablation import copy_rates, prompt_rewards, report
 from mllmrec.experiments.grid import failed_tasks, last_error, load_arms
+from mllmrec.training.augment import AugmentReport, CotCounts, CotDraw
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -169,6 +171,11 @@ def test_copy_rates_count_answers_of_the_named_item():
     }
 
 
+def _draw(with_cot: int) -> CotDraw:
+    """A CoT draw of 12 requested among 120 samples."""
+    return CotDraw(cot_prob=0.1, requested=12, with_cot=with_cot, shortfall=12 - with_cot, share=with_cot / 120)
+
+
 def _arm(hits_sft, hits_grpo, rewards, with_cot=0, cot_sids=()):
     """A finished arm: target_rank 0 where hit else 3, both protocols; GRPO completions with `rewards` per prompt."""
 
@@ -200,18 +207,26 @@ def _arm(hits_sft, hits_grpo, rewards, with_cot=0, cot_sids=()):
         "grpo_curve": steps,
         "sft_valid": pl.DataFrame({"step": [0, 30], "valid_HR@1": [0.1, 0.2]}),
         "grpo_valid": pl.DataFrame({"step": [0, 12], "valid_HR@1": [0.2, 0.25]}),
-        "cot": {
-            "train_samples_drafted": 6,
-            "refined_format_ok": 5,
-            "with_cot_after_audit": 5,
-            "kept": with_cot,
-            "leak_rate_before": 0.4,
-            "leak_rate_after": 0.0,
-        },
-        "augment": {
-            "sft": {"with_cot": with_cot, "requested": 12},
-            "grpo": {"with_cot": len(cot_sids), "requested": 12},
-        },
+        "cot": CotMetrics(
+            train_samples_drafted=6,
+            refined_format_ok=5,
+            with_cot_after_audit=5,
+            kept=with_cot,
+            kept_share=round(with_cot / 6, 4),
+            leak_rate_before=0.4,
+            leak_rate_after=0.0,
+            median_confidence=0.5,
+            target_top1_share=0.6,
+            refine_failed={"wrong_format": 1},
+        ),
+        "augment": AugmentReport(
+            num_negatives=9,
+            train_samples=120,
+            samples=120,
+            cots=CotCounts(rows=6, kept=with_cot, kept_not_train=0, kept_in_samples=with_cot),
+            sft=_draw(with_cot),
+            grpo=_draw(len(cot_sids)),
+        ),
         "completions": completions,
         "grpo_samples": samples,
         "titles": TITLES,
@@ -251,7 +266,7 @@ def test_report_says_when_an_arms_cot_missed_every_trained_prompt():
     equals no-cot's; the inflation table has nothing to pair and the report says so instead of leaving it out."""
     hits = np.random.default_rng(1).random(60) < 0.2
     ref, missed = _arm(hits, hits, [[0.3, 0.3]] * 8), _arm(hits, hits, [[0.3, 0.3]] * 8)
-    missed["augment"]["grpo"]["with_cot"] = 5
+    missed["augment"].grpo = _draw(5)
     text, _ = report({"no-cot": ref, "leaky-cot": missed}, "no-cot")
     assert "leaky-cot: 5 GRPO rows with CoT, none among the prompts GRPO trained on" in text
     assert "| leaky-cot | 0 |" not in text and "GRPO prompts paired" not in text  # no empty inflation row

@@ -80,7 +80,7 @@ def test_draw_is_seeded_persisted_and_only_kept_train_cots():
         # the persisted draw explains the decision: the chosen are the kept ones with the smallest draws
         kept_df = df.filter(pl.col("sample_id").is_in(list(kept))).sort("cot_draw")
         assert kept_df["has_cot"].to_list() == [True] * with_cot.height + [False] * (kept_df.height - with_cot.height)
-    assert rep["cots"]["kept_not_train"] > 0 and rep["sft"]["shortfall"] == 0
+    assert rep.cots.kept_not_train > 0 and rep.sft.shortfall == 0
 
 
 def test_share_statistics_and_independent_streams():
@@ -103,7 +103,7 @@ def test_shortfall_when_few_cots_kept_and_zero_prob():
     cands = candidates(100)
     c = cots(cands, keep_every=30)  # ~10 kept overall, ~3-4 of them train
     sft, _, rep = augment(cands, c, AugmentParams(sft_cot_prob=0.5))
-    assert rep["sft"]["requested"] == 50 and sft["has_cot"].sum() == rep["cots"]["kept_in_samples"] < 50
+    assert rep.sft.requested == 50 and sft["has_cot"].sum() == rep.cots.kept_in_samples < 50
     none, _, _ = augment(cands, c, AugmentParams(sft_cot_prob=0.0, grpo_cot_prob=0.0))
     assert none["has_cot"].sum() == 0 and none["cot"].null_count() == none.height
 
@@ -111,7 +111,7 @@ def test_shortfall_when_few_cots_kept_and_zero_prob():
 def test_subsample_seeded_by_sample_id():
     cands = candidates(300)
     a, _, rep = augment(cands, cots(cands), AugmentParams(max_samples=50, seed=1))
-    assert a.height == 50 and rep["train_samples"] == 300
+    assert a.height == 50 and rep.train_samples == 300
     train = cands.filter(pl.col("split") == "train")
     assert seeded_subset(train, 50, 1)["sample_id"].to_list() == a["sample_id"].to_list()
     assert set(seeded_subset(train, 50, 2)["sample_id"]) != set(a["sample_id"])
@@ -167,7 +167,7 @@ def test_sft_file_is_the_same_when_only_the_grpo_side_differs(tmp_path):
     none_kept = cots(cands).with_columns(pl.lit(False).alias("keep"))
     a, _, _ = augment(cands, none_kept, AugmentParams(sft_cot_prob=0.0, grpo_cot_prob=0.0))
     b, grpo, rep = augment(cands, cots(cands, keep_every=1), AugmentParams(sft_cot_prob=0.0, grpo_cot_prob=0.5))
-    assert rep["grpo"]["with_cot"] == 25 and grpo["has_cot"].sum() == 25  # the GRPO side does differ
+    assert rep.grpo.with_cot == 25 and grpo["has_cot"].sum() == 25  # the GRPO side does differ
     a.write_parquet(tmp_path / "a.parquet")
     b.write_parquet(tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()

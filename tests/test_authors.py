@@ -189,7 +189,7 @@ def test_their_cot_joins_by_user_and_items_and_goes_through_the_leak_audit(tmp_p
     assert by_user["u1"]["cot"] == good(1) and not by_user["u1"]["leak_before"]
     assert by_user["u2"]["leak_before"] and not by_user["u2"]["leak_after"]  # scrubbed like an editor's leak
     assert by_user["u3"]["fail_reason"] == "not_in_authors_file" and by_user["u3"]["cot"] is None
-    assert report["failed"] == {"not_in_authors_file": 2} and report["model_calls"] == 0
+    assert report.failed == {"not_in_authors_file": 2} and report.model_calls == 0
     with pytest.raises(ValueError, match="source authors_json needs authors_file"):
         RefineCotParams(source="authors_json")
 

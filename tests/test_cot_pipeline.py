@@ -51,13 +51,13 @@ def test_draft_counts_missing_captions_long_titles_and_caches(tmp_path):
     eng = ScriptedEngine(lambda p, seed: "" if "[ITEM_9]" in p.splitlines()[1] else f"draft over {history_ids(p)}")
     d, rep = _draft(samples, eng, tmp_path / "c")
     assert d["sample_id"].to_list() == samples["sample_id"].to_list()  # keyed, all kept, order of the input
-    assert rep["drafted"] + sum(rep["errors"].values()) == 6 and rep["model_calls"] == 6
-    assert rep["input_notes"]["missing_caption"] >= 2  # items 7 (empty) and 8 (null) appear in histories
+    assert rep.drafted + sum(rep.errors.values()) == 6 and rep.model_calls == 6
+    assert rep.input_notes["missing_caption"] >= 2  # items 7 (empty) and 8 (null) appear in histories
     assert "[ITEM_7] 千と千尋の神隠し (2001)\n" in eng.prompts[3]  # non-English title as is; no caption -> no "|"
-    assert d.filter(pl.col("draft").is_null())["draft_error"].to_list() == ["empty"] * rep["errors"].get("empty", 0)
+    assert d.filter(pl.col("draft").is_null())["draft_error"].to_list() == ["empty"] * rep.errors.get("empty", 0)
     # rerun with nothing changed: no engine built, zero calls, same output
     d2, rep2 = _draft(samples, None, tmp_path / "c")
-    assert rep2["model_calls"] == 0 and rep2["cache_hits"] == 6 and d2.equals(d)
+    assert rep2.model_calls == 0 and rep2.cache_hits == 6 and d2.equals(d)
     # a changed caption redoes exactly the samples whose history shows it
     caps = CAPTIONS.with_columns(
         pl.when(pl.col("item_id") == "2").then(pl.lit("new")).otherwise("caption").alias("caption")
@@ -95,10 +95,10 @@ def test_engine_failure_is_recorded_not_cached_then_retried(tmp_path):
     samples = make_samples(4)
     down = ScriptedEngine(lambda p, s: GenerationResult(finish_reason="error", error="failed after 4 attempt(s): 503"))
     d, rep = _draft(samples, down, tmp_path / "c")
-    assert d["draft"].null_count() == 4 and rep["errors"] == {"engine": 4}
+    assert d["draft"].null_count() == 4 and rep.errors == {"engine": 4}
     up = ScriptedEngine(lambda p, s: "a draft")
     d, rep = _draft(samples, up, tmp_path / "c")
-    assert up.calls == 4 and rep["drafted"] == 4
+    assert up.calls == 4 and rep.drafted == 4
 
 
 def _editor(p: str, seed: int) -> str | GenerationResult:
@@ -143,23 +143,23 @@ def test_refine_retries_by_reason_strips_think_and_audits_leaks(tmp_path):
     seven = by["u7:train:0"]
     assert seven["leak_kinds"] == ["item_tag"] and seven["dropped"] and seven["cot"] is None
     assert seven["drop_reason"] == "leak_scrub_emptied_step"
-    assert rep["failed"] == {"wrong_format": 1} and rep["leak_before"] == 2 and rep["leak_after"] == 0
-    assert rep["attempt_reasons"]["ok"] == 7 and rep["model_calls"] == 8 + 5 + 1
+    assert rep.failed == {"wrong_format": 1} and rep.leak_before == 2 and rep.leak_after == 0
+    assert rep.attempt_reasons["ok"] == 7 and rep.model_calls == 8 + 5 + 1
     # retries use a new seed (greedy would repeat the same malformed text)
     assert sorted(Counter(eng.seeds).items()) == [(0, 8), (1, 5), (2, 1)]
     # rerun: zero calls, identical output; drop mode drops the leaking sample instead
     r2, rep2 = _refine(drafts, None, tmp_path / "c")
-    assert rep2["model_calls"] == 0 and r2.equals(r)
+    assert rep2.model_calls == 0 and r2.equals(r)
     r3, rep3 = _refine(drafts, None, tmp_path / "c", leak_action="drop")
     assert (
-        rep3["model_calls"] == 0
-        and rep3["dropped"] == 2
+        rep3.model_calls == 0
+        and rep3.dropped == 2
         and r3.filter(pl.col("sample_id") == "u6:train:0")["cot"].to_list() == [None]
     )
     # keep mode (the authors' pipeline): leaks detected and counted, the editor's text left as written
     r4, rep4 = _refine(drafts, None, tmp_path / "c", leak_action="keep")
     kept = {row["sample_id"]: row for row in r4.iter_rows(named=True)}
-    assert rep4["model_calls"] == 0 and rep4["leak_before"] == 2 and rep4["leak_after"] == 2 and rep4["dropped"] == 0
+    assert rep4.model_calls == 0 and rep4.leak_before == 2 and rep4.leak_after == 2 and rep4.dropped == 0
     assert kept["u6:train:0"]["cot"] == six["cot_edited"] and "Surely Up." in kept["u6:train:0"]["cot"]
     assert kept["u7:train:0"]["leak_after"] and "[ITEM_12]" in kept["u7:train:0"]["cot"]
 
@@ -183,7 +183,7 @@ def test_no_draft_is_not_sent_to_editor(tmp_path):
     drafts = make_samples(3).with_columns(pl.Series("draft", [None, "d", "d"], pl.String))
     eng = ScriptedEngine(lambda p, s: good_cot())
     r, rep = _refine(drafts, eng, tmp_path / "c")
-    assert eng.calls == 2 and rep["failed"] == {"no_draft": 1} and r["cot"].null_count() == 1
+    assert eng.calls == 2 and rep.failed == {"no_draft": 1} and r["cot"].null_count() == 1
 
 
 # ---- assessment ----
@@ -229,7 +229,9 @@ def test_assess_keep_rule_scores_and_cache(tmp_path, embedder):
         calls["built"] += 1
         return embedder
 
-    df, rep = assess(refined, TEXTS, params=params, make_embedder=make, embedder_id=ident, prediction=prediction_text)
+    df, rep, hist = assess(
+        refined, TEXTS, params=params, make_embedder=make, embedder_id=ident, prediction=prediction_text
+    )
     by = {r["sample_id"]: r for r in df.iter_rows(named=True)}
     alien = by["u0:train:0"]
     assert len(alien["scores"]) == 4 and alien["target_rank"] == 1 and alien["keep"]
@@ -237,9 +239,11 @@ def test_assess_keep_rule_scores_and_cache(tmp_path, embedder):
         sum(np.exp(np.array(alien["scores"]) / 0.05) / np.exp(np.array(alien["scores"]) / 0.05).sum()), 1.0
     )
     assert not by["u1:train:0"]["keep"] and by["u2:train:0"]["scores"] is None and not by["u2:train:0"]["keep"]
-    assert rep["kept"] == 1 and sum(h["count"] for h in rep["histogram"]) == 2
-    df2, rep2 = assess(refined, TEXTS, params=params, make_embedder=make, embedder_id=ident, prediction=prediction_text)
-    assert calls["built"] == 1 and rep2["embedding"]["model_calls"] == 0 and df2.equals(df)
+    assert rep.kept == 1 and sum(h["count"] for h in hist) == 2
+    df2, rep2, _ = assess(
+        refined, TEXTS, params=params, make_embedder=make, embedder_id=ident, prediction=prediction_text
+    )
+    assert calls["built"] == 1 and rep2.embedding.model_calls == 0 and df2.equals(df)
     # a leak flag vetoes keep whatever the confidence
     leaky = refined.with_columns(pl.Series("leak_after", [True, False, False]))
     assert not assess(leaky, TEXTS, params=params, make_embedder=make, embedder_id=ident, prediction=prediction_text)[
@@ -247,10 +251,10 @@ def test_assess_keep_rule_scores_and_cache(tmp_path, embedder):
     ]["keep"][0]
     # keep: all (the authors' unfiltered pipeline): every CoT present is kept, leaking or unconfident
     everything = AssessCotParams(cache_dir=str(tmp_path / "emb"), threshold=0.3, keep="all")
-    df3, rep3 = assess(
+    df3, rep3, _ = assess(
         leaky, TEXTS, params=everything, make_embedder=make, embedder_id=ident, prediction=prediction_text
     )
-    assert df3["keep"].to_list() == [True, True, False] and rep3["kept"] == 2 and rep3["keep_rule"] == "all"
+    assert df3["keep"].to_list() == [True, True, False] and rep3.kept == 2 and rep3.keep_rule == "all"
 
 
 def test_embedder_identity_does_not_depend_on_the_install_path(tmp_path, monkeypatch):
@@ -293,8 +297,8 @@ def test_images_mode_with_tiny_vlm_falls_back_and_counts(tmp_path, tiny_vlm_dir)
         cache_dir=tmp_path / "c",
         batch_size=4,
     )
-    assert rep["errors"] == {} and rep["drafted"] + rep["errors"].get("empty", 0) == 3, rep
-    assert rep["input_notes"] == {"image_fallback_caption": 6}
+    assert rep.errors == {} and rep.drafted + rep.errors.get("empty", 0) == 3, rep
+    assert rep.input_notes == {"image_fallback_caption": 6}
 
 
 def test_interrupted_draft_resumes_losing_at_most_the_batch_in_flight(tmp_path):
@@ -310,4 +314,4 @@ def test_interrupted_draft_resumes_losing_at_most_the_batch_in_flight(tmp_path):
         _draft(samples, Dies(lambda p, s: "a draft"), tmp_path / "c")
     resumed = ScriptedEngine(lambda p, s: "a draft")
     d, rep = _draft(samples, resumed, tmp_path / "c")
-    assert rep["cache_hits"] == 3 and resumed.calls == 4 and d["draft"].null_count() == 0
+    assert rep.cache_hits == 3 and resumed.calls == 4 and d["draft"].null_count() == 0

@@ -54,7 +54,7 @@ def test_refine_against_real_server_with_injected_faults(tiny_llama_dir, tmp_pat
     cache = tmp_path / "cache"
     # endpoint down: every sample recorded as an engine failure, nothing cached
     down, rep = _run(f"http://127.0.0.1:{free_port()}/v1", str(tiny_llama_dir), cache, drafts, max_retries=1)
-    assert down.height == 6 and rep["failed"] == {"engine_error": 6} and rep["parts_written"] == 0
+    assert down.height == 6 and rep.failed == {"engine_error": 6} and rep.parts_written == 0
     assert all("attempt" in r for r in down["raw"])  # the engine's error text is kept, per sample
 
     faults = {0: "429", 1: "500", 2: "timeout", 4: "429", 5: "429", 7: "500"}
@@ -65,13 +65,13 @@ def test_refine_against_real_server_with_injected_faults(tiny_llama_dir, tmp_pat
             assert refined.height == 6 and set(refined["sample_id"]) == set(drafts["sample_id"])  # nothing lost
             ended = refined["format_ok"] | refined["fail_reason"].is_in(list(FAIL_REASONS))
             assert ended.all(), refined.select("sample_id", "fail_reason", "attempt_reasons")
-            assert "engine_error" not in rep["failed"]  # every injected fault was absorbed by the engine's retries
-            assert rep["engine_retries"] >= 6 and proxy.actions["429"] == 3 and proxy.actions["timeout"] == 1
-            assert rep["model_calls"] == sum(refined["attempts"])  # one cached result per attempt
+            assert "engine_error" not in rep.failed  # every injected fault was absorbed by the engine's retries
+            assert rep.engine_retries >= 6 and proxy.actions["429"] == 3 and proxy.actions["timeout"] == 1
+            assert rep.model_calls == sum(refined["attempts"])  # one cached result per attempt
             assert refined["raw"].is_not_null().all()  # the (random-weight) model's text is kept for inspection
             requests = proxy.n
             # healthy rerun, nothing changed: every attempt is cached, zero HTTP requests
             again, rep2 = _run(proxy.url, str(tiny_llama_dir), cache, drafts)
-            assert proxy.n == requests and rep2["model_calls"] == 0 and again.equals(refined)
+            assert proxy.n == requests and rep2.model_calls == 0 and again.equals(refined)
         finally:
             proxy.close()

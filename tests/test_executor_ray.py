@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,12 +84,12 @@ def test_textualize_on_ray_writes_the_local_parts_and_rows(cluster, tmp_path):
     on_ray, ray_report, ray_parts = _captions(tmp_path, lambda: build_engine(PIXEL), RAY, "ray")
     assert on_ray.equals(local) and local["caption"].is_not_null().sum() == 12
     assert ray_parts == local_parts and len(ray_parts) == 6  # 12 posters / batch_size 2, same names and bytes
-    assert ray_report.pop("executor") == {"kind": "ray", "workers": 2, "batch_retries": 0}
-    assert ray_report == local_report and "executor" not in local_report
+    assert ray_report.executor == {"kind": "ray", "workers": 2, "batch_retries": 0}
+    assert replace(ray_report, executor=None) == local_report and local_report.executor is None
 
     # the shared cache: a local rerun on the Ray run's parts computes nothing (and builds no engine)
     _, again, _ = _captions(tmp_path, lambda: build_engine(PIXEL), None, "ray")
-    assert again["model_calls"] == 0 and again["cache_hits"] == 12 and not again["engine_built"]
+    assert again.model_calls == 0 and again.cache_hits == 12 and not again.engine_built
 
 
 @pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
@@ -123,8 +124,8 @@ def test_a_worker_killed_mid_batch_costs_that_batch_only(cluster, tmp_path):
     on_ray, report, parts = _captions(tmp_path, lambda: DieOnce(str(marker), victim), RAY, "ray")
     assert marker.exists()  # it did die
     assert on_ray.equals(local) and parts == local_parts  # nothing lost, nothing duplicated
-    assert report["executor"]["batch_retries"] == 1
-    assert report["model_calls"] == 12 and report["parts_written"] == 6  # the lost batch's calls are not counted
+    assert report.executor["batch_retries"] == 1
+    assert report.model_calls == 12 and report.parts_written == 6  # the lost batch's calls are not counted
 
 
 @pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
@@ -161,7 +162,7 @@ def test_draft_on_ray_matches_local(cluster, tmp_path, tiny_lm_dir):
     local, local_report, local_parts = run(None, "local")
     on_ray, ray_report, ray_parts = run(RAY, "ray")
     assert on_ray.equals(local) and ray_parts == local_parts and len(local_parts) == 3
-    assert ray_report.pop("executor")["batch_retries"] == 0 and ray_report == local_report
+    assert ray_report.executor["batch_retries"] == 0 and replace(ray_report, executor=None) == local_report
 
 
 @pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores
@@ -190,15 +191,14 @@ def test_assess_embeddings_on_ray_write_the_local_parts(cluster, tmp_path):
     ident = folder_identity(str(Embedder("all-MiniLM-L6-v2").path))
 
     def run(executor, name):
-        stats = {}
-        vec = embed_cached(texts, ident, lambda: Embedder("all-MiniLM-L6-v2"), tmp_path / name, 4, stats, executor)
+        vec, stats = embed_cached(texts, ident, lambda: Embedder("all-MiniLM-L6-v2"), tmp_path / name, 4, executor)
         return vec, stats, {p.name: p.read_bytes() for p in (tmp_path / name).glob("part-*.parquet")}
 
     local, local_stats, local_parts = run(None, "local")
     on_ray, ray_stats, ray_parts = run(RAY, "ray")
     assert ray_parts == local_parts and len(local_parts) == 4  # 14 texts / batch 4
     assert all((on_ray[t] == local[t]).all() for t in texts)
-    assert ray_stats.pop("executor")["batch_retries"] == 0 and ray_stats == local_stats
+    assert ray_stats.executor["batch_retries"] == 0 and replace(ray_stats, executor=None) == local_stats
 
 
 @pytest.mark.slow  # the module's Ray cluster: ~7 s to start on 2 cores

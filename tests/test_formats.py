@@ -27,16 +27,17 @@ from mllmrec.data.split import make_candidates, make_samples, user_sequences
 from mllmrec.errors import UserError
 from mllmrec.evaluation.baselines import popularity_scorer, random_scorer
 from mllmrec.evaluation.candidates import rank_by_scores, score_predictions
+from mllmrec.reports import as_dict
 
 
 def ingest(root, **params):
-    """stages/ingest.py's library calls: (interactions, items, report dict)."""
+    """stages/ingest.py's library calls: (interactions, items, the report as report.json holds it)."""
     p = IngestParams(root=str(root), **params)
     report = Report()
     inter, titles = read_dataset(root, p, report)
     inter, items = normalize(inter, titles, report)
     items, counts = attach_images(sort_ids(items, "item_id"), root, p.image_dir or LAYOUTS[p.format].image_dir, 2)
-    return inter, items, ingest_report(report, inter, items, counts)
+    return inter, items, as_dict(ingest_report(report, inter, items, counts))
 
 
 def n_below(threshold: float) -> int:

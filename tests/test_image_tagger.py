@@ -72,8 +72,8 @@ def test_textualize_with_the_tagger_never_keeps_the_title(tmp_path, tagger):
         batch_size=8,
         progress=False,
     )
-    assert report["captioned"] == 16 and report["errors"] == {}
-    assert report["title_scrubbed"]["captions"] >= 8  # posters print their titles: OCR reads most of them
+    assert report.captioned == 16 and report.errors == {}
+    assert report.title_scrubbed.captions >= 8  # posters print their titles: OCR reads most of them
     uncut = tagger.generate([GenerationRequest(messages=(), images=(str(root / p),)) for p in items["image_path"]])
     raw = dict(zip(items["item_id"], [r.text for r in uncut]))
     for item_id, cap in captions.select("item_id", "caption").iter_rows():

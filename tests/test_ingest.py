@@ -34,6 +34,7 @@ from mllmrec.data.images import attach_images
 from mllmrec.data.ingest import LAYOUTS, Report, ingest_report, normalize, sort_ids
 from mllmrec.data.sources import read_dataset
 from mllmrec.errors import UserError
+from mllmrec.reports import as_dict
 
 REPO = Path(__file__).resolve().parents[1]
 N_ITEMS = len(items_of(USERS))  # 72: the users' movies + Léon + La Vita è bella
@@ -41,12 +42,13 @@ N_RATINGS = sum(len(ratings()[u]) for u in USERS)  # 82
 
 
 def ingest(root: Path, fmt: str, encoding: str = "utf-8", image_dir: str | None = None, ties: str = "file_order"):
-    """The library calls of stages/ingest.py, in its order: (interactions, items, report dict)."""
+    """The library calls of stages/ingest.py, in its order: (interactions, items, the report as report.json holds
+    it)."""
     report = Report()
     inter, titles = read_dataset(root, IngestParams(format=fmt, root=str(root), encoding=encoding), report)
     inter, items = normalize(inter, titles, report, ties)
     items, counts = attach_images(sort_ids(items, "item_id"), root, image_dir or LAYOUTS[fmt].image_dir, 2)
-    return inter, items, ingest_report(report, inter, items, counts)
+    return inter, items, as_dict(ingest_report(report, inter, items, counts))
 
 
 def sequences(inter: pl.DataFrame) -> dict[str, list[str]]:

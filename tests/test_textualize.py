@@ -12,6 +12,7 @@ from mllmrec.data.textualize import OUT_COLUMNS, read_cache, textualize
 from mllmrec.engines.base import SamplingParams
 from mllmrec.errors import UserError
 from mllmrec.partcache import model_identity
+from mllmrec.reports import as_dict
 
 SAMPLING = SamplingParams(max_new_tokens=128)
 
@@ -42,13 +43,13 @@ def test_first_run_then_rerun_makes_zero_calls(data):
     root, items, cache = data
     c1, r1, f1 = run(items, root, cache)
     assert c1.columns == OUT_COLUMNS and c1["item_id"].to_list() == items["item_id"].to_list()
-    assert f1.engine.requests == 10 and f1.built == 1 and r1["model_calls"] == 10 and r1["cache_hits"] == 0
-    assert r1["parts_written"] == 3 and len(list(cache.glob("part-*.parquet"))) == 3  # 10 / batch 4
+    assert f1.engine.requests == 10 and f1.built == 1 and r1.model_calls == 10 and r1.cache_hits == 0
+    assert r1.parts_written == 3 and len(list(cache.glob("part-*.parquet"))) == 3  # 10 / batch 4
     c2, r2, f2 = run(items, root, cache)
     assert f2.built == 0 and f2.engine.requests == 0  # the engine is not even built
-    assert r2["model_calls"] == 0 and r2["cache_hits"] == 10 and r2["engine_built"] is False
+    assert r2.model_calls == 0 and r2.cache_hits == 10 and r2.engine_built is False
     assert c2.equals(c1)
-    json.dumps(r2)  # the report is plain JSON
+    json.dumps(as_dict(r2))  # the report is plain JSON
 
 
 def test_added_item_costs_one_call(data, tmp_path):
@@ -57,7 +58,7 @@ def test_added_item_costs_one_call(data, tmp_path):
     root2, items11 = make_dataset(tmp_path, n=11, missing=1, corrupt=1)
     assert root2 == root
     c, r, f = run(items11, root, cache)
-    assert f.engine.requests == 1 and r["cache_hits"] == 10 and c["caption"].null_count() == 2
+    assert f.engine.requests == 1 and r.cache_hits == 10 and c["caption"].null_count() == 2
 
 
 def test_prompt_sampling_model_changes_invalidate_all_and_going_back_is_free(data):
@@ -70,10 +71,10 @@ def test_prompt_sampling_model_changes_invalidate_all_and_going_back_is_free(dat
         {"model": "other-captioner"},
     ]:
         c, r, f = run(items, root, cache, **change)
-        assert f.engine.requests == 10 and r["cache_hits"] == 0, change
+        assert f.engine.requests == 10 and r.cache_hits == 0, change
         assert c["cache_key"].drop_nulls().is_in(base["cache_key"].drop_nulls().implode()).sum() == 0
     _, r, f = run(items, root, cache)  # old entries are kept (append-only): switching back costs nothing
-    assert f.engine.requests == 0 and r["cache_hits"] == 10
+    assert f.engine.requests == 0 and r.cache_hits == 10
 
 
 def test_missing_and_corrupt_images_get_a_reason(data):
@@ -81,7 +82,7 @@ def test_missing_and_corrupt_images_get_a_reason(data):
     c, r, _ = run(items, root, cache)
     errs = dict(c.filter(pl.col("error").is_not_null()).select("item_id", "error").iter_rows())
     assert errs == {"m0": "missing", "c0": "corrupt: cannot identify image file"}
-    assert r["errors"] == {"corrupt": 1, "missing": 1} and r["captioned"] == 10 and r["items"] == 12
+    assert r.errors == {"corrupt": 1, "missing": 1} and r.captioned == 10 and r.items == 12
     assert c.filter(pl.col("item_id") == "m0")["cache_key"].item() is None
 
 
@@ -89,9 +90,9 @@ def test_engine_failures_recorded_not_cached_then_retried(data):
     root, items, cache = data
     bad = items.filter(pl.col("image_ok"))["image_path"][3].split("/")[-1]
     c, r, _ = run(items, root, cache, factory=Factory(CountingEngine(fail_on={bad})))
-    assert r["errors"]["engine"] == 1 and c.filter(pl.col("error").str.starts_with("engine:")).height == 1
+    assert r.errors["engine"] == 1 and c.filter(pl.col("error").str.starts_with("engine:")).height == 1
     _c2, r2, f2 = run(items, root, cache)  # the failure was not cached: exactly that one is asked again
-    assert f2.engine.requests == 1 and "engine" not in r2["errors"] and r2["captioned"] == 10
+    assert f2.engine.requests == 1 and "engine" not in r2.errors and r2.captioned == 10
 
 
 def test_requests_carry_one_image_and_never_the_title(data):
@@ -108,7 +109,7 @@ def test_identical_images_share_one_request(data):
     root, items, cache = data
     dup = items.head(1).with_columns(item_id=pl.lit("dup"))
     c, r, f = run(pl.concat([items, dup]), root, cache)
-    assert f.engine.requests == 10 and r["unique_images"] == 10
+    assert f.engine.requests == 10 and r.unique_images == 10
     assert c.filter(pl.col("item_id") == "dup")["caption"].item() == c["caption"][0]
 
 
@@ -120,7 +121,7 @@ def test_parts_are_deterministic_and_stale_temps_cleaned(data, tmp_path):
     assert a == {p.name: p.read_bytes() for p in (tmp_path / "cache2").glob("*")}  # same bytes -> DVC dedupes
     (cache / "part-x.parquet.tmp").write_bytes(b"half a write")
     _, r, _ = run(items, root, cache)
-    assert r["stale_temp_files_removed"] == 1 and not list(cache.glob("*.tmp"))
+    assert r.stale_temp_files_removed == 1 and not list(cache.glob("*.tmp"))
     assert read_cache(cache).height == 10
 
 
@@ -136,14 +137,14 @@ def test_a_part_that_fails_verification_is_set_aside_and_recomputed_never_served
     pl.read_parquet(parts[1]).drop("caption").write_parquet(parts[1])
     (cache / "part-bad.parquet").write_bytes(b"nope")
     captions, report, factory = run(items, root, cache)
-    assert report["rejected_cache_parts"] == 3
+    assert report.rejected_cache_parts == 3
     assert sorted(p.name for p in (cache / "rejected").iterdir()) == sorted(
         [parts[0].name, parts[1].name, "part-bad.parquet"]
     )
     assert factory.engine.requests == rows_in_bad_parts  # those parts' captions, nothing else
     assert captions.equals(first) and "A lovely red poster." not in captions["caption"].to_list()
     _, again, factory = run(items, root, cache)
-    assert again["rejected_cache_parts"] == 0 and factory.built == 0  # the recomputed parts verify
+    assert again.rejected_cache_parts == 0 and factory.built == 0  # the recomputed parts verify
 
 
 def test_cache_only_mode(data, tmp_path):
@@ -152,7 +153,7 @@ def test_cache_only_mode(data, tmp_path):
         run(items, root, cache, cache_only=True)
     run(items, root, cache)
     _, r, f = run(items, root, cache, cache_only=True)
-    assert f.built == 0 and r["captioned"] == 10
+    assert f.built == 0 and r.captioned == 10
 
 
 def test_model_identity(tmp_path):
@@ -202,7 +203,7 @@ def test_null_caption_in_a_verified_part_is_recomputed_and_counted(data):
         PART_SCHEMA,
     )
     captions, report, _ = run(items, root, cache)
-    assert report["invalid_cache_rows"] == 1 and report["model_calls"] == 1 and report["rejected_cache_parts"] == 0
+    assert report.invalid_cache_rows == 1 and report.model_calls == 1 and report.rejected_cache_parts == 0
     assert captions.equals(first)  # no item left with neither caption nor error
 
 
@@ -214,5 +215,5 @@ def test_image_changed_after_ingest_is_not_cached_under_the_old_key(data):
     captions, report, _ = run(items, root, cache)
     row = captions.filter(pl.col("item_id") == ok["item_id"][0])
     assert row["caption"][0] is None and row["error"][0].startswith("changed: image bytes differ")
-    assert report["errors"]["changed"] == 1
+    assert report.errors["changed"] == 1
     assert ok["image_sha256"][0] not in set(read_cache(cache)["image_sha256"])  # its key holds nothing

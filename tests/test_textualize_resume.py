@@ -109,7 +109,7 @@ def test_sigkill_loses_at_most_the_batch_in_flight(tmp_path):
         batch_size=BATCH,
         progress=False,
     )
-    assert factory.engine.requests == N - persisted and report["cache_hits"] == persisted
+    assert factory.engine.requests == N - persisted and report.cache_hits == persisted
     assert not list(cache.glob("*.tmp"))
     reference, _ = textualize(
         items,

@@ -33,11 +33,11 @@ def test_tiny_vlm_captions_then_cache(tiny_vlm_dir, tmp_path):
     }
     captions, report = textualize(items, root, **kw)
     # random weights: gibberish, one per image; on some CPUs one is blank (EOS first), recorded and not cached
-    empty = report["errors"].pop("empty", 0)
-    assert report["model_calls"] == 6 and report["errors"] == {"missing": 1} and len(built) == 1 and empty <= 1
+    empty = report.errors.pop("empty", 0)
+    assert report.model_calls == 6 and report.errors == {"missing": 1} and len(built) == 1 and empty <= 1
     ok = captions.filter(pl.col("error").is_null())
     assert ok.height == 6 - empty and ok["caption"].null_count() == 0 and (ok["caption"].str.strip_chars() != "").all()
     assert set(ok["model"]) == {str(tiny_vlm_dir)} and ok["cache_key"].n_unique() == 6 - empty
 
     again, report = textualize(items, root, **kw)
-    assert report["model_calls"] == empty and len(built) == (1 if not empty else 2) and again.equals(captions)
+    assert report.model_calls == empty and len(built) == (1 if not empty else 2) and again.equals(captions)

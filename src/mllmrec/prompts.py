@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
+from mllmrec import paths
 from mllmrec.config import PromptParams
 from mllmrec.errors import UserError
 
@@ -87,7 +88,7 @@ def item_line(
     '2. [ITEM_7] Up (2009) | image: A red house'
     """
     if item_id not in texts:
-        raise UserError(f"item {item_id!r} is in a sample but not in data/ingest/items.parquet")
+        raise UserError(f"item {item_id!r} is in a sample but not in {paths.ITEMS}")
     line = f"{n}. {answer_line(item_id, texts)}"
     caption = " ".join(texts[item_id].caption.split()[:max_words])  # prompt length is the cost of every stage
     return f"{line} | image: {caption}" if with_caption and caption else line

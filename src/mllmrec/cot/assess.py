@@ -13,13 +13,15 @@ its margin over the best negative. Embeddings are content-cached (text -> vector
 
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from mllmrec import partcache
+from mllmrec import partcache, paths
 from mllmrec.config import ExecutorParams
+from mllmrec.cot.reports import AssessReport, EmbeddingStats
 from mllmrec.errors import UserError
 from mllmrec.executor import open_executor, report_entry
 
@@ -80,20 +82,23 @@ def embed_cached(
     make_embedder,
     cache_dir: Path,
     batch_size: int,
-    stats: dict,
     executor: ExecutorParams | None = None,
-) -> dict[str, np.ndarray]:
-    """{text: vector} for every distinct text, computing only those not in the cache (built lazily), in this
-    process or on a Ray cluster (`executor`, mllmrec.executor: the same parts either way)."""
+) -> tuple[dict[str, np.ndarray], EmbeddingStats]:
+    """({text: vector} for every distinct text, the cache's counts), computing only the texts not in the cache
+    (the embedder built lazily), in this process or on a Ray cluster (`executor`, mllmrec.executor: the same parts
+    either way)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
+    stale = partcache.clean_stale_temps(cache_dir)
     uniq = partcache.unique_keys(texts)
     key = {t: partcache.content_key("embed", *embedder_id, t) for t in uniq}
-    cached = partcache.keyed(partcache.read_parts(cache_dir, EMB_SCHEMA, set(key.values()), stats))
+    rejected: Counter = Counter()  # read_parts counts the parts it sets aside here
+    cached = partcache.keyed(partcache.read_parts(cache_dir, EMB_SCHEMA, set(key.values()), rejected))
     todo = [(key[t], t) for t in uniq if key[t] not in cached]
     with open_executor(executor, make_embedder) as ex:  # built only on a miss: a fully cached rerun loads nothing
         done = partcache.run_batches(todo, _embed_batch, cache_dir, EMB_SCHEMA, batch_size, ex, progress="embedding")
-    stats.update(
+    stats = EmbeddingStats(
+        stale_temp_files_removed=stale,
+        rejected_cache_parts=rejected.get("rejected_cache_parts"),  # None (left out) when no part was set aside
         texts=len(uniq),
         cache_hits=len(uniq) - len(todo),
         model_calls=len(todo),
@@ -101,7 +106,7 @@ def embed_cached(
         **report_entry(ex),
     )
     rows = {**cached, **done.rows}
-    return {t: np.asarray(rows[key[t]]["vector"], dtype=np.float32) for t in uniq}
+    return {t: np.asarray(rows[key[t]]["vector"], dtype=np.float32) for t in uniq}, stats
 
 
 def softmax(x: np.ndarray, temperature: float) -> np.ndarray:
@@ -157,26 +162,24 @@ def assess(
     embedder_id: tuple[str, str],
     prediction,
     executor: ExecutorParams | None = None,
-) -> tuple[pl.DataFrame, dict]:
-    """Per-sample candidate scores, target rank, confidence, keep. `prediction(cot) -> text` (Steps 2-4);
-    `executor`: where the embeddings are computed (None = this process)."""
+) -> tuple[pl.DataFrame, AssessReport, list[dict]]:
+    """(per-sample candidate scores, target rank, confidence, keep; the report; the confidence histogram's rows).
+    `prediction(cot) -> text` (Steps 2-4); `executor`: where the embeddings are computed (None = this process)."""
     t0 = time.perf_counter()
     has = refined.filter(pl.col("cot").is_not_null())
     cand_text = {}
     for cands in has["candidates"]:
         for c in cands:
             if c not in texts:
-                raise UserError(f"candidate item {c} is not in data/ingest/items.parquet (rerun `dvc repro split`)")
+                raise UserError(f"candidate item {c} is not in {paths.ITEMS} (rerun `dvc repro split`)")
             cand_text[c] = candidate_text(texts[c].title, texts[c].caption)
     preds = {sid: prediction(cot) or "(empty)" for sid, cot in has.select("sample_id", "cot").iter_rows()}
-    stats: dict = {}
-    vec = embed_cached(
+    vec, stats = embed_cached(
         [*preds.values(), *cand_text.values()],
         embedder_id,
         make_embedder,
         Path(params.cache_dir),
         params.batch_size,
-        stats,
         executor,
     )
     rows = []
@@ -215,22 +218,22 @@ def assess(
     df = df.with_columns(reliable.fill_null(False).alias("keep"))
     conf = df["confidence"].drop_nulls()
     lo, hi = (0.0, 1.0) if params.confidence == "softmax" else (-1.0, 1.0)
-    report = {
-        "samples": df.height,
-        "with_cot": int(df["cot"].is_not_null().sum()),
-        "kept": int(df["keep"].sum()),
-        "kept_share": round(float(df["keep"].mean()), 4) if df.height else None,
-        "kept_share_of_cot": round(int(df["keep"].sum()) / max(1, conf.len()), 4),
-        "median_confidence": round(float(conf.median()), 4) if conf.len() else None,
-        "target_top1_share": round(float((df["target_rank"] == 1).sum()) / max(1, conf.len()), 4),
-        "confidence": params.confidence,
-        "threshold": params.threshold,
-        "require_top1": params.require_top1,
-        "keep_rule": params.keep,
-        "chance_top1": round(1 / max(1, len(refined["candidates"][0])), 4) if df.height else None,
-        "embedding_model": embedder_id[0],
-        "embedding_revision": embedder_id[1],
-        "embedding": stats,
-    }  # no durations: the report is a DVC output
-    print(f"assess: {stats['model_calls']} texts embedded in {time.perf_counter() - t0:.1f} s")
-    return df, report | {"histogram": histogram(conf.to_list(), params.bins, lo, hi)}
+    report = AssessReport(
+        samples=df.height,
+        with_cot=int(df["cot"].is_not_null().sum()),
+        kept=int(df["keep"].sum()),
+        kept_share=round(float(df["keep"].mean()), 4) if df.height else None,
+        kept_share_of_cot=round(int(df["keep"].sum()) / max(1, conf.len()), 4),
+        median_confidence=round(float(conf.median()), 4) if conf.len() else None,
+        target_top1_share=round(float((df["target_rank"] == 1).sum()) / max(1, conf.len()), 4),
+        confidence=params.confidence,
+        threshold=params.threshold,
+        require_top1=params.require_top1,
+        keep_rule=params.keep,
+        chance_top1=round(1 / max(1, len(refined["candidates"][0])), 4) if df.height else None,
+        embedding_model=embedder_id[0],
+        embedding_revision=embedder_id[1],
+        embedding=stats,
+    )  # no durations: the report is a DVC output
+    print(f"assess: {stats.model_calls} texts embedded in {time.perf_counter() - t0:.1f} s")
+    return df, report, histogram(conf.to_list(), params.bins, lo, hi)

@@ -2,14 +2,15 @@
 
     from mllmrec.cot.generate import draft, refine
     drafts, report = draft(samples, items, mode="captions", prompt=..., sampling=..., model=m, revision=r,
-                           make_engine=lambda: engine, cache_dir=Path("data/cot/cache/draft"), batch_size=8)
+                           make_engine=lambda: engine, cache_dir=paths.DRAFT_CACHE, batch_size=8)
     refined, report = refine(drafts, items, params=RefineCotParams(), model=m, revision=r, make_engine=...)
 
 Cache key = hash(stage, model identity, the full rendered request (messages + image sha256s), generation params):
 changing a caption, title, prompt or model redoes exactly the samples it touches; a rerun with nothing changed
 builds no engine. Model outputs are cached even when malformed (greedy would repeat them; the editor's retries are
 separate keys with their own seed), transport failures (endpoint down after the engine's own retries) are not: the
-next run retries them. Every sample ends with a text or a failure reason; none is dropped silently.
+next run retries them. Every sample ends with a text or a failure reason; none is dropped silently. The reports
+are DraftReport and RefineReport (mllmrec.cot.reports).
 """
 
 import json
@@ -22,9 +23,10 @@ from pathlib import Path
 
 import polars as pl
 
-from mllmrec import partcache
+from mllmrec import partcache, paths
 from mllmrec.config import ExecutorParams
 from mllmrec.cot.leak import find_leaks, scrub
+from mllmrec.cot.reports import DraftReport, RefineReport
 from mllmrec.cot.text import is_echo, item_line, parse_steps
 from mllmrec.data.split import seeded_subset
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
@@ -62,8 +64,7 @@ def _lookup(texts: dict[str, ItemText], item_id: str, sample_id: str) -> ItemTex
         return texts[item_id]
     except KeyError:
         raise UserError(
-            f"sample {sample_id}: history item {item_id} is not in data/ingest/items.parquet "
-            "(rerun `dvc repro split` after ingest)"
+            f"sample {sample_id}: history item {item_id} is not in {paths.ITEMS} (rerun `dvc repro split` after ingest)"
         ) from None
 
 
@@ -187,7 +188,7 @@ def draft(
     batch_size: int,
     max_caption_chars: int = 400,
     executor: ExecutorParams | None = None,
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, DraftReport]:
     """One draft per sample: (samples + draft, draft_error, finish_reason, cache_key; report)."""
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -232,17 +233,17 @@ def draft(
         how="horizontal",
     )
     df = df.with_columns(pl.lit(model).alias("draft_model"), pl.lit(revision).alias("draft_revision"))
-    report = {
-        "samples": samples.height,
-        "drafted": int(df["draft"].is_not_null().sum()),
-        "mode": mode,
-        "errors": dict(sorted(errors.items())),
-        "input_notes": dict(sorted(notes.items())),
-        **stats,
-        "model": model,
-        "revision": revision,
+    report = DraftReport(
+        samples=samples.height,
+        drafted=int(df["draft"].is_not_null().sum()),
+        mode=mode,
+        errors=dict(sorted(errors.items())),
+        input_notes=dict(sorted(notes.items())),
+        **stats,  # the cache counters, each a field (rejected_cache_parts only when a part was set aside)
+        model=model,
+        revision=revision,
         **report_entry(ex),
-    }
+    )
     print(f"draft: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")  # not in the report
     return df, report
 
@@ -288,7 +289,7 @@ def refine(
     cache_dir: Path,
     given: dict[str, str] | None = None,
     executor: ExecutorParams | None = None,
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, RefineReport]:
     """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop).
 
     `given` (sample_id -> refined text, the authors' CoT file): no editor call; each text is parsed and audited
@@ -405,29 +406,29 @@ def refine(
     )
     edited = int(df["format_ok"].sum())
     leaks_before, leaks_after = int(df["leak_before"].sum()), int(df["leak_after"].sum())
-    report = {
-        "drafts_in": drafts.height,
-        "sent_to_editor": int(drafts["draft"].is_not_null().sum()),
-        "refined_format_ok": edited,
-        "with_cot": int(df["cot"].is_not_null().sum()),
-        "failed": dict(sorted(fails.items())),
-        "attempts_histogram": dict(sorted(Counter(df["attempts"].to_list()).items())),
-        "attempt_reasons": dict(sorted(Counter(r for rs in df["attempt_reasons"].to_list() for r in rs).items())),
-        "leak_before": leaks_before,
-        "leak_rate_before": round(leaks_before / edited, 4) if edited else None,
-        "leak_kinds": dict(sorted(kinds_n.items())),
-        "leak_action": params.leak_action,
-        "scrubbed_sentences": int(df["scrubbed_sentences"].sum()),
-        "dropped": int(df["dropped"].sum()),
-        "leak_after": leaks_after,
-        "leak_rate_after": round(leaks_after / max(1, int(df["cot"].is_not_null().sum())), 4),
-        "show_target": params.show_target,
-        "input_notes": dict(sorted(notes.items())),
+    report = RefineReport(
+        drafts_in=drafts.height,
+        sent_to_editor=int(drafts["draft"].is_not_null().sum()),
+        refined_format_ok=edited,
+        with_cot=int(df["cot"].is_not_null().sum()),
+        failed=dict(sorted(fails.items())),
+        attempts_histogram=dict(sorted(Counter(df["attempts"].to_list()).items())),
+        attempt_reasons=dict(sorted(Counter(r for rs in df["attempt_reasons"].to_list() for r in rs).items())),
+        leak_before=leaks_before,
+        leak_rate_before=round(leaks_before / edited, 4) if edited else None,
+        leak_kinds=dict(sorted(kinds_n.items())),
+        leak_action=params.leak_action,
+        scrubbed_sentences=int(df["scrubbed_sentences"].sum()),
+        dropped=int(df["dropped"].sum()),
+        leak_after=leaks_after,
+        leak_rate_after=round(leaks_after / max(1, int(df["cot"].is_not_null().sum())), 4),
+        show_target=params.show_target,
+        input_notes=dict(sorted(notes.items())),
         **stats,
-        "model": model,
-        "revision": revision,
-        "generation_params": json.loads(json.dumps(asdict(sampling))),
+        model=model,
+        revision=revision,
+        generation_params=json.loads(json.dumps(asdict(sampling))),
         **report_entry(ex),
-    }  # no durations: the report is a DVC output, the same run gives the same bytes
+    )  # no durations: the report is a DVC output, the same run gives the same bytes
     print(f"refine: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")
     return df, report

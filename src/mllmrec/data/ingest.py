@@ -60,6 +60,32 @@ class Report:
         self.examples[reason].extend(list(examples)[: max(room, 0)])
 
 
+@dataclass(kw_only=True)
+class InteractionsKept:
+    kept: int
+    users: int
+
+
+@dataclass(kw_only=True)
+class ItemsKept:
+    kept: int
+    with_image: int
+
+
+@dataclass(kw_only=True)
+class IngestReport:
+    """data/ingest/report.json (field names are its keys, mllmrec.reports): kept rows, then `Report`'s counts
+    sorted by reason, the image checks by outcome, and a few `file:line` examples per reason."""
+
+    interactions: InteractionsKept
+    items: ItemsKept
+    read: dict[str, int]
+    skipped: dict[str, int]
+    notes: dict[str, int]
+    images: dict[str, int]
+    examples: dict[str, list[str]]
+
+
 @dataclass(frozen=True)
 class Layout:
     interactions: tuple[str, ...]  # file names or glob patterns, read in this order
@@ -585,16 +611,16 @@ def normalize(
     return inter, titles.select("item_id", "title", *(["image"] if "image" in titles.columns else []))
 
 
-def ingest_report(report: Report, inter: pl.DataFrame, items: pl.DataFrame, image_counts: Counter) -> dict:
-    return {
-        "interactions": {"kept": inter.height, "users": inter["user_id"].n_unique()},
-        "items": {"kept": items.height, "with_image": int(items["image_ok"].sum())},
-        "read": dict(sorted(report.read.items())),
-        "skipped": dict(sorted(report.skipped.items())),
-        "notes": dict(sorted(report.notes.items())),
-        "images": dict(sorted(image_counts.items())),
-        "examples": {k: v for k, v in sorted(report.examples.items()) if v},
-    }
+def ingest_report(report: Report, inter: pl.DataFrame, items: pl.DataFrame, image_counts: Counter) -> IngestReport:
+    return IngestReport(
+        interactions=InteractionsKept(kept=inter.height, users=inter["user_id"].n_unique()),
+        items=ItemsKept(kept=items.height, with_image=int(items["image_ok"].sum())),
+        read=dict(sorted(report.read.items())),
+        skipped=dict(sorted(report.skipped.items())),
+        notes=dict(sorted(report.notes.items())),
+        images=dict(sorted(image_counts.items())),
+        examples={k: v for k, v in sorted(report.examples.items()) if v},
+    )
 
 
 def sort_ids(df: pl.DataFrame, col: str) -> pl.DataFrame:

@@ -3,7 +3,7 @@
     from mllmrec.data.textualize import textualize
     captions, report = textualize(items, root, prompt=..., sampling=SamplingParams(max_new_tokens=128),
                                   model="pixel-describer", revision="pd-1", make_engine=lambda: engine,
-                                  cache_dir=Path("data/textualize/cache"), batch_size=16)
+                                  cache_dir=paths.TEXTUALIZE_CACHE, batch_size=16)
     # executor=ExecutorParams(kind="ray", address="auto"): the same parts and captions, batches on a Ray cluster
 
 Cache key = sha256(image sha256, model, revision, prompt, generation params). Identical images share one request;
@@ -34,7 +34,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -45,6 +45,7 @@ from mllmrec.config import ExecutorParams
 from mllmrec.engines.base import Engine, GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
 from mllmrec.executor import open_executor, report_entry
+from mllmrec.reports import OMIT_IF_NONE
 from mllmrec.titles import mentions, spells_title_part
 
 PART_SCHEMA = {
@@ -69,6 +70,40 @@ OUT_COLUMNS = [
     "error",
     "cache_key",
 ]
+
+
+@dataclass(kw_only=True)
+class TitleScrubbed:
+    """Captions that restated their item's title (mostly OCR of the poster), and the clauses removed."""
+
+    captions: int
+    clauses: int
+
+
+@dataclass(kw_only=True)
+class TextualizeReport:
+    """data/textualize/report.json (field names are its keys, mllmrec.reports). No durations: the report is a DVC
+    output, the same run gives the same bytes."""
+
+    items: int
+    captioned: int
+    unique_images: int
+    cache_hits: int
+    invalid_cache_rows: int  # a null/blank caption in a part (edited or foreign): recomputed, never served
+    rejected_cache_parts: int  # failed verification: set aside, recomputed
+    model_calls: int
+    engine_built: bool
+    parts_written: int
+    stale_temp_files_removed: int
+    title_scrubbed: TitleScrubbed
+    errors: dict[str, int]  # by reason
+    error_examples: list  # the first five (item_id, error)
+    model: str
+    revision: str
+    prompt_hash: str
+    generation_params: dict
+    # Ray runs only (mllmrec.executor.report_entry)
+    executor: dict | None = field(default=None, metadata=OMIT_IF_NONE)
 
 
 def gen_params_json(sampling: SamplingParams) -> str:
@@ -216,7 +251,7 @@ def _refuse_cache_misses(ok: pl.DataFrame, keys: dict[str, str], todo: dict, mod
 
 def _item_rows(
     items: pl.DataFrame, keys: dict[str, str], done: dict[str, str], failed: dict[str, str], stamp: dict[str, str]
-) -> tuple[pl.DataFrame, Counter, dict[str, int]]:
+) -> tuple[pl.DataFrame, Counter, TitleScrubbed]:
     """(captions: one row per item, errors by reason, title scrub counts). `stamp`: model, revision, prompt_hash,
     generation_params, the same on every row."""
     errors: Counter = Counter()
@@ -238,7 +273,7 @@ def _item_rows(
             {"item_id": item_id, "image_sha256": sha, "caption": text, **stamp, "error": err, "cache_key": k}
         )
     captions = pl.DataFrame(out_rows, schema={c: pl.String for c in OUT_COLUMNS})
-    return captions, errors, {"captions": scrubbed, "clauses": clauses}
+    return captions, errors, TitleScrubbed(captions=scrubbed, clauses=clauses)
 
 
 def textualize(
@@ -255,7 +290,7 @@ def textualize(
     cache_only: bool = False,
     progress: bool = True,
     executor: ExecutorParams | None = None,
-) -> tuple[pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, TextualizeReport]:
     """Captions for `items` (item_id, image_path, image_sha256, image_ok, image_error) and a run report."""
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -286,25 +321,25 @@ def textualize(
     stamp = {"model": model, "revision": revision, "prompt_hash": ph, "generation_params": gp}
     captions, errors, scrubbed = _item_rows(items, keys, done, failed, stamp)
     secs = time.perf_counter() - t0
-    report = {
-        "items": items.height,
-        "captioned": int(captions["caption"].is_not_null().sum()),
-        "unique_images": len(keys),
-        "cache_hits": hits,
-        "invalid_cache_rows": invalid,
-        "rejected_cache_parts": rejected,  # failed verification: set aside, recomputed
-        "model_calls": calls,
-        "engine_built": bool(todo),
-        "parts_written": new.parts,
-        "stale_temp_files_removed": stale,
-        "title_scrubbed": scrubbed,  # title text removed (mostly OCR of the poster)
-        "errors": dict(sorted(errors.items())),
-        "error_examples": captions.filter(pl.col("error").is_not_null()).head(5).select("item_id", "error").rows(),
-        "model": model,
-        "revision": revision,
-        "prompt_hash": ph,
-        "generation_params": json.loads(gp),
+    report = TextualizeReport(
+        items=items.height,
+        captioned=int(captions["caption"].is_not_null().sum()),
+        unique_images=len(keys),
+        cache_hits=hits,
+        invalid_cache_rows=invalid,
+        rejected_cache_parts=rejected,
+        model_calls=calls,
+        engine_built=bool(todo),
+        parts_written=new.parts,
+        stale_temp_files_removed=stale,
+        title_scrubbed=scrubbed,
+        errors=dict(sorted(errors.items())),
+        error_examples=captions.filter(pl.col("error").is_not_null()).head(5).select("item_id", "error").rows(),
+        model=model,
+        revision=revision,
+        prompt_hash=ph,
+        generation_params=json.loads(gp),
         **report_entry(ex),
-    }  # no durations: the report is a DVC output, the same run gives the same bytes
+    )
     print(f"textualize: {calls} model calls in {secs:.1f} s" + (f" ({calls / secs:.1f}/s)" if calls else ""))
     return captions, report

@@ -4,24 +4,21 @@ Every method (baselines now, LLM policies later) produces a `ranked` list of ite
 scores them with the pure functions in metrics.py, so all methods are measured by exactly the same code.
 """
 
-from pathlib import Path
-
 import numpy as np
 import polars as pl
 
+from mllmrec import paths
 from mllmrec.config import EvalParams
 from mllmrec.data.split import seeded_subset
 from mllmrec.evaluation.metrics import out_of_candidates, summarize, target_rank
 from mllmrec.io import read_parquet
-
-SPLIT_DIR = Path("data/split")
 
 
 def load_candidates(n_neg: int, split: str, max_samples: int | None = None, seed: int = 0) -> pl.DataFrame:
     """One split of a persisted candidate file; with max_samples, a seeded subset chosen by hashing sample ids, so
     every method (baselines and LLMs) is scored on exactly the same samples whatever the row order
     (mllmrec.data.split.seeded_subset)."""
-    cands = read_parquet(SPLIT_DIR / f"candidates_n{n_neg}.parquet", "split").filter(pl.col("split") == split)
+    cands = read_parquet(paths.candidates(n_neg), "split").filter(pl.col("split") == split)
     if max_samples is not None and cands.height > max_samples:
         cands = seeded_subset(cands, max_samples, seed).sort(pl.col("sample_id").str.len_chars(), "sample_id")
     return cands
@@ -29,9 +26,9 @@ def load_candidates(n_neg: int, split: str, max_samples: int | None = None, seed
 
 def candidate_sizes() -> list[int]:
     """The candidate-set sizes the split stage wrote (split.num_negatives)."""
-    sizes = sorted(int(p.stem.removeprefix("candidates_n")) for p in SPLIT_DIR.glob("candidates_n*.parquet"))
+    sizes = sorted(int(p.stem.removeprefix("candidates_n")) for p in paths.SPLIT.glob(paths.candidates("*").name))
     if not sizes:
-        read_parquet(SPLIT_DIR / "candidates_n9.parquet", "split")  # raises the "run split first" error
+        read_parquet(paths.candidates(9), "split")  # raises the "run split first" error
     return sizes
 
 

@@ -15,6 +15,7 @@ actors, one policy engine each, and come back in order, so the predictions equal
 import polars as pl
 import torch
 
+from mllmrec import paths
 from mllmrec.config import PromptParams
 from mllmrec.engines.base import GenerationRequest, SamplingParams
 from mllmrec.errors import UserError
@@ -52,7 +53,7 @@ def likelihood_predictions(
             raise UserError(
                 f"{tokenizer.name_or_path}: the policy has {len(token_of)} item tokens, but {len(missing)} "
                 f"candidate items have none (e.g. {missing[:3]}): it was trained on another item table "
-                "than data/ingest/items.parquet; rerun `dvc repro sft`"
+                f"than {paths.ITEMS}; rerun `dvc repro sft`"
             )
         all_scores = item_token_scores(model, tokenizer, rows, token_of, texts, prompt, enable_thinking)
     else:

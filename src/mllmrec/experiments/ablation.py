@@ -4,13 +4,14 @@
     text, plots = report({name: read_arm(root, sha) for name, sha in ...}, reference)
 
 scripts/ablation.py queues the arms and calls this. Everything here is pure (reward per prompt, the share of
-completions that answer the item a CoT points at, one function per table): it takes plain frames and dicts, so tests
-feed it hand-made arms.
+completions that answer the item a CoT points at, one function per table): it takes plain frames and the arms' typed
+reports (CotMetrics, AugmentReport), so tests feed it hand-made arms.
 """
 
 import numpy as np
 import polars as pl
 
+from mllmrec import paths
 from mllmrec.cot.leak import find_leaks
 from mllmrec.errors import UserError
 from mllmrec.evaluation.metrics import bootstrap_ci, per_sample_scores
@@ -207,9 +208,9 @@ def _training_table(done: dict[str, dict], arms: list[str], tail: int) -> tuple[
         ],
         train_rows,
         "training, per arm",
-        "CoT counts: metrics/cot.json and data/augment/report.json of each experiment; an arm whose "
-        "share could not be met reports what it used. Rewards: plots/grpo_train.csv (mean over each step's "
-        "completions); valid HR@1: the monitors' last point (plots/sft_valid.csv, plots/grpo_valid.csv).",
+        f"CoT counts: {paths.COT_METRICS} and {paths.AUGMENT_REPORT} of each experiment; an arm whose "
+        f"share could not be met reports what it used. Rewards: {paths.GRPO_TRAIN_PLOT} (mean over each step's "
+        f"completions); valid HR@1: the monitors' last point ({paths.SFT_VALID_PLOT}, {paths.GRPO_VALID_PLOT}).",
     )
     return table, {"grpo_reward": [reward_plot[s] for s in sorted(reward_plot)], "reward_vs_valid": scatter}
 
@@ -220,10 +221,10 @@ def _training_row(arm: str, r: dict, tail: int) -> list[str]:
     valid = {s: _last(r[f"{s}_valid"], "valid_HR@1") for s in STAGES}
     return [
         arm,
-        f"{cot['train_samples_drafted']} / {cot['refined_format_ok']} / {cot['with_cot_after_audit']} / {cot['kept']}",
-        f"{cot['leak_rate_before']} / {cot['leak_rate_after']}",
-        f"{aug['sft']['with_cot']} of {aug['sft']['requested']}",
-        f"{aug['grpo']['with_cot']} of {aug['grpo']['requested']} ({_grpo_cot_prompts(r)} trained)",
+        f"{cot.train_samples_drafted} / {cot.refined_format_ok} / {cot.with_cot_after_audit} / {cot.kept}",
+        f"{cot.leak_rate_before} / {cot.leak_rate_after}",
+        f"{aug.sft.with_cot} of {aug.sft.requested}",
+        f"{aug.grpo.with_cot} of {aug.grpo.requested} ({_grpo_cot_prompts(r)} trained)",
         _mean(first),
         _mean(last),
         *(f"{v:.2f}" if v is not None else "—" for v in valid.values()),
@@ -245,10 +246,10 @@ def _inflation_tables(
         if _grpo_cot_prompts(r):
             test = next(c for c in comps if c["a"] == f"{arm} SFT+GRPO")["HR@1"]
             inflation.append(_inflation_row(arm, r, base, base_rewards, test, n_resamples, seed))
-        elif r["augment"]["grpo"]["with_cot"]:
+        elif r["augment"].grpo.with_cot:
             # CoT rows in its GRPO file, none among the prompts it trained on: nothing to pair, said, not hidden
             untrained.append(
-                f"{arm}: {r['augment']['grpo']['with_cot']} GRPO rows with CoT, none among the "
+                f"{arm}: {r['augment'].grpo.with_cot} GRPO rows with CoT, none among the "
                 "prompts GRPO trained on (its GRPO input equals the reference's); no inflation "
                 "to measure."
             )
@@ -268,7 +269,7 @@ def _inflation_tables(
                 inflation,
                 f"reward inflation: arms with CoT in GRPO prompts against {reference}",
                 "train reward: the mean total reward of each prompt's logged completions "
-                "(data/grpo/completions.jsonl), paired by prompt, sign-flip p; the item a CoT names: its [ITEM_<id>] "
+                f"({paths.GRPO_COMPLETIONS}), paired by prompt, sign-flip p; the item a CoT names: its [ITEM_<id>] "
                 "tag or title (mllmrec.cot.leak); the last column is the reference arm on the same prompts without it.",
             )
         )

@@ -17,8 +17,12 @@ from pathlib import Path
 
 import polars as pl
 
+from mllmrec import paths
 from mllmrec.config import read_yaml
+from mllmrec.cot.reports import CotMetrics
 from mllmrec.errors import UserError
+from mllmrec.reports import from_dict
+from mllmrec.training.augment import AugmentReport
 
 STAGES = ("sft", "grpo")  # each arm's two policies: SFT only, SFT + GRPO (rows of one experiment)
 
@@ -97,24 +101,27 @@ def _dvc_bytes(root: Path, sha: str, path: str) -> bytes:
 def read_arm(root: Path, sha: str) -> dict:
     """Everything the table needs from one finished experiment."""
 
-    def csv(path: str) -> pl.DataFrame:
-        return pl.read_csv(io.StringIO(_git_text(root, sha, path)))
+    def csv(path: Path) -> pl.DataFrame:
+        return pl.read_csv(io.StringIO(_git_text(root, sha, path.as_posix())))
 
-    def parquet(path: str) -> pl.DataFrame:
-        return pl.read_parquet(io.BytesIO(_dvc_bytes(root, sha, path)))
+    def parquet(path: Path) -> pl.DataFrame:
+        return pl.read_parquet(io.BytesIO(_dvc_bytes(root, sha, path.as_posix())))
 
-    jsonl = _dvc_bytes(root, sha, "data/grpo/completions.jsonl").decode()
+    def report(path: Path, text: str | bytes, cls: type):
+        return from_dict(cls, json.loads(text), f"experiment {sha[:7]}: {path}")
+
+    jsonl = _dvc_bytes(root, sha, paths.GRPO_COMPLETIONS.as_posix()).decode()
     return {
         "sha": sha,
-        "predictions": {s: parquet(f"data/predictions/{s}.parquet") for s in STAGES},
-        "grpo_curve": csv("plots/grpo_train.csv"),
-        "sft_valid": csv("plots/sft_valid.csv"),
-        "grpo_valid": csv("plots/grpo_valid.csv"),
-        "cot": json.loads(_git_text(root, sha, "metrics/cot.json")),
-        "augment": json.loads(_dvc_bytes(root, sha, "data/augment/report.json")),
+        "predictions": {s: parquet(paths.predictions(s)) for s in STAGES},
+        "grpo_curve": csv(paths.GRPO_TRAIN_PLOT),
+        "sft_valid": csv(paths.SFT_VALID_PLOT),
+        "grpo_valid": csv(paths.GRPO_VALID_PLOT),
+        "cot": report(paths.COT_METRICS, _git_text(root, sha, paths.COT_METRICS.as_posix()), CotMetrics),
+        "augment": report(paths.AUGMENT_REPORT, _dvc_bytes(root, sha, paths.AUGMENT_REPORT.as_posix()), AugmentReport),
         "completions": [json.loads(line) for line in jsonl.splitlines() if line.strip()],
-        "grpo_samples": parquet("data/augment/grpo.parquet"),
-        "titles": dict(parquet("data/ingest/items.parquet").select("item_id", "title").iter_rows()),
+        "grpo_samples": parquet(paths.GRPO_SAMPLES),
+        "titles": dict(parquet(paths.ITEMS).select("item_id", "title").iter_rows()),
         # outputs hold no durations (same run, same bytes): the experiment commit's time says when the arm ended
         "finished": subprocess.run(
             ["git", "show", "-s", "--format=%cd", "--date=format-local:%H:%M:%S", sha],

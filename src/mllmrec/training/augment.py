@@ -11,6 +11,8 @@ assessment a per-sample coin among the kept CoTs would give far fewer. When fewe
 for, all of them are used and the shortfall is reported.
 """
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
@@ -22,6 +24,39 @@ from mllmrec.errors import UserError
 # (how many CoTs were eligible is in the report), so ablation arms that differ only in GRPO share one SFT run
 OUT_COLUMNS = ["sample_id", "user_id", "history", "candidates", "target", "cot", "has_cot", "cot_draw"]
 COT_COLUMNS = {"sample_id", "cot", "keep"}  # what we read from the assess_cot output
+
+
+@dataclass(kw_only=True)
+class CotDraw:
+    """One output file's CoT draw: the share asked for, the count it asks, what the kept CoTs allowed."""
+
+    cot_prob: float
+    requested: int
+    with_cot: int
+    shortfall: int  # requested - with_cot: fewer kept CoTs than the share asks for
+    share: float  # with_cot / samples
+
+
+@dataclass(kw_only=True)
+class CotCounts:
+    """The assess_cot output's rows, the kept ones, and where those are."""
+
+    rows: int
+    kept: int
+    kept_not_train: int  # kept CoTs of valid/test samples (or of samples the candidates file lacks): never used
+    kept_in_samples: int
+
+
+@dataclass(kw_only=True)
+class AugmentReport:
+    """data/augment/report.json (field names are its keys, mllmrec.reports)."""
+
+    num_negatives: int
+    train_samples: int
+    samples: int
+    cots: CotCounts
+    sft: CotDraw
+    grpo: CotDraw
 
 
 def kept_cots(cots: pl.DataFrame, source: str) -> pl.DataFrame:
@@ -39,7 +74,7 @@ def kept_cots(cots: pl.DataFrame, source: str) -> pl.DataFrame:
     )
 
 
-def draw_cot(samples: pl.DataFrame, share: float, rng: np.random.Generator) -> tuple[pl.DataFrame, dict]:
+def draw_cot(samples: pl.DataFrame, share: float, rng: np.random.Generator) -> tuple[pl.DataFrame, CotDraw]:
     """Set cot/has_cot/cot_draw on `samples` (sorted by sample_id; `cot` null where no kept CoT)."""
     u = rng.random(samples.height)  # one draw per sample in sample_id order: reproducible from (seed, samples)
     eligible = samples["cot"].is_not_null().to_numpy()
@@ -53,19 +88,19 @@ def draw_cot(samples: pl.DataFrame, share: float, rng: np.random.Generator) -> t
         has_cot=pl.Series(chosen),
         cot_draw=pl.Series(u),
     ).with_columns(cot=pl.when("has_cot").then("cot").otherwise(None))
-    report = {
-        "cot_prob": share,
-        "requested": wanted,
-        "with_cot": n,
-        "shortfall": wanted - n,
-        "share": round(n / samples.height, 4) if samples.height else 0.0,
-    }
+    report = CotDraw(
+        cot_prob=share,
+        requested=wanted,
+        with_cot=n,
+        shortfall=wanted - n,
+        share=round(n / samples.height, 4) if samples.height else 0.0,
+    )
     return out.select(OUT_COLUMNS), report
 
 
 def augment(
     cands: pl.DataFrame, cots: pl.DataFrame, params: AugmentParams, cot_source: str = "cot file"
-) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
+) -> tuple[pl.DataFrame, pl.DataFrame, AugmentReport]:
     """(sft samples, grpo samples, report) from the persisted candidates and the assessed CoTs."""
     train = cands.filter(pl.col("split") == "train")
     if train.is_empty():
@@ -83,17 +118,17 @@ def augment(
     # separate stage-local streams: changing one share never moves the other file's draw
     sft, sft_rep = draw_cot(samples, params.sft_cot_prob, np.random.default_rng([params.seed, 0]))
     grpo, grpo_rep = draw_cot(samples, params.grpo_cot_prob, np.random.default_rng([params.seed, 1]))
-    report = {
-        "num_negatives": params.num_negatives,
-        "train_samples": train.height,
-        "samples": samples.height,
-        "cots": {
-            "rows": cots.height,
-            "kept": pool.height,
-            "kept_not_train": not_train,
-            "kept_in_samples": int(samples["cot"].is_not_null().sum()),
-        },
-        "sft": sft_rep,
-        "grpo": grpo_rep,
-    }
+    report = AugmentReport(
+        num_negatives=params.num_negatives,
+        train_samples=train.height,
+        samples=samples.height,
+        cots=CotCounts(
+            rows=cots.height,
+            kept=pool.height,
+            kept_not_train=not_train,
+            kept_in_samples=int(samples["cot"].is_not_null().sum()),
+        ),
+        sft=sft_rep,
+        grpo=grpo_rep,
+    )
     return sft, grpo, report
