@@ -106,7 +106,7 @@ def bench(args, dtype_name: str, trainer_kind: str, micro_batches: int = 1) -> d
     from mllmrec.prompts import load_item_texts
     from mllmrec.training.grpo import grpo_rows
     from mllmrec.training.rewards import trl_reward_funcs
-    from mllmrec.training.sft import cpu_speed_trainer
+    from mllmrec.training.run import cpu_speed_trainer
 
     tok = AutoTokenizer.from_pretrained(args.model)
     items = pl.read_parquet("data/ingest/items.parquet")

@@ -46,7 +46,7 @@ def main(
     from mllmrec.data.split import seeded_subset
     from mllmrec.training.grpo import grpo_rows, train_grpo
     from mllmrec.training.monitor import train_subset, valid_subset
-    from mllmrec.training.sft import check_budget
+    from mllmrec.training.run import check_budget
 
     tokenizer = AutoTokenizer.from_pretrained(params.model)
     samples = seeded_subset(samples, params.max_samples, params.seed)

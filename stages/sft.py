@@ -21,7 +21,8 @@ from mllmrec.errors import UserError
 from mllmrec.io import read_parquet, write_csv
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
-from mllmrec.training.sft import check_budget, sft_examples, tokenize_examples, train_sft
+from mllmrec.training.run import check_budget
+from mllmrec.training.sft import sft_examples, tokenize_examples, train_sft
 
 
 def main(

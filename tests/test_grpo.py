@@ -16,7 +16,7 @@ from grpo_project import ITEMS, STAGE, TITLES, make_project, samples, warm_polic
 
 from mllmrec.config import GrpoParams, PromptParams
 from mllmrec.prompts import ItemText, build_messages, render_prompt
-from mllmrec.training.sft import training_dtype
+from mllmrec.training.run import training_dtype
 
 # what one process and two processes must both produce
 MODEL_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "grpo_info.json"}

@@ -11,7 +11,7 @@ from ruamel.yaml import YAML
 
 from mllmrec.config import GrpoParams, ModelsParams, SplitParams, section_model
 from mllmrec.errors import UserError
-from mllmrec.training.sft import check_budget
+from mllmrec.training.run import check_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "presets").glob("paper-*.yaml"))

@@ -16,7 +16,8 @@ import yaml
 from mllmrec.config import AugmentParams, PromptParams, SftParams
 from mllmrec.prompts import build_messages, load_item_texts, render_prompt
 from mllmrec.training.augment import augment
-from mllmrec.training.sft import fingerprint, prepare_checkpoints, sft_examples, tokenize_examples, training_dtype
+from mllmrec.training.run import prepare_checkpoints, training_dtype
+from mllmrec.training.sft import fingerprint, sft_examples, tokenize_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 TITLES = ["Heat (1995)", "Toy Story (1995)", "Jumanji (1995)", "Seven (1995)", "GoldenEye (1995)", "Up (2009)"]
@@ -268,7 +269,7 @@ def test_fused_lm_head_scores_only_label_positions_on_cpu(tiny_lm_dir, monkeypat
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer
 
-    from mllmrec.training.sft import cpu_speed_trainer
+    from mllmrec.training.run import cpu_speed_trainer
 
     monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton)  # undo the shim after this test
     cpu_speed_trainer(SFTTrainer, "compute_loss")

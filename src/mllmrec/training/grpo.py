@@ -4,6 +4,8 @@
     rows = grpo_rows(samples, texts, tokenizer, prompt_params, enable_thinking)   # prompt strings + reward columns
     info = train_grpo(rows, valid_cands, texts, tokenizer, params, prompt_params, enable_thinking, out_dir, ...)
 
+The run around the trainer (checkpoints, resume, merge, save) is mllmrec.training.run's, shared with SFT.
+
 Prompts: `render_prompt` (the one renderer, chat template applied with `enable_thinking` explicit) as plain strings,
 exactly the text SFT trained on and evaluation scores. TRL tokenizes a string prompt with `tokenizer(text)`; we check
 that this adds no special token the template did not write (a BOS-adding tokenizer would otherwise see a double BOS
@@ -19,7 +21,6 @@ Trainer's log_history, which checkpoints carry, so a resumed run still writes th
 import hashlib
 import json
 import math
-import time
 from pathlib import Path
 
 import polars as pl
@@ -32,7 +33,7 @@ from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.training.memory import check_cuda_training
 from mllmrec.training.monitor import ValidMonitor, valid_rows
 from mllmrec.training.rewards import trl_reward_funcs
-from mllmrec.training.sft import cpu_speed_trainer, last_checkpoint, prepare_checkpoints, save_merged, training_dtype
+from mllmrec.training.run import cpu_speed_trainer, lora_config, open_run, process_state, trainer_args, training_dtype
 
 # params that change how often we save/log/monitor, not what is learned: editing them keeps checkpoints resumable
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor", "launch"}
@@ -218,17 +219,57 @@ def train_grpo(
 ) -> dict:
     """Train (resuming if possible), merge the LoRA in the training dtype, save model + tokenizer to out_dir.
     `monitor_train`: training samples the monitor also ranks (mllmrec.training.monitor.train_subset), or None."""
-    import torch
-    from accelerate import PartialState
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, GenerationConfig
-    from trl import GRPOConfig, GRPOTrainer
-
     if not rows:
         raise UserError("data/augment/grpo.parquet has no samples: nothing to train on")
-    # cpu=True on CUDA-less boxes: otherwise accelerate treats CPU ranks as one process (no gloo group)
-    state = PartialState(cpu=not torch.cuda.is_available())
+    world = _check_launch(params)
+    dtype = training_dtype(params.dtype)
+    ckpt_dir = Path(params.checkpoint_dir)
+    fp = fingerprint(rows, params.model, params)
+    # completions.jsonl belongs to the run: cleared with its checkpoints, truncated to the resumed step below
+    run = open_run(ckpt_dir, fp, params.max_steps, "grpo", ("completions.jsonl",))
+    if run.resume and run.state.is_main_process:
+        truncate_samples(ckpt_dir / "completions.jsonl", run.resumed_step)
+
+    model = _load_policy(rows, tokenizer, params, dtype)
+    args = _grpo_args(params, dtype)
+    monitor = MonitorCallback(
+        valid,
+        texts,
+        tokenizer,
+        prompt_params,
+        enable_thinking,
+        params,
+        ckpt_dir / "completions.jsonl",
+        monitor_train,
+        rows,
+    )
+    trainer = _grpo_trainer(model, args, rows, tokenizer, params, monitor)
+    train_s = run.train(trainer)
+
+    info = {
+        "base_model": params.model,
+        "dtype": str(dtype).removeprefix("torch."),
+        "prompts": len(rows),
+        "world_size": world,
+        "global_step": trainer.state.global_step,
+        "resumed_from_step": run.resumed_step,
+        "train_seconds": round(train_s, 1),
+        "monitor_seconds": round(monitor.eval_seconds, 1),
+        "use_vllm": params.use_vllm,
+        "environment": versions(),
+    }
+    run.finish(trainer, tokenizer, dtype, out_dir, "grpo_info.json", info)
+    info["curve"] = curve_rows(trainer.state.log_history)
+    info["valid_curve"] = valid_rows(trainer.state.log_history, params.monitor.ks)
+    return info
+
+
+def _check_launch(params: GrpoParams) -> int:
+    """The number of processes, after refusing a launch GRPO cannot run: an effective batch that does not split into
+    whole groups, vLLM without CUDA, a vLLM server that does not answer (checked by the main process)."""
+    import torch
+
+    state = process_state()
     world = state.num_processes
     eff = params.batch_size * params.grad_accum * world
     if eff % params.num_generations:  # params validate this for launch.num_processes; a manual launch may differ
@@ -240,21 +281,13 @@ def train_grpo(
         raise UserError("params.yaml: grpo.use_vllm needs a CUDA GPU and `pip install -e .[gpu]`; set it false on CPU")
     if params.use_vllm and params.vllm_mode == "server" and state.is_main_process:
         check_vllm_server(params.vllm_server_base_url or "http://0.0.0.0:8000")
-    dtype = training_dtype(params.dtype)
-    ckpt_dir = Path(params.checkpoint_dir)
-    fp = fingerprint(rows, params.model, params)
-    # completions.jsonl belongs to the run: cleared with its checkpoints, truncated to the resumed step below
-    resume = (
-        prepare_checkpoints(ckpt_dir, fp, params.max_steps, "grpo", ("completions.jsonl",))
-        if state.is_main_process
-        else None
-    )
-    state.wait_for_everyone()
-    resume = last_checkpoint(ckpt_dir) if not state.is_main_process else resume
-    resumed_step = json.loads((resume / "trainer_state.json").read_text())["global_step"] if resume else 0
-    if resume and state.is_main_process:
-        print(f"grpo: resuming from {resume} (step {resumed_step})", flush=True)
-        truncate_samples(ckpt_dir / "completions.jsonl", resumed_step)
+    return world
+
+
+def _load_policy(rows: list[dict], tokenizer, params: GrpoParams, dtype):
+    """The merged SFT model GRPO starts from: the CUDA memory check first, then the weights, checked against the
+    tokenizer, with a generation config of nothing but the tokenizer's eos/pad."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     longest = max(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows)
     check_cuda_training(
@@ -276,15 +309,36 @@ def train_grpo(
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    bf16 = dtype == torch.bfloat16
-    args = GRPOConfig(
-        output_dir=str(ckpt_dir),
-        learning_rate=params.lr,
-        num_train_epochs=params.epochs,
-        max_steps=params.max_steps or -1,
-        per_device_train_batch_size=params.batch_size,
-        gradient_accumulation_steps=params.grad_accum,
-        warmup_steps=params.warmup,
+    return model
+
+
+def _grpo_trainer(model, args, rows: list[dict], tokenizer, params: GrpoParams, monitor: MonitorCallback):
+    """TRL's GRPOTrainer (CPU-sped: run.cpu_speed_trainer) with the LoRA, the reward functions and the monitor, which
+    reads the trainer's last generation batch."""
+    from datasets import Dataset
+    from trl import GRPOTrainer
+
+    r = params.reward
+    reward_funcs = trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss, r.max_answers)
+    trainer = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(params.lora),
+        callbacks=[monitor],
+    )
+    monitor.trainer = trainer
+    return trainer
+
+
+def _grpo_args(params: GrpoParams, dtype):
+    """GRPOConfig: the shared trainer arguments (run.trainer_args) + sampling, loss and vLLM settings."""
+    from trl import GRPOConfig
+
+    return GRPOConfig(
+        **trainer_args(params, dtype),
         num_generations=params.num_generations,
         beta=params.beta,
         loss_type=params.loss_type,
@@ -306,69 +360,6 @@ def train_grpo(
         vllm_enable_sleep_mode=params.vllm_enable_sleep_mode,
         vllm_max_model_length=params.vllm_max_model_length,
         remove_unused_columns=False,  # candidates/target reach the reward functions as keyword arguments
-        bf16=bf16,
-        fp16=False,  # TRL's bf16 default would autocast on CPU too
         gradient_checkpointing=params.gradient_checkpointing,
-        save_strategy="steps",
-        save_steps=params.save_steps,
-        save_total_limit=params.save_total_limit,
-        logging_steps=params.logging_steps,
         log_completions=False,
-        seed=params.seed,
-        data_seed=params.seed,
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        dataloader_pin_memory=torch.cuda.is_available(),
     )
-    lora = LoraConfig(
-        r=params.lora.r,
-        lora_alpha=params.lora.alpha,
-        lora_dropout=params.lora.dropout,
-        target_modules=params.lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
-    r = params.reward
-    monitor = MonitorCallback(
-        valid,
-        texts,
-        tokenizer,
-        prompt_params,
-        enable_thinking,
-        params,
-        ckpt_dir / "completions.jsonl",
-        monitor_train,
-        rows,
-    )
-    reward_funcs = trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss, r.max_answers)
-    trainer = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=args,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=[monitor],
-    )
-    monitor.trainer = trainer
-    t0 = time.time()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    train_s = time.time() - t0
-
-    info = {
-        "base_model": params.model,
-        "dtype": str(dtype).removeprefix("torch."),
-        "prompts": len(rows),
-        "world_size": world,
-        "global_step": trainer.state.global_step,
-        "resumed_from_step": resumed_step,
-        "train_seconds": round(train_s, 1),
-        "monitor_seconds": round(monitor.eval_seconds, 1),
-        "use_vllm": params.use_vllm,
-        "environment": versions(),
-    }
-    if trainer.is_world_process_zero():
-        save_merged(trainer.model, tokenizer, dtype, out_dir, "grpo_info.json", info)
-    state.wait_for_everyone()
-    info["curve"] = curve_rows(trainer.state.log_history)
-    info["valid_curve"] = valid_rows(trainer.state.log_history, params.monitor.ks)
-    return info
