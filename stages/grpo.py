@@ -13,6 +13,7 @@ the monitored steps), data/grpo/completions.jsonl (a few sampled completions per
 
 from pathlib import Path
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import GrpoParams, ModelsParams, PromptParams, load_section
 from mllmrec.errors import UserError
@@ -20,25 +21,21 @@ from mllmrec.io import read_parquet, write_csv, write_text
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
 
+READS = [paths.GRPO_SAMPLES, paths.ITEMS, paths.CAPTIONS, paths.SPLIT, paths.param("grpo.model")]
+WRITES = [paths.GRPO_MODEL, paths.GRPO_COMPLETIONS, paths.GRPO_TRAIN_PLOT, paths.GRPO_VALID_PLOT]
 
-def main(
-    out: Path = Path("models/grpo"),
-    plot: Path = Path("plots/grpo_train.csv"),
-    valid_plot: Path = Path("plots/grpo_valid.csv"),
-    samples_out: Path = Path("data/grpo/completions.jsonl"),
-) -> None:
+
+def main() -> None:
     params = load_section("grpo", GrpoParams)  # validates the effective batch before anything loads
     maybe_relaunch(params.launch, "grpo")
     prompt = load_section("prompt", PromptParams)
     policy = load_section("models", ModelsParams).policy
 
-    samples = read_parquet(Path("data/augment/grpo.parquet"), "augment")
+    samples = read_parquet(paths.GRPO_SAMPLES, "augment")
     if not (Path(params.model) / "config.json").exists():
         raise UserError(f"{params.model}: no model there (grpo.model); run `dvc repro sft` first")
-    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = (
-        None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"), "textualize")
-    )
+    items = read_parquet(paths.ITEMS, "ingest")
+    captions = None if prompt.captions == "none" else read_parquet(paths.CAPTIONS, "textualize")
     texts = load_item_texts(items, captions)
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
@@ -59,7 +56,7 @@ def main(
         len(rows),
         "prompts",
     )
-    valid = valid_subset(Path("data/split"), params.monitor)
+    valid = valid_subset(paths.SPLIT, params.monitor)
     monitor_train = train_subset(samples, params.monitor)
     print(
         f"grpo: {len(rows)} prompts ({sum(r['has_cot'] for r in rows)} with CoT) x {params.num_generations} "
@@ -67,22 +64,24 @@ def main(
         f"monitor {0 if valid is None else valid.height} valid samples every {params.monitor.every} steps"
     )
 
-    info = train_grpo(rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, out, monitor_train)
+    info = train_grpo(
+        rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, paths.GRPO_MODEL, monitor_train
+    )
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
         return
-    write_csv(info["curve"], plot)
-    write_csv(info["valid_curve"], valid_plot)
+    write_csv(info["curve"], paths.GRPO_TRAIN_PLOT)
+    write_csv(info["valid_curve"], paths.GRPO_VALID_PLOT)
     jsonl = Path(params.checkpoint_dir) / "completions.jsonl"
-    write_text(jsonl.read_text() if jsonl.exists() else "", samples_out)
+    write_text(jsonl.read_text() if jsonl.exists() else "", paths.GRPO_COMPLETIONS)
     last = info["curve"][-1] if info["curve"] else {}
     first_valid, last_valid = (info["valid_curve"][0], info["valid_curve"][-1]) if info["valid_curve"] else ({}, {})
     print(
         f"grpo: {info['global_step']} steps (resumed at {info['resumed_from_step']}) on {info['world_size']} "
         f"process(es) in {info['train_seconds']} s (monitor {info['monitor_seconds']} s), {info['dtype']}; "
         f"last reward {last.get('reward')}, valid HR@1 {first_valid.get('valid_HR@1')} -> "
-        f"{last_valid.get('valid_HR@1')} -> {out}"
+        f"{last_valid.get('valid_HR@1')} -> {paths.GRPO_MODEL}"
     )
 
 

@@ -11,10 +11,9 @@ plots/sft_loss.csv (train loss per logged step), plots/sft_valid.csv (valid HR@K
 trains on: memorising vs not fitting).
 """
 
-from pathlib import Path
-
 import polars as pl
 
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, PromptParams, SftParams, load_section
 from mllmrec.errors import UserError
@@ -24,12 +23,18 @@ from mllmrec.prompts import load_item_texts
 from mllmrec.training.run import check_budget
 from mllmrec.training.sft import sft_examples, tokenize_examples, train_sft
 
+READS = [
+    paths.SFT_SAMPLES,
+    paths.ITEM_TOKEN_TABLE,
+    paths.ITEMS,
+    paths.CAPTIONS,
+    paths.param("models.provision.out"),  # orders after `models`; hub policies are pinned by revision in params
+    paths.SPLIT,  # the valid subset of the learning-curve monitor
+]
+WRITES = [paths.SFT_MODEL, paths.SFT_VALID_PLOT, paths.SFT_LOSS_PLOT]
 
-def main(
-    out: Path = Path("models/sft"),
-    plot: Path = Path("plots/sft_loss.csv"),
-    valid_plot: Path = Path("plots/sft_valid.csv"),
-) -> None:
+
+def main() -> None:
     params = load_section("sft", SftParams)
     maybe_relaunch(params.launch, "sft")  # sft.launch.num_processes > 1: re-exec under accelerate launch
     prompt = load_section("prompt", PromptParams)
@@ -37,13 +42,11 @@ def main(
     if policy.engine == "openai":
         raise UserError("params.yaml: models.policy uses the openai engine; SFT needs local weights (a folder/hub id)")
 
-    samples = read_parquet(Path("data/augment/sft.parquet"), "augment")
-    items = read_parquet(Path("data/ingest/items.parquet"), "ingest")
-    captions = (
-        None if prompt.captions == "none" else read_parquet(Path("data/textualize/captions.parquet"), "textualize")
-    )
+    samples = read_parquet(paths.SFT_SAMPLES, "augment")
+    items = read_parquet(paths.ITEMS, "ingest")
+    captions = None if prompt.captions == "none" else read_parquet(paths.CAPTIONS, "textualize")
     texts = load_item_texts(items, captions)
-    item_table = read_parquet(Path("data/item_tokens/items.parquet"), "item_tokens")
+    item_table = read_parquet(paths.ITEM_TOKEN_TABLE, "item_tokens")
 
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
@@ -71,7 +74,7 @@ def main(
         len(rows),
         "samples",
     )
-    valid = valid_subset(Path("data/split"), params.monitor)
+    valid = valid_subset(paths.SPLIT, params.monitor)
     trained = samples.filter(~pl.col("sample_id").is_in(skipped))  # the train curve ranks only samples SFT sees
     monitor = ValidMonitor(
         valid,
@@ -88,15 +91,17 @@ def main(
         "skipped_too_long": len(skipped),
         "enable_thinking": policy.enable_thinking,
     }
-    info = train_sft(rows, policy.model, policy.revision, tokenizer, params, out, notes, [monitor], item_table)
+    info = train_sft(
+        rows, policy.model, policy.revision, tokenizer, params, paths.SFT_MODEL, notes, [monitor], item_table
+    )
     if not info["main_process"]:
         return
-    write_csv(info["loss"], plot)
-    write_csv(info["valid_curve"], valid_plot)
+    write_csv(info["loss"], paths.SFT_LOSS_PLOT)
+    write_csv(info["valid_curve"], paths.SFT_VALID_PLOT)
     last = info["loss"][-1]["loss"] if info["loss"] else float("nan")
     print(
         f"sft: {info['global_step']} steps (resumed at {info['resumed_from_step']}) in {info['train_seconds']} s, "
-        f"{info['dtype']}, last loss {last:.4f} -> {out}"
+        f"{info['dtype']}, last loss {last:.4f} -> {paths.SFT_MODEL}"
     )
 
 
