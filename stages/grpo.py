@@ -6,9 +6,10 @@
 `grpo.launch.num_processes: N > 1` re-execs this script under `accelerate launch` (DDP; DeepSpeed/FSDP with
 `grpo.launch.config_file`, see configs/accelerate/). Checkpoints go to `grpo.checkpoint_dir` (checkpoints/grpo:
 git-ignored, not a DVC output); a rerun after a kill resumes from the newest complete checkpoint of the same run.
-Outputs: models/grpo (merged weights in the training dtype + tokenizer + grpo_info.json), plots/grpo_train.csv
-(per step: reward and its components, kl, frac_reward_zero_std, ...), plots/grpo_valid.csv (valid HR@K / NDCG@K at
-the monitored steps), data/grpo/completions.jsonl (a few sampled completions per step with their rewards).
+Outputs: models/grpo (merged weights in the training dtype + tokenizer + grpo_info.json), dvclive/grpo (DVCLive:
+plots/metrics/<series>.tsv and metrics.json, their latest values: per step reward and its components, kl,
+frac_reward_zero_std, ...; valid HR@K / NDCG@K at the monitored steps), data/grpo/completions.jsonl (a few sampled
+completions per step with their rewards).
 """
 
 from pathlib import Path
@@ -17,12 +18,12 @@ from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import GrpoParams, ModelsParams, PromptParams, load_section
 from mllmrec.errors import UserError
-from mllmrec.io import read_parquet, write_csv, write_text
+from mllmrec.io import read_parquet, write_text
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
 
 READS = [paths.GRPO_SAMPLES, paths.ITEMS, paths.CAPTIONS, paths.SPLIT, paths.param("grpo.model")]
-WRITES = [paths.GRPO_MODEL, paths.GRPO_COMPLETIONS, paths.GRPO_TRAIN_PLOT, paths.GRPO_VALID_PLOT]
+WRITES = [paths.GRPO_MODEL, paths.GRPO_COMPLETIONS, paths.GRPO_LIVE_METRICS, paths.GRPO_LIVE_PLOTS]
 
 
 def main() -> None:
@@ -42,6 +43,7 @@ def main() -> None:
 
     from mllmrec.data.split import seeded_subset
     from mllmrec.training.grpo import grpo_rows, train_grpo
+    from mllmrec.training.live import GRPO_SERIES, LiveLog
     from mllmrec.training.monitor import train_subset, valid_subset
     from mllmrec.training.run import check_budget
 
@@ -64,23 +66,21 @@ def main() -> None:
         f"monitor {0 if valid is None else valid.height} valid samples every {params.monitor.every} steps"
     )
 
+    live = LiveLog(paths.GRPO_LIVE_METRICS, paths.GRPO_LIVE_PLOTS, GRPO_SERIES, params.monitor.ks)
     info = train_grpo(
-        rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, paths.GRPO_MODEL, monitor_train
+        rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, paths.GRPO_MODEL, monitor_train, [live]
     )
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
         return
-    write_csv(info["curve"], paths.GRPO_TRAIN_PLOT)
-    write_csv(info["valid_curve"], paths.GRPO_VALID_PLOT)
     jsonl = Path(params.checkpoint_dir) / "completions.jsonl"
     write_text(jsonl.read_text() if jsonl.exists() else "", paths.GRPO_COMPLETIONS)
-    last = info["curve"][-1] if info["curve"] else {}
     first_valid, last_valid = (info["valid_curve"][0], info["valid_curve"][-1]) if info["valid_curve"] else ({}, {})
     print(
         f"grpo: {info['global_step']} steps (resumed at {info['resumed_from_step']}) on {info['world_size']} "
         f"process(es) in {info['train_seconds']} s (monitor {info['monitor_seconds']} s), {info['dtype']}; "
-        f"last reward {last.get('reward')}, valid HR@1 {first_valid.get('valid_HR@1')} -> "
+        f"last reward {info['last_reward']}, valid HR@1 {first_valid.get('valid_HR@1')} -> "
         f"{last_valid.get('valid_HR@1')} -> {paths.GRPO_MODEL}"
     )
 

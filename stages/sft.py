@@ -6,9 +6,9 @@
 Checkpoints go to `sft.checkpoint_dir` (checkpoints/sft: git-ignored, not a DVC output, so DVC never deletes them);
 a rerun after a kill resumes from the newest complete checkpoint of the same run (same data + params).
 Outputs: models/sft (merged weights in the training dtype + tokenizer with chat template + sft_info.json),
-plots/sft_loss.csv (train loss per logged step), plots/sft_valid.csv (valid HR@K / NDCG@K by likelihood ranking every
-`sft.monitor.every` steps: whether more steps help; with `sft.monitor.train_samples` also train HR@K on samples it
-trains on: memorising vs not fitting).
+dvclive/sft (DVCLive: plots/metrics/<series>.tsv and metrics.json, their latest values): train loss and learning rate per
+logged step, valid HR@K / NDCG@K by likelihood ranking every `sft.monitor.every` steps (whether more steps help), with
+`sft.monitor.train_samples` also train HR@K on samples it trains on (memorising vs not fitting).
 """
 
 import polars as pl
@@ -17,7 +17,7 @@ from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import ModelsParams, PromptParams, SftParams, load_section
 from mllmrec.errors import UserError
-from mllmrec.io import read_parquet, write_csv
+from mllmrec.io import read_parquet
 from mllmrec.launch import maybe_relaunch
 from mllmrec.prompts import load_item_texts
 from mllmrec.training.run import check_budget
@@ -31,7 +31,7 @@ READS = [
     paths.param("models.provision.out"),  # orders after `models`; hub policies are pinned by revision in params
     paths.SPLIT,  # the valid subset of the learning-curve monitor
 ]
-WRITES = [paths.SFT_MODEL, paths.SFT_VALID_PLOT, paths.SFT_LOSS_PLOT]
+WRITES = [paths.SFT_MODEL, paths.SFT_LIVE_METRICS, paths.SFT_LIVE_PLOTS]
 
 
 def main() -> None:
@@ -51,6 +51,7 @@ def main() -> None:
     from transformers import AutoTokenizer  # lazy: keeps `--help` fast
 
     from mllmrec.training.item_tokens import add_item_tokens
+    from mllmrec.training.live import SFT_SERIES, LiveLog
     from mllmrec.training.monitor import ValidMonitor, train_subset, valid_subset
 
     tokenizer = AutoTokenizer.from_pretrained(policy.model, revision=policy.revision or None)
@@ -91,14 +92,15 @@ def main() -> None:
         "skipped_too_long": len(skipped),
         "enable_thinking": policy.enable_thinking,
     }
+    live = LiveLog(
+        paths.SFT_LIVE_METRICS, paths.SFT_LIVE_PLOTS, SFT_SERIES, params.monitor.ks
+    )  # after the monitor: it logs the monitor's points
     info = train_sft(
-        rows, policy.model, policy.revision, tokenizer, params, paths.SFT_MODEL, notes, [monitor], item_table
+        rows, policy.model, policy.revision, tokenizer, params, paths.SFT_MODEL, notes, [monitor, live], item_table
     )
     if not info["main_process"]:
         return
-    write_csv(info["loss"], paths.SFT_LOSS_PLOT)
-    write_csv(info["valid_curve"], paths.SFT_VALID_PLOT)
-    last = info["loss"][-1]["loss"] if info["loss"] else float("nan")
+    last = info["last_loss"] if info["last_loss"] is not None else float("nan")
     print(
         f"sft: {info['global_step']} steps (resumed at {info['resumed_from_step']}) in {info['train_seconds']} s, "
         f"{info['dtype']}, last loss {last:.4f} -> {paths.SFT_MODEL}"

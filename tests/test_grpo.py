@@ -14,28 +14,15 @@ import polars as pl
 import pytest
 from grpo_project import ITEMS, STAGE, TITLES, make_project, samples, warm_policy
 
+from mllmrec import paths
 from mllmrec.config import GrpoParams, PromptParams
 from mllmrec.prompts import ItemText, build_messages, render_prompt
 from mllmrec.training.run import training_dtype
 
 # what one process and two processes must both produce
 MODEL_FILES = {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "grpo_info.json"}
-CURVE_COLUMNS = [
-    "step",
-    "epoch",
-    "reward",
-    "reward_std",
-    "reward_format",
-    "reward_hit",
-    "reward_valid_miss",
-    "frac_reward_zero_std",
-    "kl",
-    "entropy",
-    "completion_length",
-    "loss",
-    "learning_rate",
-]
-VALID_COLUMNS = ["step", "epoch", "valid_HR@1", "valid_HR@3", "valid_NDCG@1", "valid_NDCG@3"]
+CURVE_SERIES = ["reward", "reward_hit", "frac_reward_zero_std", "kl", "loss", "learning_rate"]  # every step has them
+VALID_SERIES = ["valid_HR@1", "valid_HR@3", "valid_NDCG@1", "valid_NDCG@3"]
 SMOLLM = Path(__file__).resolve().parents[1] / "models" / "smollm2-135m-instruct"
 
 
@@ -49,9 +36,14 @@ def run_stage(root: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     )
 
 
-def read_curve(root: Path, name: str = "grpo_train") -> list[dict]:
-    with (root / f"plots/{name}.csv").open() as f:
-        return list(csv.DictReader(f))
+def read_series(root: Path, name: str, live: Path = paths.GRPO_LIVE_PLOTS) -> dict[int, float]:
+    """One DVCLive series file of the stage: step -> value (a step logged twice would fail here)."""
+    with (root / paths.live_series(live, name)).open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    assert rows and list(rows[0]) == ["step", name]  # no timestamp column
+    steps = [int(r["step"]) for r in rows]
+    assert steps == sorted(set(steps)), steps
+    return {int(r["step"]): float(r[name]) for r in rows}
 
 
 @pytest.fixture(scope="module")
@@ -91,25 +83,6 @@ def test_batch_not_divisible_fails_before_training(tmp_path, warmed, tiny_lm_dir
     r = run_stage(root)
     assert r.returncode == 2 and "not divisible by num_generations" in r.stderr
     assert time.time() - t < 30 and not (root / "checkpoints").exists()  # nothing loaded, nothing trained
-
-
-def test_train_and_valid_curves_are_kept_apart():
-    """Monitor points never become blank train cells (drawn as 0) and train steps never blank valid cells."""
-    from mllmrec.training.grpo import curve_rows
-    from mllmrec.training.monitor import valid_rows
-
-    history = [
-        {"step": 0, "epoch": 0.0, "valid_HR@1": 0.2, "valid_NDCG@1": 0.2},
-        {"step": 1, "reward": -0.5, "kl": 0.0, "rewards/hit/mean": 0.1},
-        {"step": 2, "reward": 0.1},
-        {"step": 2, "valid_HR@1": 0.3, "valid_NDCG@1": 0.3},
-        {"step": 2, "train_runtime": 9.0},
-    ]
-    train = curve_rows(history)
-    assert [r["step"] for r in train] == [1, 2] and list(train[0]) == CURVE_COLUMNS
-    assert train[0]["reward_hit"] == 0.1 and train[1]["reward"] == 0.1
-    valid = valid_rows(history, [1])
-    assert [(r["step"], r["valid_HR@1"]) for r in valid] == [(0, 0.2), (2, 0.3)]
 
 
 def test_launch_command():
@@ -230,12 +203,13 @@ def test_grpo_trains_logs_valid_hr_and_resumes_after_sigkill(tmp_path, warmed, t
     assert weights_differ(root / "models/sft", root / "models/grpo")  # the merged LoRA changed the policy
     assert {p.name for p in (root / "models/grpo").iterdir()} >= MODEL_FILES
 
-    curve, valid = read_curve(root), read_curve(root, "grpo_valid")
-    assert list(curve[0]) == CURVE_COLUMNS and list(valid[0]) == VALID_COLUMNS
-    assert [int(c["step"]) for c in curve] == [1, 2, 3, 4]  # steps before the kill survive in the checkpoint
-    assert [int(c["step"]) for c in valid] == [0, 2, 4]  # monitor.every = 2, and the SFT starting point
-    assert all(0 <= float(c["valid_HR@1"]) <= 1 for c in valid)
-    assert all(c["reward"] != "" and c["frac_reward_zero_std"] != "" and c["kl"] != "" for c in curve)
+    for name in CURVE_SERIES:  # steps before the kill survive in the checkpoint, none logged twice
+        assert list(read_series(root, name)) == [1, 2, 3, 4], name
+    for name in VALID_SERIES:
+        assert list(read_series(root, name)) == [0, 2, 4], name  # monitor.every = 2, and the SFT starting point
+    assert all(0 <= v <= 1 for v in read_series(root, "valid_HR@1").values())
+    summary = json.loads((root / paths.GRPO_LIVE_METRICS).read_text())  # what `dvc exp show` reads
+    assert summary["step"] == 4 and summary["reward"] == read_series(root, "reward")[4]
     lines = (root / "data/grpo/completions.jsonl").read_text().splitlines()
     assert lines and {"step", "sample_id", "has_cot", "completion", "rewards", "advantage"} <= set(json.loads(lines[0]))
     trained = set(pl.read_parquet(root / "data/augment/grpo.parquet")["sample_id"])
@@ -259,9 +233,8 @@ def test_two_process_accelerate_run(tmp_path, warmed, tiny_lm_dir):
     info = json.loads((root / "models/grpo/grpo_info.json").read_text())
     assert info["world_size"] == 2 and info["global_step"] == 2
     assert {p.name for p in (root / "models/grpo").iterdir()} >= MODEL_FILES
-    curve, valid = read_curve(root), read_curve(root, "grpo_valid")
-    assert list(curve[0]) == CURVE_COLUMNS and [int(c["step"]) for c in curve] == [1, 2]
-    assert [int(c["step"]) for c in valid] == [0, 2] and all(c["reward"] != "" for c in curve)
+    assert list(read_series(root, "reward")) == [1, 2]  # the main process alone writes: no step twice
+    assert list(read_series(root, "valid_HR@1")) == [0, 2]
     assert weights_differ(root / "models/sft", root / "models/grpo")
 
 
@@ -291,4 +264,4 @@ def test_two_process_accelerate_sft(tmp_path, tiny_lm_dir):
     assert {"config.json", "model.safetensors", "tokenizer.json", "sft_info.json"} <= {
         p.name for p in (proj / "models/sft").iterdir()
     }
-    assert (proj / "plots/sft_loss.csv").read_text().count("\n") == 3  # header + 2 steps
+    assert list(read_series(proj, "loss", paths.SFT_LIVE_PLOTS)) == [1, 2]  # the main process alone writes

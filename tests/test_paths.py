@@ -30,7 +30,7 @@ from mllmrec import paths
 ROOT = Path(__file__).resolve().parents[1]
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 ARTIFACT = re.compile(
-    r"^(data|metrics|plots|models)/"
+    r"^(data|metrics|plots|models|dvclive)/"
 )  # a path a stage takes from mllmrec.paths ("models" alone: params)
 
 # Stages whose scripts do not declare READS / WRITES yet. TEMPORARY: stages/sft.py and stages/grpo.py are being

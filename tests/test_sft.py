@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from mllmrec import paths
 from mllmrec.config import AugmentParams, PromptParams, SftParams
 from mllmrec.prompts import build_messages, load_item_texts, render_prompt
 from mllmrec.training.augment import augment
@@ -217,11 +218,18 @@ def test_sft_changes_weights_resumes_after_kill_and_merges(tiny_lm_dir, tmp_path
     info = json.loads((proj / "models/sft/sft_info.json").read_text())
     assert info["resumed_from_step"] >= killed_at >= 4 and info["global_step"] == 24
     assert f"(step {info['resumed_from_step']})" in second.stdout
-    loss = pl.read_csv(proj / "plots/sft_loss.csv")
-    assert loss["step"].to_list() == list(range(1, 25))  # the curve spans the kill: state restored from checkpoint
-    valid = pl.read_csv(proj / "plots/sft_valid.csv")
+
+    def series(name: str) -> pl.DataFrame:
+        return pl.read_csv(proj / paths.live_series(paths.SFT_LIVE_PLOTS, name), separator="\t")
+
+    loss = series("loss")
+    assert loss.columns == ["step", "loss"]  # no timestamp column
+    assert loss["step"].to_list() == list(range(1, 25))  # one curve across the kill: rebuilt from the restored history
+    valid, train = series("valid_HR@1"), series("train_HR@1")
     assert valid["step"].to_list() == [0, 8, 16, 24] and valid["valid_HR@1"].is_between(0, 1).all()
-    assert valid["train_HR@1"].is_between(0, 1).all()  # the train curve too, across the kill
+    assert train["step"].to_list() == [0, 8, 16, 24] and train["train_HR@1"].is_between(0, 1).all()  # across the kill
+    summary = json.loads((proj / paths.SFT_LIVE_METRICS).read_text())  # `dvc exp show` columns
+    assert summary["step"] == 24 and summary["loss"] == loss["loss"][-1]
 
     merged = AutoModelForCausalLM.from_pretrained(proj / "models/sft")
     base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=merged.dtype)  # compare in the saved dtype

@@ -653,7 +653,7 @@ class MonitorParams(Section):
 
 
 class SftMonitorParams(MonitorParams):
-    """SFT's learning curve always has the train curve too: plots/sft_valid.csv draws train HR next to valid HR."""
+    """SFT's learning curve always has the train curve too: the sft_valid_hr plot draws train HR next to valid HR."""
 
     train_samples: int = Field(32, ge=1)
 

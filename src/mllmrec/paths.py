@@ -72,11 +72,14 @@ SFT_MODEL = Path("models/sft")  # default of grpo.model
 GRPO_MODEL = Path("models/grpo")
 SASREC_CHECKPOINT = Path("data/models/sasrec.pt")
 
-# training curves (the sft and grpo stages)
-SFT_LOSS_PLOT = Path("plots/sft_loss.csv")
-SFT_VALID_PLOT = Path("plots/sft_valid.csv")
-GRPO_TRAIN_PLOT = Path("plots/grpo_train.csv")
-GRPO_VALID_PLOT = Path("plots/grpo_valid.csv")
+# training curves (the sft and grpo stages): DVCLive folders (mllmrec.training.live), metrics.json (each series' latest
+# value + step: `dvc exp show` columns, also mid-run) and plots/metrics/<series>.tsv (step, <series>)
+SFT_LIVE = Path("dvclive/sft")
+SFT_LIVE_METRICS = SFT_LIVE / "metrics.json"
+SFT_LIVE_PLOTS = SFT_LIVE / "plots/metrics"
+GRPO_LIVE = Path("dvclive/grpo")
+GRPO_LIVE_METRICS = GRPO_LIVE / "metrics.json"
+GRPO_LIVE_PLOTS = GRPO_LIVE / "plots/metrics"
 GRPO_COMPLETIONS = Path("data/grpo/completions.jsonl")
 
 # evaluation: a method is a baseline (`random`) or a policy-protocol (`sft-generative`) for metrics
@@ -103,3 +106,12 @@ REPORT_PLOTS = Path("plots/report")
 # the ablation grid's table (scripts/ablation.py; not a stage: it reads finished experiments)
 ABLATION_MD = Path("metrics/ablation.md")
 ABLATION_PLOTS = Path("plots/ablation")
+
+
+def live_series(plots_dir: Path, name: str) -> Path:
+    """One DVCLive series file: <plots_dir>/<name>.tsv (columns step, <name>).
+
+    >>> live_series(GRPO_LIVE_PLOTS, "reward").as_posix()
+    'dvclive/grpo/plots/metrics/reward.tsv'
+    """
+    return plots_dir / f"{name}.tsv"

@@ -209,8 +209,9 @@ def _training_table(done: dict[str, dict], arms: list[str], tail: int) -> tuple[
         train_rows,
         "training, per arm",
         f"CoT counts: {paths.COT_METRICS} and {paths.AUGMENT_REPORT} of each experiment; an arm whose "
-        f"share could not be met reports what it used. Rewards: {paths.GRPO_TRAIN_PLOT} (mean over each step's "
-        f"completions); valid HR@1: the monitors' last point ({paths.SFT_VALID_PLOT}, {paths.GRPO_VALID_PLOT}).",
+        f"share could not be met reports what it used. Rewards: {paths.live_series(paths.GRPO_LIVE_PLOTS, 'reward')} (mean over "
+        f"each step's completions); valid HR@1: the monitors' last point "
+        f"({paths.live_series(paths.SFT_LIVE_PLOTS, 'valid_HR@1')}, {paths.live_series(paths.GRPO_LIVE_PLOTS, 'valid_HR@1')}).",
     )
     return table, {"grpo_reward": [reward_plot[s] for s in sorted(reward_plot)], "reward_vs_valid": scatter}
 

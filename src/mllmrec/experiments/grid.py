@@ -101,8 +101,10 @@ def _dvc_bytes(root: Path, sha: str, path: str) -> bytes:
 def read_arm(root: Path, sha: str) -> dict:
     """Everything the table needs from one finished experiment."""
 
-    def csv(path: Path) -> pl.DataFrame:
-        return pl.read_csv(io.StringIO(_git_text(root, sha, path.as_posix())))
+    def series(plots_dir: Path, name: str) -> pl.DataFrame:
+        """One DVCLive series of a training stage (columns step, <name>)."""
+        text = _git_text(root, sha, paths.live_series(plots_dir, name).as_posix())
+        return pl.read_csv(io.StringIO(text), separator="\t")
 
     def parquet(path: Path) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(_dvc_bytes(root, sha, path.as_posix())))
@@ -114,9 +116,9 @@ def read_arm(root: Path, sha: str) -> dict:
     return {
         "sha": sha,
         "predictions": {s: parquet(paths.predictions(s)) for s in STAGES},
-        "grpo_curve": csv(paths.GRPO_TRAIN_PLOT),
-        "sft_valid": csv(paths.SFT_VALID_PLOT),
-        "grpo_valid": csv(paths.GRPO_VALID_PLOT),
+        "grpo_curve": series(paths.GRPO_LIVE_PLOTS, "reward"),
+        "sft_valid": series(paths.SFT_LIVE_PLOTS, "valid_HR@1"),
+        "grpo_valid": series(paths.GRPO_LIVE_PLOTS, "valid_HR@1"),
         "cot": report(paths.COT_METRICS, _git_text(root, sha, paths.COT_METRICS.as_posix()), CotMetrics),
         "augment": report(paths.AUGMENT_REPORT, _dvc_bytes(root, sha, paths.AUGMENT_REPORT.as_posix()), AugmentReport),
         "completions": [json.loads(line) for line in jsonl.splitlines() if line.strip()],

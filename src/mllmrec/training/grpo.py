@@ -20,7 +20,6 @@ Trainer's log_history, which checkpoints carry, so a resumed run still writes th
 
 import hashlib
 import json
-import math
 from pathlib import Path
 
 import polars as pl
@@ -152,40 +151,6 @@ def truncate_samples(path: Path, step: int) -> None:
         path.write_text("".join(line + "\n" for line in keep))
 
 
-# ---- curves ----
-
-_CURVE_KEYS = {  # TRL log key -> plots/grpo_train.csv column
-    "epoch": "epoch",
-    "reward": "reward",
-    "reward_std": "reward_std",
-    "rewards/format/mean": "reward_format",
-    "rewards/hit/mean": "reward_hit",
-    "rewards/valid_miss/mean": "reward_valid_miss",
-    "frac_reward_zero_std": "frac_reward_zero_std",
-    "kl": "kl",
-    "entropy": "entropy",
-    "completions/mean_length": "completion_length",
-    "loss": "loss",
-    "learning_rate": "learning_rate",
-}
-
-
-def curve_rows(log_history: list[dict]) -> list[dict]:
-    """One row per training step (reward and its components, KL, ...); the monitor's valid points are kept apart
-    (mllmrec.training.monitor.valid_rows), so no plot draws the steps it skipped as zeros."""
-    cols = ["step", *_CURVE_KEYS.values()]
-    by_step: dict[int, dict] = {}
-    for h in log_history:
-        if "step" not in h or "train_runtime" in h or not any(k in _CURVE_KEYS for k in h if k != "epoch"):
-            continue  # the end-of-training summary, or a monitor point (step, epoch, valid_*)
-        row = by_step.setdefault(int(h["step"]), {c: "" for c in cols} | {"step": int(h["step"])})
-        for k, v in h.items():
-            col = _CURVE_KEYS.get(k)
-            if col in row and v is not None and not (isinstance(v, float) and math.isnan(v)):
-                row[col] = round(v, 6) if isinstance(v, float) else v
-    return [by_step[s] for s in sorted(by_step)]
-
-
 # ---- training ----
 
 
@@ -216,9 +181,11 @@ def train_grpo(
     enable_thinking: bool | None,
     out_dir: Path,
     monitor_train: pl.DataFrame | None = None,
+    callbacks: list | None = None,
 ) -> dict:
     """Train (resuming if possible), merge the LoRA in the training dtype, save model + tokenizer to out_dir.
-    `monitor_train`: training samples the monitor also ranks (mllmrec.training.monitor.train_subset), or None."""
+    `monitor_train`: training samples the monitor also ranks (mllmrec.training.monitor.train_subset), or None.
+    `callbacks` go to the Trainer after the monitor (a mllmrec.training.live.LiveLog writes the curves)."""
     if not rows:
         raise UserError("data/augment/grpo.parquet has no samples: nothing to train on")
     world = _check_launch(params)
@@ -243,7 +210,7 @@ def train_grpo(
         monitor_train,
         rows,
     )
-    trainer = _grpo_trainer(model, args, rows, tokenizer, params, monitor)
+    trainer = _grpo_trainer(model, args, rows, tokenizer, params, monitor, callbacks or [])
     train_s = run.train(trainer)
 
     info = {
@@ -259,7 +226,7 @@ def train_grpo(
         "environment": versions(),
     }
     run.finish(trainer, tokenizer, dtype, out_dir, "grpo_info.json", info)
-    info["curve"] = curve_rows(trainer.state.log_history)
+    info["last_reward"] = next((h["reward"] for h in reversed(trainer.state.log_history) if "reward" in h), None)
     info["valid_curve"] = valid_rows(trainer.state.log_history, params.monitor.ks)
     return info
 
@@ -312,9 +279,9 @@ def _load_policy(rows: list[dict], tokenizer, params: GrpoParams, dtype):
     return model
 
 
-def _grpo_trainer(model, args, rows: list[dict], tokenizer, params: GrpoParams, monitor: MonitorCallback):
-    """TRL's GRPOTrainer (CPU-sped: run.cpu_speed_trainer) with the LoRA, the reward functions and the monitor, which
-    reads the trainer's last generation batch."""
+def _grpo_trainer(model, args, rows: list[dict], tokenizer, params: GrpoParams, monitor: MonitorCallback, callbacks):
+    """TRL's GRPOTrainer (CPU-sped: run.cpu_speed_trainer) with the LoRA, the reward functions, the monitor, which
+    reads the trainer's last generation batch, and `callbacks` after it (they see its points)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
@@ -327,7 +294,7 @@ def _grpo_trainer(model, args, rows: list[dict], tokenizer, params: GrpoParams, 
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora_config(params.lora),
-        callbacks=[monitor],
+        callbacks=[monitor, *callbacks],
     )
     monitor.trainer = trainer
     return trainer

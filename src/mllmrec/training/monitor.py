@@ -57,9 +57,18 @@ def target_ranks(ranked: list[list[str]], targets: list[str]) -> np.ndarray:
     return np.array([r.index(t) if t in r else -1 for r, t in zip(ranked, targets)])
 
 
+def monitor_columns(ks: list[int]) -> list[str]:
+    """The names of the monitor's points, valid ones first (the first one marks a monitor entry in the log history).
+
+    >>> monitor_columns([1, 5])
+    ['valid_HR@1', 'valid_HR@5', 'valid_NDCG@1', 'valid_NDCG@5', 'train_HR@1', 'train_HR@5', 'train_NDCG@1', 'train_NDCG@5']
+    """
+    return [f"{split}_{m}@{k}" for split in ("valid", "train") for m in ("HR", "NDCG") for k in ks]
+
+
 def valid_rows(log_history: list[dict], ks: list[int]) -> list[dict]:
     """The monitor's points only (step, epoch, valid [and train] HR@K / NDCG@K): no blank cells at steps it skipped."""
-    cols = [f"{split}_{m}@{k}" for split in ("valid", "train") for m in ("HR", "NDCG") for k in ks]
+    cols = monitor_columns(ks)
     rows = {
         int(h["step"]): {
             "step": int(h["step"]),

@@ -226,20 +226,3 @@ def cpu_speed_trainer(base, forward_method: str):
                 m.cast_input_dtype_enabled = b
 
     return type(base.__name__, (base,), {forward_method: forward})
-
-
-# ---- curves ----
-
-
-def loss_rows(log_history: list[dict]) -> list[dict]:
-    """Train-loss points from Trainer's log history (restored on resume, so a resumed run plots the whole curve)."""
-    return [
-        {
-            "step": h["step"],
-            "epoch": round(h.get("epoch", 0.0), 4),
-            "loss": h["loss"],
-            "learning_rate": h.get("learning_rate"),
-        }
-        for h in log_history
-        if "loss" in h
-    ]

@@ -29,7 +29,7 @@ from mllmrec.environment import versions
 from mllmrec.errors import UserError
 from mllmrec.prompts import ItemText, answer_line, build_messages, item_token_ids, render_completion, render_prompt
 from mllmrec.training.memory import check_cuda_training
-from mllmrec.training.run import cpu_speed_trainer, lora_config, loss_rows, open_run, trainer_args, training_dtype
+from mllmrec.training.run import cpu_speed_trainer, lora_config, open_run, trainer_args, training_dtype
 
 # params that change how often we save/log, not what is learned: editing them keeps the checkpoints resumable
 _NOT_FINGERPRINTED = {"save_steps", "save_total_limit", "logging_steps", "checkpoint_dir", "monitor"}
@@ -118,7 +118,8 @@ def train_sft(
     """Train (resuming if possible), merge the LoRA, save model + tokenizer to out_dir. Returns run info.
 
     `notes` (e.g. skip counts) are written into out_dir/sft_info.json next to the run info; `callbacks` go to the
-    Trainer (a mllmrec.training.monitor.ValidMonitor adds the valid HR@K learning curve, returned as info["valid_curve"]).
+    Trainer (a mllmrec.training.monitor.ValidMonitor adds the valid HR@K learning curve, returned as info["valid_curve"];
+    a mllmrec.training.live.LiveLog after it writes the curves).
     `item_table` (stages/item_tokens.py, rows = items): collaborative item tokens, one per row, whose embedding rows
     start from the table's vectors, frozen or trained (`sft.item_rows`), and end in the saved model's extended
     vocabulary."""
@@ -146,12 +147,10 @@ def train_sft(
         **item_info,
         **(notes or {}),
         "environment": versions(),
-        "loss": loss_rows(trainer.state.log_history),
-        "valid_curve": valid_rows(trainer.state.log_history, params.monitor.ks),
     }
-    skip = {"loss", "valid_curve"}  # plots of their own
-    saved = {k: v for k, v in info.items() if k not in skip}
-    info["main_process"] = run.finish(trainer, tokenizer, dtype, out_dir, "sft_info.json", saved)
+    info["main_process"] = run.finish(trainer, tokenizer, dtype, out_dir, "sft_info.json", dict(info))
+    info["last_loss"] = next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None)
+    info["valid_curve"] = valid_rows(trainer.state.log_history, params.monitor.ks)
     return info
 
 
