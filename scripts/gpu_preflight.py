@@ -232,7 +232,7 @@ def pipeline_checks(
             checkpoint_dir=str(tmp / "sft.ckpt"),
         )
         info = train_sft(rows, str(base), "", tok, params, tmp / "sft")
-        return f"{info['global_step']} LoRA steps, {info['dtype']}, loss {info['loss'][-1]['loss']:.3f}"
+        return f"{info['global_step']} LoRA steps, {info['dtype']}, loss {info['last_loss']:.3f}"
 
     def grpo(vllm: bool = False):  # vllm: TRL's colocate generation, CUDA only (scripts/probe_trl_vllm_cpu.py)
         def run():

@@ -10,6 +10,7 @@ from evaluation's; GRPO rewards joined to the wrong samples); see docs/evidence.
 """
 
 import os
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -98,7 +99,9 @@ def grpo(start, out) -> dict:
     """The grpo stage's path: grpo_rows (rendered prompts + reward columns) -> train_grpo (TRL GRPOTrainer + LoRA)."""
     from transformers import AutoTokenizer
 
+    from mllmrec.paths import live_series
     from mllmrec.training.grpo import grpo_rows, train_grpo
+    from mllmrec.training.live import GRPO_SERIES, LiveLog
 
     tok = AutoTokenizer.from_pretrained(start)
     params = GrpoParams(
@@ -120,7 +123,12 @@ def grpo(start, out) -> dict:
         checkpoint_dir=str(out) + ".ckpt",
         monitor={"every": 20, "samples": VALID.height, "ks": [1], "completions": 0},
     )
-    return train_grpo(grpo_rows(TRAIN, TEXTS, tok, PROMPT, None), VALID, TEXTS, tok, params, PROMPT, None, out)
+    live_dir = Path(str(out) + ".live")  # the stage's DVCLive logger: the guard reads the curve it writes
+    live = LiveLog(live_dir / "metrics.json", live_dir / "plots/metrics", GRPO_SERIES, params.monitor.ks)
+    rows = grpo_rows(TRAIN, TEXTS, tok, PROMPT, None)
+    info = train_grpo(rows, VALID, TEXTS, tok, params, PROMPT, None, out, callbacks=[live])
+    hits = pl.read_csv(live_series(live_dir / "plots/metrics", "reward_hit"), separator="\t")
+    return {**info, "reward_hit": hits["reward_hit"].to_list()}
 
 
 def test_sft_learns_the_rule_that_zero_shot_cannot_guess(tiny_lm_dir, sft_model):
@@ -177,7 +185,7 @@ def test_grpo_raises_the_hit_rate_of_its_own_completions(early_sft, tmp_path):
     before_hit, before_valid = sampled_hit_rate(early_sft)
     info = grpo(early_sft, tmp_path / "grpo")
     after_hit, after_valid = sampled_hit_rate(tmp_path / "grpo")
-    train_hits = [row["reward_hit"] for row in info["curve"]]  # TRL's rewards/hit/mean: the policy's own completions
+    train_hits = info["reward_hit"]  # TRL's rewards/hit/mean per step: the policy's own completions
     first, last = np.mean(train_hits[:20]), np.mean(train_hits[-20:])  # 160 prompts × 8 completions each
     valid_hr = [row["valid_HR@1"] for row in info["valid_curve"]]  # the monitor: likelihood ranking, valid split
     report = (
