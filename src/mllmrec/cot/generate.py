@@ -203,35 +203,8 @@ def draft(
         reqs.setdefault(k, req)
     with open_executor(executor, make_engine) as ex:
         rows = _generate_cached(reqs, ex, cache_dir, batch_size, model, revision, stats)
-    errors: Counter = Counter()
-    out = []
-    for k in keys:
-        r = rows[k]
-        err = ("engine: " + r["error"]) if "error" in r else ("empty" if not r["text"].strip() else None)
-        errors.update([err.split(":")[0]] if err else [])
-        out.append(
-            {
-                "draft": None if err else r["text"].strip(),
-                "draft_error": err,
-                "draft_finish_reason": r.get("finish_reason"),
-                "draft_key": k,
-            }
-        )
-    df = pl.concat(
-        [
-            samples,
-            pl.DataFrame(
-                out,
-                schema={
-                    "draft": pl.String,
-                    "draft_error": pl.String,
-                    "draft_finish_reason": pl.String,
-                    "draft_key": pl.String,
-                },
-            ),
-        ],
-        how="horizontal",
-    )
+    out, errors = _draft_rows(keys, rows)
+    df = pl.concat([samples, pl.DataFrame(out, schema=_DRAFT_SCHEMA)], how="horizontal")
     df = df.with_columns(pl.lit(model).alias("draft_model"), pl.lit(revision).alias("draft_revision"))
     report = DraftReport(
         samples=samples.height,
@@ -246,6 +219,29 @@ def draft(
     )
     print(f"draft: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")  # not in the report
     return df, report
+
+
+_DRAFT_SCHEMA = {"draft": pl.String, "draft_error": pl.String, "draft_finish_reason": pl.String, "draft_key": pl.String}
+
+
+def _draft_rows(keys: list[str], rows: dict[str, dict]) -> tuple[list[dict], Counter]:
+    """One row per sample (in `keys` order) from the engine's cached answers: an engine error or an empty text is
+    the sample's draft_error (counted by kind), never a draft."""
+    errors: Counter = Counter()
+    out = []
+    for k in keys:
+        r = rows[k]
+        err = ("engine: " + r["error"]) if "error" in r else ("empty" if not r["text"].strip() else None)
+        errors.update([err.split(":")[0]] if err else [])
+        out.append(
+            {
+                "draft": None if err else r["text"].strip(),
+                "draft_error": err,
+                "draft_finish_reason": r.get("finish_reason"),
+                "draft_key": k,
+            }
+        )
+    return out, errors
 
 
 def refine_request(
