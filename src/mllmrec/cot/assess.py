@@ -153,6 +153,38 @@ def histogram(values: list[float], bins: int, lo: float, hi: float) -> list[dict
     return [{"bin": f"{lo + i * width:.2f}-{lo + (i + 1) * width:.2f}", "count": c} for i, c in enumerate(counts)]
 
 
+def _score_rows(refined: pl.DataFrame, preds: dict, cand_text: dict, vec: dict, params) -> pl.DataFrame:
+    """Per sample with a CoT: each candidate's cosine to the CoT's prediction, the target's rank and confidence."""
+    rows = []
+    for r in refined.iter_rows(named=True):
+        row = {"sample_id": r["sample_id"], "scores": None, "target_rank": None, "confidence": None}
+        if r["cot"] is not None:
+            p = vec[preds[r["sample_id"]]]
+            s = np.array([float(p @ vec[cand_text[c]]) for c in r["candidates"]])
+            row.update(
+                scores=s.tolist(),
+                target_rank=target_rank(s, r["target_index"]),
+                confidence=confidence(s, r["target_index"], params.confidence, params.temperature),
+            )
+        rows.append(row)
+    schema = {"sample_id": pl.String, "scores": pl.List(pl.Float64), "target_rank": pl.Int64, "confidence": pl.Float64}
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _keep_rule(params) -> pl.Expr:
+    """Which CoTs are kept: `keep: all` = every CoT the refine stage left (the authors' unfiltered pipeline, leaking
+    or not); `reliable` = well-formed, no leak left, confidence over the threshold (and ranked first, if asked)."""
+    if params.keep == "all":
+        return pl.col("cot").is_not_null()
+    reliable = (
+        pl.col("format_ok")
+        & ~pl.col("leak_after")
+        & pl.col("cot").is_not_null()
+        & (pl.col("confidence") >= params.threshold)
+    )
+    return reliable & (pl.col("target_rank") == 1) if params.require_top1 else reliable
+
+
 def assess(
     refined: pl.DataFrame,
     texts: dict,
@@ -182,40 +214,8 @@ def assess(
         params.batch_size,
         executor,
     )
-    rows = []
-    for r in refined.iter_rows(named=True):
-        row = {"sample_id": r["sample_id"], "scores": None, "target_rank": None, "confidence": None}
-        if r["cot"] is not None:
-            p = vec[preds[r["sample_id"]]]
-            s = np.array([float(p @ vec[cand_text[c]]) for c in r["candidates"]])
-            row.update(
-                scores=s.tolist(),
-                target_rank=target_rank(s, r["target_index"]),
-                confidence=confidence(s, r["target_index"], params.confidence, params.temperature),
-            )
-        rows.append(row)
-    sc = pl.DataFrame(
-        rows,
-        schema={
-            "sample_id": pl.String,
-            "scores": pl.List(pl.Float64),
-            "target_rank": pl.Int64,
-            "confidence": pl.Float64,
-        },
-    )
-    df = refined.join(sc, on="sample_id", how="left")
-    if params.keep == "all":  # the authors' pipeline: every CoT the refine stage left, leaking or not
-        reliable = pl.col("cot").is_not_null()
-    else:
-        reliable = (
-            pl.col("format_ok")
-            & ~pl.col("leak_after")
-            & pl.col("cot").is_not_null()
-            & (pl.col("confidence") >= params.threshold)
-        )
-        if params.require_top1:
-            reliable = reliable & (pl.col("target_rank") == 1)
-    df = df.with_columns(reliable.fill_null(False).alias("keep"))
+    df = refined.join(_score_rows(refined, preds, cand_text, vec, params), on="sample_id", how="left")
+    df = df.with_columns(_keep_rule(params).fill_null(False).alias("keep"))
     conf = df["confidence"].drop_nulls()
     lo, hi = (0.0, 1.0) if params.confidence == "softmax" else (-1.0, 1.0)
     report = AssessReport(

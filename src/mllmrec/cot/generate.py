@@ -203,35 +203,8 @@ def draft(
         reqs.setdefault(k, req)
     with open_executor(executor, make_engine) as ex:
         rows = _generate_cached(reqs, ex, cache_dir, batch_size, model, revision, stats)
-    errors: Counter = Counter()
-    out = []
-    for k in keys:
-        r = rows[k]
-        err = ("engine: " + r["error"]) if "error" in r else ("empty" if not r["text"].strip() else None)
-        errors.update([err.split(":")[0]] if err else [])
-        out.append(
-            {
-                "draft": None if err else r["text"].strip(),
-                "draft_error": err,
-                "draft_finish_reason": r.get("finish_reason"),
-                "draft_key": k,
-            }
-        )
-    df = pl.concat(
-        [
-            samples,
-            pl.DataFrame(
-                out,
-                schema={
-                    "draft": pl.String,
-                    "draft_error": pl.String,
-                    "draft_finish_reason": pl.String,
-                    "draft_key": pl.String,
-                },
-            ),
-        ],
-        how="horizontal",
-    )
+    out, errors = _draft_rows(keys, rows)
+    df = pl.concat([samples, pl.DataFrame(out, schema=_DRAFT_SCHEMA)], how="horizontal")
     df = df.with_columns(pl.lit(model).alias("draft_model"), pl.lit(revision).alias("draft_revision"))
     report = DraftReport(
         samples=samples.height,
@@ -246,6 +219,29 @@ def draft(
     )
     print(f"draft: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")  # not in the report
     return df, report
+
+
+_DRAFT_SCHEMA = {"draft": pl.String, "draft_error": pl.String, "draft_finish_reason": pl.String, "draft_key": pl.String}
+
+
+def _draft_rows(keys: list[str], rows: dict[str, dict]) -> tuple[list[dict], Counter]:
+    """One row per sample (in `keys` order) from the engine's cached answers: an engine error or an empty text is
+    the sample's draft_error (counted by kind), never a draft."""
+    errors: Counter = Counter()
+    out = []
+    for k in keys:
+        r = rows[k]
+        err = ("engine: " + r["error"]) if "error" in r else ("empty" if not r["text"].strip() else None)
+        errors.update([err.split(":")[0]] if err else [])
+        out.append(
+            {
+                "draft": None if err else r["text"].strip(),
+                "draft_error": err,
+                "draft_finish_reason": r.get("finish_reason"),
+                "draft_key": k,
+            }
+        )
+    return out, errors
 
 
 def refine_request(
@@ -290,7 +286,8 @@ def refine(
     given: dict[str, str] | None = None,
     executor: ExecutorParams | None = None,
 ) -> tuple[pl.DataFrame, RefineReport]:
-    """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop).
+    """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop): three phases,
+    edit -> audit -> report.
 
     `given` (sample_id -> refined text, the authors' CoT file): no editor call; each text is parsed and audited
     as an editor's output would be, a sample without one fails as `not_in_authors_file`."""
@@ -300,6 +297,27 @@ def refine(
     stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
     notes: Counter = Counter()
     samples = {s["sample_id"]: s for s in drafts.iter_rows(named=True)}
+    state = _start_state(samples, given)
+    with open_executor(executor, make_engine) as ex:  # one engine (per Ray actor) for every attempt
+        if given is None:
+            _edit(state, samples, texts, params, sampling, model, revision, ex, cache_dir, stats, notes)
+    rows, fails, kinds_n = _audit(state, samples, texts, params)
+    df = drafts.select(*SAMPLE_COLUMNS, "draft").join(
+        pl.DataFrame(rows, schema=_REFINED_SCHEMA), on="sample_id", how="left"
+    )
+    df = df.with_columns(
+        pl.lit(params.show_target).alias("show_target"),
+        pl.lit(model).alias("editor_model"),
+        pl.lit(revision).alias("editor_revision"),
+    )
+    report = _refine_report(drafts, df, params, fails, kinds_n, notes, stats, model, revision, sampling, ex)
+    print(f"refine: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")
+    return df, report
+
+
+def _start_state(samples: dict[str, dict], given: dict[str, str] | None) -> dict[str, dict]:
+    """Per sample: the attempts' reasons, the raw text, the parsed CoT and why it failed; the authors' texts
+    (`given`) are parsed here, a sample without a draft fails as `no_draft`."""
     state = {sid: {"attempt_reasons": [], "raw": None, "cot_edited": None, "fail_reason": None} for sid in samples}
     for sid, s in samples.items():
         if given is not None:  # the authors' text stands in for the editor's (a missing draft does not matter)
@@ -310,41 +328,69 @@ def refine(
             st["fail_reason"] = None if st["cot_edited"] else reason
         elif s["draft"] is None:
             state[sid]["fail_reason"] = "no_draft"
-    with open_executor(executor, make_engine) as ex:  # one engine (per Ray actor) for every attempt
-        for attempt in range(0 if given is not None else params.max_attempts):
-            pending = [sid for sid, st in state.items() if st["fail_reason"] is None and st["cot_edited"] is None]
-            if not pending:
-                break
-            samp = attempt_sampling(sampling, attempt, params.retry_temperature)
-            keys, reqs = {}, {}
-            for sid in pending:
-                req = refine_request(
-                    samples[sid],
-                    texts,
-                    params.prompt,
-                    params.show_target,
-                    samp,
-                    notes if attempt == 0 else Counter(),
-                    params.max_caption_chars,
-                )
-                keys[sid] = request_key(f"refine:{attempt}", model, revision, req, [])
-                reqs.setdefault(keys[sid], req)
-            rows = _generate_cached(reqs, ex, cache_dir, params.batch_size, model, revision, stats)
-            for sid in pending:
-                r, st = rows[keys[sid]], state[sid]
-                if "error" in r:  # transport failure after the engine's own retries: recorded, retried next run
-                    st["attempt_reasons"].append("engine_error")
-                    st["fail_reason"], st["raw"] = "engine_error", r["error"]
-                    continue
-                cot, reason = parse_steps(r["text"], r["finish_reason"])
-                if cot is not None and is_echo(cot, reqs[keys[sid]].messages[-1]["content"]):
-                    cot, reason = None, "echo"  # the instructions parroted back: format without content
-                st["attempt_reasons"].append(reason)
-                st["raw"] = r["text"]
-                if cot is not None:
-                    st["cot_edited"] = cot
-                elif attempt == params.max_attempts - 1:
-                    st["fail_reason"] = reason
+    return state
+
+
+def _edit(state, samples, texts, params, sampling, model, revision, ex, cache_dir, stats, notes) -> None:
+    """The editor's attempts: each round sends the samples still without a well-formed CoT (a retry samples with a
+    new seed); the last round's reason becomes the sample's fail reason. Fills `state`, `stats` and `notes`."""
+    for attempt in range(params.max_attempts):
+        pending = [sid for sid, st in state.items() if st["fail_reason"] is None and st["cot_edited"] is None]
+        if not pending:
+            break
+        samp = attempt_sampling(sampling, attempt, params.retry_temperature)
+        keys, reqs = {}, {}
+        for sid in pending:
+            req = refine_request(
+                samples[sid],
+                texts,
+                params.prompt,
+                params.show_target,
+                samp,
+                notes if attempt == 0 else Counter(),
+                params.max_caption_chars,
+            )
+            keys[sid] = request_key(f"refine:{attempt}", model, revision, req, [])
+            reqs.setdefault(keys[sid], req)
+        rows = _generate_cached(reqs, ex, cache_dir, params.batch_size, model, revision, stats)
+        for sid in pending:
+            r, st = rows[keys[sid]], state[sid]
+            if "error" in r:  # transport failure after the engine's own retries: recorded, retried next run
+                st["attempt_reasons"].append("engine_error")
+                st["fail_reason"], st["raw"] = "engine_error", r["error"]
+                continue
+            cot, reason = parse_steps(r["text"], r["finish_reason"])
+            if cot is not None and is_echo(cot, reqs[keys[sid]].messages[-1]["content"]):
+                cot, reason = None, "echo"  # the instructions parroted back: format without content
+            st["attempt_reasons"].append(reason)
+            st["raw"] = r["text"]
+            if cot is not None:
+                st["cot_edited"] = cot
+            elif attempt == params.max_attempts - 1:
+                st["fail_reason"] = reason
+
+
+_REFINED_SCHEMA = {
+    "sample_id": pl.String,
+    "cot_edited": pl.String,
+    "format_ok": pl.Boolean,
+    "fail_reason": pl.String,
+    "attempts": pl.Int64,
+    "attempt_reasons": pl.List(pl.String),
+    "raw": pl.String,
+    "leak_before": pl.Boolean,
+    "leak_kinds": pl.List(pl.String),
+    "scrubbed_sentences": pl.Int64,
+    "dropped": pl.Boolean,
+    "drop_reason": pl.String,
+    "leak_after": pl.Boolean,
+    "cot": pl.String,
+}
+
+
+def _audit(state, samples, texts, params) -> tuple[list[dict], Counter, Counter]:
+    """The leak audit of every edited CoT (scrub the leaking sentences, drop the CoT, or keep it: leak_action), and
+    one row per sample in _REFINED_SCHEMA. Returns (rows, fail reasons counted, leak kinds counted)."""
     out, fails, kinds_n = [], Counter(), Counter()
     for sid, st in state.items():
         s = samples[sid]
@@ -381,32 +427,14 @@ def refine(
                 "cot": cot,
             }
         )
-    schema = {
-        "sample_id": pl.String,
-        "cot_edited": pl.String,
-        "format_ok": pl.Boolean,
-        "fail_reason": pl.String,
-        "attempts": pl.Int64,
-        "attempt_reasons": pl.List(pl.String),
-        "raw": pl.String,
-        "leak_before": pl.Boolean,
-        "leak_kinds": pl.List(pl.String),
-        "scrubbed_sentences": pl.Int64,
-        "dropped": pl.Boolean,
-        "drop_reason": pl.String,
-        "leak_after": pl.Boolean,
-        "cot": pl.String,
-    }
-    res = pl.DataFrame(out, schema=schema)
-    df = drafts.select(*SAMPLE_COLUMNS, "draft").join(res, on="sample_id", how="left")
-    df = df.with_columns(
-        pl.lit(params.show_target).alias("show_target"),
-        pl.lit(model).alias("editor_model"),
-        pl.lit(revision).alias("editor_revision"),
-    )
+    return out, fails, kinds_n
+
+
+def _refine_report(drafts, df, params, fails, kinds_n, notes, stats, model, revision, sampling, ex) -> RefineReport:
+    """The refine stage's report (no durations: the report is a DVC output, the same run gives the same bytes)."""
     edited = int(df["format_ok"].sum())
     leaks_before, leaks_after = int(df["leak_before"].sum()), int(df["leak_after"].sum())
-    report = RefineReport(
+    return RefineReport(
         drafts_in=drafts.height,
         sent_to_editor=int(drafts["draft"].is_not_null().sum()),
         refined_format_ok=edited,
@@ -429,6 +457,4 @@ def refine(
         revision=revision,
         generation_params=json.loads(json.dumps(asdict(sampling))),
         **report_entry(ex),
-    )  # no durations: the report is a DVC output, the same run gives the same bytes
-    print(f"refine: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")
-    return df, report
+    )
