@@ -70,9 +70,7 @@ def main() -> None:
     info = train_grpo(
         rows, valid, texts, tokenizer, params, prompt, policy.enable_thinking, paths.GRPO_MODEL, monitor_train, [live]
     )
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:
+    if not info["main_process"]:
         return
     jsonl = Path(params.checkpoint_dir) / "completions.jsonl"
     write_text(jsonl.read_text() if jsonl.exists() else "", paths.GRPO_COMPLETIONS)

@@ -225,7 +225,7 @@ def train_grpo(
         "use_vllm": params.use_vllm,
         "environment": versions(),
     }
-    run.finish(trainer, tokenizer, dtype, out_dir, "grpo_info.json", info)
+    info["main_process"] = run.finish(trainer, tokenizer, dtype, out_dir, "grpo_info.json", dict(info))
     info["last_reward"] = next((h["reward"] for h in reversed(trainer.state.log_history) if "reward" in h), None)
     info["valid_curve"] = valid_rows(trainer.state.log_history, params.monitor.ks)
     return info
