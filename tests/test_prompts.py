@@ -54,6 +54,17 @@ def test_caption_word_budget():
         PromptParams(max_caption_words=0)
 
 
+def test_tag_answer_changes_only_the_answer_and_its_instruction():
+    title = user_text(PromptParams())
+    tag = user_text(PromptParams(answer="tag"))
+    assert title.endswith("Answer with exactly one line: [ITEM_<id>] <title>, copied from the candidate list.")
+    assert tag.endswith("Answer with exactly one line: [ITEM_<id>], copied from the candidate list.")
+    assert title.rsplit("\n", 1)[0] == tag.rsplit("\n", 1)[0]  # history and candidates keep their titles
+    assert answer_line("3", TEXTS, "tag") == "[ITEM_3]" and parse_answer("[ITEM_3]") == ["3"]
+    with pytest.raises(ValueError):
+        PromptParams(answer="title")
+
+
 def test_unknown_item_is_a_clear_error():
     with pytest.raises(UserError, match="item '9' is in a sample but not in data/ingest/items.parquet"):
         build_messages({"history": ["9"], "candidates": ["1"]}, TEXTS, PromptParams())

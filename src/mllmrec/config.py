@@ -444,6 +444,9 @@ class PromptParams(Section):
     )
     captions: Literal["none", "history", "all"] = "history"  # where each item's image caption is shown
     max_caption_words: int | None = Field(None, ge=1)  # each caption cut to its first N words; null = whole caption
+    # the answer line: `[ITEM_<id>] <title>` (the paper's) or the tag alone (with collaborative item tokens one token:
+    # SFT's loss is then on the item choice and the end of turn, not on spelling the title; GRPO completions shorten)
+    answer: Literal["tag_and_title", "tag"] = "tag_and_title"
 
 
 # ---- CoT supervision: draft_cot -> refine_cot -> assess_cot ----

@@ -53,13 +53,15 @@ def load_item_texts(
     return out
 
 
-def answer_line(item_id: str, texts: dict[str, ItemText]) -> str:
-    """The answer format: `[ITEM_<id>] <title>`.
+def answer_line(item_id: str, texts: dict[str, ItemText], answer: str = "tag_and_title") -> str:
+    """The answer format (`prompt.answer`): `[ITEM_<id>] <title>`, or the tag alone.
 
     >>> answer_line("50", {"50": ItemText("Usual Suspects, The (1995)")})
     '[ITEM_50] Usual Suspects, The (1995)'
+    >>> answer_line("50", {"50": ItemText("Usual Suspects, The (1995)")}, "tag")
+    '[ITEM_50]'
     """
-    return f"{item_token(item_id)} {texts[item_id].title}"
+    return item_token(item_id) if answer == "tag" else f"{item_token(item_id)} {texts[item_id].title}"
 
 
 def item_token(item_id: str) -> str:
@@ -113,9 +115,10 @@ def build_messages(
     ]
     if cot:
         parts += ["<think>", cot.strip(), "</think>", "(The reasoning above is for reference only.)", ""]
+    answer = "[ITEM_<id>]" if params.answer == "tag" else "[ITEM_<id>] <title>"
     parts.append(
-        "Which candidate will the user interact with next? Answer with exactly one line: "
-        "[ITEM_<id>] <title>, copied from the candidate list."
+        f"Which candidate will the user interact with next? Answer with exactly one line: {answer}, "
+        "copied from the candidate list."
     )
     return [{"role": "system", "content": params.system}, {"role": "user", "content": "\n".join(parts)}]
 

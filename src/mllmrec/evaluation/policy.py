@@ -61,7 +61,7 @@ def likelihood_predictions(
         for sample in track(rows, total=len(rows), description="likelihood ranking"):
             messages = build_messages(sample, texts, prompt)
             prefix, suffix = completion_template(tokenizer, messages, enable_thinking)
-            completions = [prefix + answer_line(c, texts) + suffix for c in sample["candidates"]]
+            completions = [prefix + answer_line(c, texts, prompt.answer) + suffix for c in sample["candidates"]]
             all_scores += score_candidates(
                 model, tokenizer, [render_prompt(tokenizer, messages, enable_thinking)], [completions], max_tokens
             )

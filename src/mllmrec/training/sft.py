@@ -53,7 +53,7 @@ def sft_examples(
                 "history_items": len(row["history"]),
                 "prompt": render_prompt(tokenizer, messages, enable_thinking),
                 "completion": render_completion(
-                    tokenizer, messages, answer_line(row["target"], texts), enable_thinking
+                    tokenizer, messages, answer_line(row["target"], texts, prompt_params.answer), enable_thinking
                 ),
             }
         )
