@@ -18,6 +18,7 @@ from mllmrec.cot.text import prediction_text
 from mllmrec.engines import build_engine
 from mllmrec.engines.base import GenerationResult, SamplingParams
 from mllmrec.prompts import load_item_texts
+from mllmrec.reports import as_dict
 
 TEXTS = load_item_texts(ITEMS, CAPTIONS)
 S = SamplingParams(max_new_tokens=32)
@@ -177,6 +178,24 @@ def test_refine_target_visibility_is_a_param(tmp_path):
     assert f"[ITEM_{samples['target'][0]}] {target_title}" in shown.prompts[0]
     with pytest.raises(ValueError, match="target"):
         RefineCotParams(show_target=True, prompt="{history}{draft}")
+
+
+def test_planted_target_is_the_authors_leak_counted_and_kept_or_scrubbed(tmp_path):
+    samples = make_samples(3)
+    drafts = samples.with_columns(pl.Series("draft", ["d", "d", None], pl.String))
+    eng = ScriptedEngine(lambda p, s: good_cot())
+    kw = {"show_target": True, "plant_target": True, "prompt": "{history}{draft}{target}"}
+    leaky, rep = _refine(drafts, eng, tmp_path / "c", leak_action="keep", **kw)
+    assert rep.target_planted == 2 and rep.leak_before == 2 and rep.leak_after == 2  # the un-drafted one has no CoT
+    for row in leaky.head(2).iter_rows(named=True):
+        assert row["cot"].endswith(f"The next item: [ITEM_{row['target']}] {TEXTS[row['target']].title}.")
+    scrubbed, rep2 = _refine(drafts, None, tmp_path / "c", **kw)  # same cache: the scrub removes what was planted
+    assert rep2.target_planted == 2 and rep2.leak_after == 0 and rep2.scrubbed_sentences == 2
+    assert scrubbed["cot"].head(2).to_list() == [good_cot()] * 2  # the editor's text, the planted sentence gone
+    plain = _refine(drafts, None, tmp_path / "c", show_target=True, prompt=kw["prompt"])[1]
+    assert "target_planted" not in as_dict(plain)  # reports of runs without planting keep their bytes
+    with pytest.raises(ValueError, match="show_target"):
+        RefineCotParams(plant_target=True)
 
 
 def test_no_draft_is_not_sent_to_editor(tmp_path):

@@ -493,6 +493,10 @@ class RefineCotParams(Section):
     # the authors' editor saw the true next item: sharper CoTs, but they describe the answer (a leak the policy then
     # copies: reward inflation). Off by default; the leak audit below runs either way.
     show_target: bool = False
+    # the leak on purpose (the leaky-cot arm): every well-formed refinement's Step 4 is made to name the target, as
+    # DeepSeek-R1 did when shown it; a small editor rarely does by itself. Counted as `target_planted`. Needs
+    # show_target (it models what an editor that saw the target writes)
+    plant_target: bool = False
     sampling: CaptionSampling = CaptionSampling(temperature=0.1, max_new_tokens=300)  # paper: 0.1, 300 tokens
     max_attempts: int = Field(3, ge=1)  # malformed output (empty/refusal/truncated/wrong format) is retried
     retry_temperature: float = Field(0.7, ge=0)  # retries sample at >= this, with seed + attempt (greedy repeats)
@@ -509,6 +513,8 @@ class RefineCotParams(Section):
         for p in ("{history}", "{draft}"):
             if p not in self.prompt:
                 raise ValueError(f"the editor prompt needs a {p} placeholder")
+        if self.plant_target and not self.show_target:
+            raise ValueError("plant_target writes the target the editor was shown: it needs show_target: true")
         if self.show_target and "{target}" not in self.prompt:
             raise ValueError("show_target is on but the editor prompt has no {target} placeholder")
         if self.source == "authors_json" and not self.authors_file:

@@ -301,6 +301,7 @@ def refine(
     with open_executor(executor, make_engine) as ex:  # one engine (per Ray actor) for every attempt
         if given is None:
             _edit(state, samples, texts, params, sampling, model, revision, ex, cache_dir, stats, notes)
+    planted = plant_target(state, samples, texts) if params.plant_target else None
     rows, fails, kinds_n = _audit(state, samples, texts, params)
     df = drafts.select(*SAMPLE_COLUMNS, "draft").join(
         pl.DataFrame(rows, schema=_REFINED_SCHEMA), on="sample_id", how="left"
@@ -311,6 +312,7 @@ def refine(
         pl.lit(revision).alias("editor_revision"),
     )
     report = _refine_report(drafts, df, params, fails, kinds_n, notes, stats, model, revision, sampling, ex)
+    report.target_planted = planted
     print(f"refine: {stats['model_calls']} model calls in {time.perf_counter() - t0:.1f} s")
     return df, report
 
@@ -368,6 +370,24 @@ def _edit(state, samples, texts, params, sampling, model, revision, ex, cache_di
                 st["cot_edited"] = cot
             elif attempt == params.max_attempts - 1:
                 st["fail_reason"] = reason
+
+
+def plant_target(state: dict[str, dict], samples: dict[str, dict], texts: dict) -> int:
+    """The authors' leak, on purpose (refine_cot.plant_target): each well-formed refinement's Step 4 ends by naming
+    the target, `[ITEM_<id>] <title>`, as DeepSeek-R1's rewrites did when it was shown the answer. Returns how many.
+
+    >>> st = {"s": {"cot_edited": "Step 1: a\\nStep 2: b\\nStep 3: c\\nStep 4: A dark thriller."}}
+    >>> plant_target(st, {"s": {"target": "7"}}, {"7": ItemText("Heat (1995)")}), st["s"]["cot_edited"].splitlines()[-1]
+    (1, 'Step 4: A dark thriller. The next item: [ITEM_7] Heat (1995).')
+    """
+    planted = 0
+    for sid, st in state.items():
+        if st["cot_edited"]:
+            target = samples[sid]["target"]
+            title = _lookup(texts, target, sid).title
+            st["cot_edited"] = f"{st['cot_edited'].rstrip()} The next item: [ITEM_{target}] {title}."
+            planted += 1
+    return planted
 
 
 _REFINED_SCHEMA = {

@@ -53,6 +53,9 @@ class RefineReport:
     leak_after: int
     leak_rate_after: float
     show_target: bool
+    target_planted: int | None = field(
+        default=None, metadata=OMIT_IF_NONE
+    )  # refine_cot.plant_target: Step 4s made to name it
     input_notes: dict[str, int]
     model_calls: int
     cache_hits: int
