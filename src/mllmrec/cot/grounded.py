@@ -34,7 +34,7 @@ from mllmrec.errors import UserError
 from mllmrec.prompts import ItemText
 
 MODEL = "grounded"
-ALGORITHM = "grounded-1"  # bump whenever the draft for some input can change
+ALGORITHM = "grounded-2"  # bump whenever the draft for some input can change
 DRAFTER = "grounded (a rule-based stand-in for the paper's VLM drafter)"
 FACTS = ("genres", "years", "captions", "co_occurrence")
 NO_GENRE = {"", "(no genres listed)"}
@@ -330,6 +330,7 @@ def step_conclusion(h: HistoryFacts, best: CandidateFit, facts: dict[str, ItemFa
     c = facts[best.item_id]
     what = " ".join(x for x in (str(c.year) if c.year else "", "/".join(c.genres[:3])) if x)
     look = f" whose image shows {_and(list(c.labels[:3]))}" if c.labels else ""
+    look += (" in " if look else " in an image of ") + ", ".join(c.style) if c.style else ""
     co = f", watched with {best.co_watched} of the history's items by other users" if best.co_watched else ""
     return f"Conclusion: the next item is most likely {_a(what + ' item' if what else 'item')}{look}{co}."
 
