@@ -3,9 +3,11 @@
     python stages/draft_cot.py        # reads params.yaml `draft_cot`, `models.drafter`, `ingest.root`
 
 Inputs: data/split/candidates_n{draft_cot.num_negatives}.parquet (train rows only; seeded subsample if
-`max_samples`), data/ingest/items.parquet, data/textualize/captions.parquet. mode=captions drafts from titles +
-captions (text LM); mode=images gives the drafter (a VLM) each history poster, falling back to the caption or the
-title for items without one (counted). Outputs: data/cot/drafts.parquet (sample columns + draft, draft_error,
+`max_samples`), data/ingest/items.parquet, data/textualize/captions.parquet, data/split/train_sequences.parquet.
+mode=captions drafts from titles + captions (text LM); mode=images gives the drafter (a VLM) each history poster,
+falling back to the caption or the title for items without one (counted); mode=grounded writes the four steps by
+rules from the data's facts, no model (genres, years, caption labels, co-occurrence in the other users' training
+sequences: mllmrec.cot.grounded, a stand-in for the paper's VLM drafter). Outputs: data/cot/drafts.parquet (sample columns + draft, draft_error,
 draft_key), data/cot/draft_report.json, and the content cache `draft_cot.cache_dir` (persist: true).
 """
 
@@ -13,10 +15,11 @@ from pathlib import Path
 
 import polars as pl
 
-from mllmrec import partcache, paths
+from mllmrec import paths
 from mllmrec.cli import run
 from mllmrec.config import DraftCotParams, ExecutorParams, IngestParams, ModelsParams, load_section
-from mllmrec.cot.generate import draft, select_train_samples, to_sampling
+from mllmrec.cot.drafters import draft_samples
+from mllmrec.cot.generate import select_train_samples
 from mllmrec.engines import build_engine
 from mllmrec.io import read_parquet, write_parquet
 from mllmrec.prompts import load_item_texts
@@ -26,6 +29,7 @@ READS = [
     paths.candidates(paths.param("draft_cot.num_negatives")),
     paths.ITEMS,
     paths.CAPTIONS,
+    paths.TRAIN_SEQUENCES,  # mode grounded: co-occurrence in the training sequences
     paths.param("models.provision.out"),  # orders after `models`: the drafter is named by models.drafter
 ]
 WRITES = [paths.DRAFTS, paths.DRAFT_REPORT, paths.param("draft_cot.cache_dir")]
@@ -40,19 +44,14 @@ def main() -> None:
     captions = read_parquet(paths.CAPTIONS, "textualize")
 
     samples = select_train_samples(cands, params.max_samples, params.seed)
-    model, revision = partcache.model_identity(spec)
-    drafts, report = draft(
+    drafts, report = draft_samples(
         samples,
         load_item_texts(items, captions, root),
-        mode=params.mode,
-        prompt=params.prompt,
-        sampling=to_sampling(params.sampling),
-        model=model,
-        revision=revision,
+        params,
+        spec=spec,
         make_engine=lambda: build_engine(spec),
-        cache_dir=Path(params.cache_dir),
-        batch_size=params.batch_size,
-        max_caption_chars=params.max_caption_chars,
+        items=items,
+        sequences=read_parquet(paths.TRAIN_SEQUENCES, "split"),
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )
     report.train_samples_available = cands.filter(pl.col("split") == "train").height
@@ -60,7 +59,7 @@ def main() -> None:
     write_parquet(drafts, paths.DRAFTS)
     write_report(report, paths.DRAFT_REPORT)
     print(
-        f"draft_cot: {report.drafted}/{report.samples} train samples drafted by {model} ({params.mode}); "
+        f"draft_cot: {report.drafted}/{report.samples} train samples drafted by {report.model} ({params.mode}); "
         f"{report.model_calls} model calls, {report.cache_hits} cache hits, "
         f"errors {report.errors}, input notes {report.input_notes}"
     )

@@ -465,7 +465,9 @@ class DraftCotParams(Section):
     num_negatives: int = Field(9, ge=1)  # which candidates file's train samples get CoT (assessed on its candidates)
     max_samples: int | None = Field(None, ge=1)  # seeded subsample of the train samples (demo budget); None = all
     seed: int = 0
-    mode: Literal["captions", "images"] = "captions"  # images: the drafter is a VLM and sees the history posters
+    # images: the drafter is a VLM and sees the history posters; grounded: no model, a rule-based stand-in for the
+    # paper's VLM drafter that writes the four steps from the data's facts (mllmrec.cot.grounded; CPU runs)
+    mode: Literal["captions", "images", "grounded"] = "captions"
     # {history}: numbered `[ITEM_<id>] <title> | <caption>` lines
     prompt: str = Field(default_factory=lambda: template("draft_cot"))
     sampling: CaptionSampling = CaptionSampling(max_new_tokens=256)  # paper: 256 new tokens

@@ -31,6 +31,10 @@ class DraftReport:
     executor: dict | None = field(default=None, metadata=OMIT_IF_NONE)  # Ray runs (mllmrec.executor.report_entry)
     # set by the stage: the candidates file's train rows (the drafted ones are a seeded subset)
     train_samples_available: int | None = field(default=None, metadata=OMIT_IF_NONE)
+    # draft_cot.mode grounded only (mllmrec.cot.grounded): the stand-in named plainly, and the facts it went without
+    drafter: str | None = field(default=None, metadata=OMIT_IF_NONE)
+    facts_missing_from_dataset: list[str] | None = field(default=None, metadata=OMIT_IF_NONE)  # no item has them
+    facts_lacked: dict[str, int] | None = field(default=None, metadata=OMIT_IF_NONE)  # samples whose history lacks each
 
 
 @dataclass(kw_only=True)
