@@ -12,6 +12,8 @@ data/cot/refine_report.json (counts by reason, leak rate before/after), the cach
 
     # the authors' refined CoT instead of an editor: refine_cot = {source: authors_json,
     #   authors_file: movielens_deepseek_cot.json}   (relative to ingest.root; joined by user + items, audited alike)
+    # the drafts as written, no editor (after draft_cot.mode grounded, whose drafts are the four steps already):
+    #   refine_cot = {source: draft}
 """
 
 from pathlib import Path
@@ -44,10 +46,13 @@ def main() -> None:
     captions = read_parquet(paths.CAPTIONS, "textualize")
 
     model, revision = partcache.model_identity(spec)
-    given, joined = None, None
+    given, joined, missing = None, None, "not_in_authors_file"
     if params.source == "authors_json":
         given, joined = read_cot(Path(load_section("ingest", IngestParams).root) / params.authors_file, drafts)
         model, revision = f"authors_json:{Path(params.authors_file).name}", ""
+    elif params.source == "draft":  # the drafts as written, no editor (draft_cot.mode grounded writes four steps)
+        given = {sid: d for sid, d in zip(drafts["sample_id"], drafts["draft"]) if d is not None}
+        model, revision, missing = "draft (no editor)", "", "no_draft"
     refined, report = refine(
         drafts,
         load_item_texts(items, captions),
@@ -58,6 +63,7 @@ def main() -> None:
         make_engine=lambda: build_engine(spec),
         cache_dir=Path(params.cache_dir),
         given=given,
+        missing=missing,
         executor=load_section("executor", ExecutorParams, default=ExecutorParams()),
     )
     report.authors_json = joined  # None (left out of the report) unless the authors' file stood in

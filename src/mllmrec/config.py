@@ -487,8 +487,10 @@ class RefineCotParams(Section):
     """`refine_cot`: the editor rewrites each draft into `Step 1:` ... `Step 4:`, then the leak audit runs."""
 
     # authors_json: no editor call; the authors' refined CoT (`authors_file`, relative to ingest.root, e.g.
-    # movielens_deepseek_cot.json) joined by user + items, then audited like an editor's output
-    source: Literal["editor", "authors_json"] = "editor"
+    # movielens_deepseek_cot.json) joined by user + items, then audited like an editor's output. draft: no editor
+    # call; the drafts as written (draft_cot.mode grounded writes the four steps already; a 135M editor turns its
+    # drafts into 9 well-formed CoTs of 64, each an echo of its instructions), parsed and audited alike
+    source: Literal["editor", "authors_json", "draft"] = "editor"
     authors_file: str | None = None
 
     prompt: str = Field(default_factory=lambda: template("refine_cot"))  # {history}, {draft}, {target} (or "")

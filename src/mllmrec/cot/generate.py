@@ -285,19 +285,20 @@ def refine(
     cache_dir: Path,
     given: dict[str, str] | None = None,
     executor: ExecutorParams | None = None,
+    missing: str = "not_in_authors_file",
 ) -> tuple[pl.DataFrame, RefineReport]:
     """Editor rewrite with bounded retries on malformed output, then the leak audit (scrub or drop): three phases,
     edit -> audit -> report.
 
-    `given` (sample_id -> refined text, the authors' CoT file): no editor call; each text is parsed and audited
-    as an editor's output would be, a sample without one fails as `not_in_authors_file`."""
+    `given` (sample_id -> refined text: the authors' CoT file, or the drafts themselves): no editor call; each text
+    is parsed and audited as an editor's output would be, a sample without one fails as `missing`."""
     t0 = time.perf_counter()
     cache_dir.mkdir(parents=True, exist_ok=True)
     stats: Counter = Counter(dict.fromkeys(["model_calls", "cache_hits", "engine_retries", "parts_written"], 0))
     stats["stale_temp_files_removed"] = partcache.clean_stale_temps(cache_dir)
     notes: Counter = Counter()
     samples = {s["sample_id"]: s for s in drafts.iter_rows(named=True)}
-    state = _start_state(samples, given)
+    state = _start_state(samples, given, missing)
     with open_executor(executor, make_engine) as ex:  # one engine (per Ray actor) for every attempt
         if given is None:
             _edit(state, samples, texts, params, sampling, model, revision, ex, cache_dir, stats, notes)
@@ -317,7 +318,7 @@ def refine(
     return df, report
 
 
-def _start_state(samples: dict[str, dict], given: dict[str, str] | None) -> dict[str, dict]:
+def _start_state(samples: dict[str, dict], given: dict[str, str] | None, missing: str) -> dict[str, dict]:
     """Per sample: the attempts' reasons, the raw text, the parsed CoT and why it failed; the authors' texts
     (`given`) are parsed here, a sample without a draft fails as `no_draft`."""
     state = {sid: {"attempt_reasons": [], "raw": None, "cot_edited": None, "fail_reason": None} for sid in samples}
@@ -325,7 +326,7 @@ def _start_state(samples: dict[str, dict], given: dict[str, str] | None) -> dict
         if given is not None:  # the authors' text stands in for the editor's (a missing draft does not matter)
             st, text = state[sid], given.get(sid)
             st["raw"] = text
-            st["cot_edited"], reason = parse_steps(text) if text is not None else (None, "not_in_authors_file")
+            st["cot_edited"], reason = parse_steps(text) if text is not None else (None, missing)
             st["attempt_reasons"].append(reason)
             st["fail_reason"] = None if st["cot_edited"] else reason
         elif s["draft"] is None:
