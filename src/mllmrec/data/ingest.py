@@ -211,12 +211,33 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
     number of fields or a timestamp that does not parse are counted as `malformed_line`, never silently parsed;
     with `min_rating`, rows rated below it are counted as `below_min_rating`.
     """
-    sep = spec.separator
     columns = {OUR_NAMES[k]: v for k, v in spec.columns.items() if k != "rating" or min_rating is not None}
     lines = read_lines(path).collect(engine="streaming")
+    fields, padded = _split_fields(lines["raw"], spec.separator)
+    lines, index, width = _column_index(path, lines, spec, columns)
+    df, checks = _parse_lines(lines, fields, padded, index, width, spec.timestamp, min_rating)
+    if df.height == 0:
+        raise UserError(f"{path}: no data lines" + (" after the header" if spec.header else " (file is blank)"))
+    report.read["interaction_lines"] += df.height
+    if not df["ok"].any():  # the cause in the error, not "no interactions left" two stages later
+        first = df.row(0, named=True)  # its text again from the raw line: no copy of every field kept for this
+        text = lines.filter(pl.col("line") == first["line"])["raw"][0] or ""
+        raise UserError(
+            f"{path}: no line could be read; the first, line {first['line']}: "
+            + first_problem(first, text, spec, width, index, spec.separator)
+        )
+    bad = df.filter(~pl.col("ok"))
+    report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
+    df = df.filter("ok") if bad.height else df
+    if min_rating is not None:
+        df = drop_below(df, min_rating, path.name, report)
+    return df.drop("ok", "ctl", *checks).with_columns(file=pl.lit(path.name))
+
+
+def _split_fields(raw: pl.Series, sep: str) -> tuple[pl.Expr, bool]:
+    """The expression that splits column `raw` into its fields, and `padded`: whether any line holds whitespace."""
     # most files hold no whitespace at all (no \r, no padding): then every strip below is a no-op, skip them all.
     # Non-ASCII lines take the stripping path too (Unicode has more spaces); a length test finds them fastest.
-    raw = lines["raw"]
     padded = raw.str.contains(r"[\t-\r ]").any() or (raw.str.len_bytes() != raw.str.len_chars()).any()
     fields = (pl.col("raw").str.strip_suffix("\r") if padded else pl.col("raw")).str.split(sep)
     if len(sep) == 1 and raw.str.contains('"', literal=True).any():  # quoted fields: CSV quoting, as titles files
@@ -232,27 +253,45 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
             .then(pl.col("raw").map_elements(csv_fields, return_dtype=pl.List(pl.String)))
             .otherwise(fields)
         )
-    width = spec.fields
-    if spec.header:
-        if lines.height == 0:  # only blank lines
-            raise UserError(f"{path}: file is empty")
-        if "\r" in lines["raw"][0].rstrip("\r"):
-            raise UserError(
-                f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n, e.g. "
-                f"`tr '\\r' '\\n' < {path.name} > fixed.csv`"
-            )
-        header = [h.strip() for h in lines["raw"][0].removeprefix("\ufeff").split(sep)]
-        missing = [c for c in columns.values() if c not in header]
-        if missing:
-            raise UserError(
-                f"{path}:1: missing column(s) {missing}; header is {brief(header)} "
-                f"(check ingest.format, the column names and ingest.encoding)"
-            )
-        index = {ours: header.index(theirs) for ours, theirs in columns.items()}
-        width = width or len(header)
-        lines = lines.slice(1)
-    else:
-        index = dict(columns)  # headerless: `width` fields exactly when the format fixes it, else at least enough
+    return fields, padded
+
+
+def _column_index(
+    path: Path, lines: pl.DataFrame, spec: CsvInteractions, columns: dict
+) -> tuple[pl.DataFrame, dict, int | None]:
+    """The data lines (header removed), our column name -> field index, and the exact field count (None: at least
+    enough for the index)."""
+    sep, width = spec.separator, spec.fields
+    if not spec.header:
+        return lines, dict(columns), width  # headerless: `width` fields exactly when the format fixes it
+    if lines.height == 0:  # only blank lines
+        raise UserError(f"{path}: file is empty")
+    if "\r" in lines["raw"][0].rstrip("\r"):
+        raise UserError(
+            f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n, e.g. "
+            f"`tr '\\r' '\\n' < {path.name} > fixed.csv`"
+        )
+    header = [h.strip() for h in lines["raw"][0].removeprefix("\ufeff").split(sep)]
+    missing = [c for c in columns.values() if c not in header]
+    if missing:
+        raise UserError(
+            f"{path}:1: missing column(s) {missing}; header is {brief(header)} "
+            f"(check ingest.format, the column names and ingest.encoding)"
+        )
+    index = {ours: header.index(theirs) for ours, theirs in columns.items()}
+    return lines.slice(1), index, width or len(header)
+
+
+def _parse_lines(
+    lines: pl.DataFrame,
+    fields: pl.Expr,
+    padded: bool,
+    index: dict,
+    width: int | None,
+    timestamp: str,
+    min_rating: float | None,
+) -> tuple[pl.DataFrame, list[str]]:
+    """One row per line: our columns, a flag per check (`checks`: the flags' names) and `ok` (every check passed)."""
 
     def field(i: int) -> pl.Expr:
         got = pl.col("f").list.get(i, null_on_oob=True)
@@ -270,7 +309,7 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
             *[field(i).alias(name) for name, i in index.items()],
         )
     )
-    ts = timestamp_expr(pl.col("timestamp"), spec.timestamp)
+    ts = timestamp_expr(pl.col("timestamp"), timestamp)
     parsed = parsed.with_columns(ts_ok=ts.is_not_null(), timestamp=ts)
     checks = ["width_ok", "ts_ok"]
     if min_rating is not None:  # nan / inf are not ratings: counted, never compared
@@ -278,23 +317,7 @@ def read_delimited(path: Path, spec: CsvInteractions, report: Report, min_rating
         parsed = parsed.with_columns(rating_ok=rating.is_not_null() & rating.is_finite(), rating=rating)
         checks.append("rating_ok")
     parsed = parsed.with_columns(ok=~pl.col("ctl") & pl.all_horizontal(checks))
-    df = parsed.collect(engine="streaming")
-    if df.height == 0:
-        raise UserError(f"{path}: no data lines" + (" after the header" if spec.header else " (file is blank)"))
-    report.read["interaction_lines"] += df.height
-    if not df["ok"].any():  # the cause in the error, not "no interactions left" two stages later
-        first = df.row(0, named=True)  # its text again from the raw line: no copy of every field kept for this
-        text = lines.filter(pl.col("line") == first["line"])["raw"][0] or ""
-        raise UserError(
-            f"{path}: no line could be read; the first, line {first['line']}: "
-            + first_problem(first, text, spec, width, index, sep)
-        )
-    bad = df.filter(~pl.col("ok"))
-    report.skip("malformed_line", bad.height, [f"{path.name}:{n}" for n in bad["line"].head(MAX_EXAMPLES)])
-    df = df.filter("ok") if bad.height else df
-    if min_rating is not None:
-        df = drop_below(df, min_rating, path.name, report)
-    return df.drop("ok", "ctl", *checks).with_columns(file=pl.lit(path.name))
+    return parsed.collect(engine="streaming"), checks
 
 
 def first_problem(row: dict, text: str, spec: CsvInteractions, width: int | None, index: dict, sep: str) -> str:
@@ -527,71 +550,13 @@ def normalize(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate ids, drop unknown items and duplicates (counted), order each user's interactions in time; `ties`
     (params ingest.ties) orders interactions of the same second by file order or by item id."""
-
-    def where(df: pl.DataFrame) -> list[str]:
-        return [f"{f}:{n}" for f, n in zip(df["file"].head(MAX_EXAMPLES), df["line"].head(MAX_EXAMPLES))]
-
-    bad_item = titles.filter(~pl.col("item_id").str.contains(ID_PATTERN))
-    report.skip("invalid_item_id_in_titles", bad_item.height, where(bad_item))
-    titles = titles.filter(pl.col("item_id").str.contains(ID_PATTERN))
-    dup_titles = titles.filter(pl.col("item_id").is_duplicated() & ~pl.col("item_id").is_first_distinct())
-    report.skip("duplicate_title_row", dup_titles.height, where(dup_titles))
-    titles = titles.unique("item_id", keep="first", maintain_order=True)
-
-    # 25 M rows hold only ~200 k distinct ids: check those, then sort and dedupe integer codes instead of strings.
-    # Users are coded in lexical order and items in titles order, so the result equals a string sort + dedupe.
-    users = inter["user_id"].unique().sort()
-    bad_users = users.filter(~users.str.contains(ID_PATTERN))
+    titles = _valid_titles(titles, report)
     item_ids = titles["item_id"]
-    item_code = inter["item_id"].cast(pl.Enum(item_ids), strict=False).to_physical()  # null: not in titles
-    suspect = item_code.is_null()
-    if bad_users.len():
-        suspect |= inter["user_id"].is_in(bad_users.implode())
-    if suspect.any():  # few rows: the regex decides between an invalid id and an unknown item (frame order)
-        odd = inter.filter(suspect)
-        ok_ids = pl.col("user_id").str.contains(ID_PATTERN) & pl.col("item_id").str.contains(ID_PATTERN)
-        bad, unknown = odd.filter(~ok_ids), odd.filter(ok_ids)
-        report.skip("invalid_id", bad.height, where(bad))
-        report.skip("unknown_item", unknown.height, where(unknown))
-        inter, item_code = inter.filter(~suspect), item_code.filter(~suspect)
-    user_code = inter["user_id"].cast(pl.Enum(users)).to_physical().to_numpy()
-    item_code = item_code.to_numpy()
+    inter, users, user_code, item_code = _id_codes(inter, item_ids, report)
     ts = inter["timestamp"].to_numpy()
-
-    # stable sort by (user, time): ties in time keep file order (the order the dataset authors wrote), or item id
-    order = np.empty(0, dtype=np.int64)
-    if len(ts) and ties == "item_id":
-        numeric = item_ids.str.contains(r"^[0-9]+$")
-        rank = (
-            pl.DataFrame(
-                {"num": item_ids.cast(pl.Int64, strict=False).fill_null(0), "digits": ~numeric, "id": item_ids}
-            )
-            .with_row_index()
-            .sort("digits", "num", "id")["index"]
-        )
-        item_rank = np.empty(len(item_ids), dtype=np.int64)
-        item_rank[rank.to_numpy()] = np.arange(len(item_ids))
-        order = np.lexsort((item_rank[item_code], ts, user_code))
-    elif len(ts):
-        span = int(ts.max()) - int(ts.min()) + 1
-        if len(users) * span < 2**63:  # one int64 key: much faster than a two-column sort
-            order = np.argsort(user_code.astype(np.int64) * span + (ts - ts.min()), kind="stable")
-        else:
-            order = np.lexsort((ts, user_code))  # lexsort is stable too
+    order = _time_order(user_code, item_code, ts, item_ids, len(users), ties)
     user_code, item_code, ts = user_code[order], item_code[order], ts[order]
-    pair = pl.Series(user_code.astype(np.int64) * len(item_ids) + item_code)
-    first = np.ones(len(pair), dtype=bool)
-    if pair.n_unique() < len(pair):  # the earliest (user, item) interaction wins
-        first = pair.is_first_distinct().to_numpy()
-        files = inter["file"].gather(order)
-        first_file = pl.DataFrame({"pair": pair, "file": files}).group_by("pair", maintain_order=True).first()
-        dup = inter[order[~first]].with_columns(pair=pair.filter(~pl.Series(first)))
-        dup = dup.join(first_file.rename({"file": "first_file"}), on="pair", how="left")
-        relisted = dup.filter(pl.col("file") != pl.col("first_file"))  # the authors' test.tsv repeats train items
-        same = dup.filter(pl.col("file") == pl.col("first_file"))
-        report.skip("duplicate_interaction", same.height, where(same))
-        if relisted.height:  # the same interaction listed twice, not data loss
-            report.notes["listed_again_in_a_later_file"] += relisted.height
+    first = _first_of_pairs(inter, order, user_code, item_code, len(item_ids), report)
     user_code, item_code, ts = user_code[first], item_code[first], ts[first]
     if len(ts) == 0:  # empty tables would only fail later, in a stage that cannot name the cause
         first_examples = {k: v[0] for k, v in report.examples.items() if v}
@@ -609,6 +574,91 @@ def normalize(
     used = int(np.count_nonzero(np.bincount(item_code, minlength=len(item_ids))))
     report.notes["items_without_interactions"] += titles.height - used  # not skipped: still in the table
     return inter, titles.select("item_id", "title", *(["image"] if "image" in titles.columns else []))
+
+
+def _where(df: pl.DataFrame) -> list[str]:
+    """The first `file:line` examples of a frame's rows."""
+    return [f"{f}:{n}" for f, n in zip(df["file"].head(MAX_EXAMPLES), df["line"].head(MAX_EXAMPLES))]
+
+
+def _valid_titles(titles: pl.DataFrame, report: Report) -> pl.DataFrame:
+    """Titles with a valid, first-seen item id (the rest counted)."""
+    bad_item = titles.filter(~pl.col("item_id").str.contains(ID_PATTERN))
+    report.skip("invalid_item_id_in_titles", bad_item.height, _where(bad_item))
+    titles = titles.filter(pl.col("item_id").str.contains(ID_PATTERN))
+    dup_titles = titles.filter(pl.col("item_id").is_duplicated() & ~pl.col("item_id").is_first_distinct())
+    report.skip("duplicate_title_row", dup_titles.height, _where(dup_titles))
+    return titles.unique("item_id", keep="first", maintain_order=True)
+
+
+def _id_codes(
+    inter: pl.DataFrame, item_ids: pl.Series, report: Report
+) -> tuple[pl.DataFrame, pl.Series, np.ndarray, np.ndarray]:
+    """Interactions with valid ids of known items (the rest counted), the sorted user ids, and each row's user and
+    item codes (indexes into the users and into `item_ids`)."""
+    # 25 M rows hold only ~200 k distinct ids: check those, then sort and dedupe integer codes instead of strings.
+    # Users are coded in lexical order and items in titles order, so the result equals a string sort + dedupe.
+    users = inter["user_id"].unique().sort()
+    bad_users = users.filter(~users.str.contains(ID_PATTERN))
+    item_code = inter["item_id"].cast(pl.Enum(item_ids), strict=False).to_physical()  # null: not in titles
+    suspect = item_code.is_null()
+    if bad_users.len():
+        suspect |= inter["user_id"].is_in(bad_users.implode())
+    if suspect.any():  # few rows: the regex decides between an invalid id and an unknown item (frame order)
+        odd = inter.filter(suspect)
+        ok_ids = pl.col("user_id").str.contains(ID_PATTERN) & pl.col("item_id").str.contains(ID_PATTERN)
+        bad, unknown = odd.filter(~ok_ids), odd.filter(ok_ids)
+        report.skip("invalid_id", bad.height, _where(bad))
+        report.skip("unknown_item", unknown.height, _where(unknown))
+        inter, item_code = inter.filter(~suspect), item_code.filter(~suspect)
+    user_code = inter["user_id"].cast(pl.Enum(users)).to_physical().to_numpy()
+    return inter, users, user_code, item_code.to_numpy()
+
+
+def _time_order(
+    user_code: np.ndarray, item_code: np.ndarray, ts: np.ndarray, item_ids: pl.Series, n_users: int, ties: str
+) -> np.ndarray:
+    """The row order by (user, time): a stable sort, so ties in time keep file order (the order the dataset authors
+    wrote), or go by item id (numeric ids numerically, then the others lexically)."""
+    if len(ts) == 0:
+        return np.empty(0, dtype=np.int64)
+    if ties == "item_id":
+        numeric = item_ids.str.contains(r"^[0-9]+$")
+        rank = (
+            pl.DataFrame(
+                {"num": item_ids.cast(pl.Int64, strict=False).fill_null(0), "digits": ~numeric, "id": item_ids}
+            )
+            .with_row_index()
+            .sort("digits", "num", "id")["index"]
+        )
+        item_rank = np.empty(len(item_ids), dtype=np.int64)
+        item_rank[rank.to_numpy()] = np.arange(len(item_ids))
+        return np.lexsort((item_rank[item_code], ts, user_code))
+    span = int(ts.max()) - int(ts.min()) + 1
+    if n_users * span < 2**63:  # one int64 key: much faster than a two-column sort
+        return np.argsort(user_code.astype(np.int64) * span + (ts - ts.min()), kind="stable")
+    return np.lexsort((ts, user_code))  # lexsort is stable too
+
+
+def _first_of_pairs(
+    inter: pl.DataFrame, order: np.ndarray, user_code: np.ndarray, item_code: np.ndarray, n_items: int, report: Report
+) -> np.ndarray:
+    """Which time-ordered rows (codes already in `order`) keep: the earliest interaction of each (user, item) pair;
+    the later ones are counted as duplicates, or noted when a later file lists them again."""
+    pair = pl.Series(user_code.astype(np.int64) * n_items + item_code)
+    first = np.ones(len(pair), dtype=bool)
+    if pair.n_unique() < len(pair):  # the earliest (user, item) interaction wins
+        first = pair.is_first_distinct().to_numpy()
+        files = inter["file"].gather(order)
+        first_file = pl.DataFrame({"pair": pair, "file": files}).group_by("pair", maintain_order=True).first()
+        dup = inter[order[~first]].with_columns(pair=pair.filter(~pl.Series(first)))
+        dup = dup.join(first_file.rename({"file": "first_file"}), on="pair", how="left")
+        relisted = dup.filter(pl.col("file") != pl.col("first_file"))  # the authors' test.tsv repeats train items
+        same = dup.filter(pl.col("file") == pl.col("first_file"))
+        report.skip("duplicate_interaction", same.height, _where(same))
+        if relisted.height:  # the same interaction listed twice, not data loss
+            report.notes["listed_again_in_a_later_file"] += relisted.height
+    return first
 
 
 def ingest_report(report: Report, inter: pl.DataFrame, items: pl.DataFrame, image_counts: Counter) -> IngestReport:

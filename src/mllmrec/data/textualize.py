@@ -276,6 +276,30 @@ def _item_rows(
     return captions, errors, TitleScrubbed(captions=scrubbed, clauses=clauses)
 
 
+def _caption_missing(
+    todo: dict,
+    compute: Callable,
+    cache_dir: Path,
+    batch_size: int,
+    make_engine: Callable[[], Engine],
+    executor: ExecutorParams | None,
+    progress: bool,
+) -> tuple[partcache.Computed, dict]:
+    """Caption the missing images (`todo`, _missing_images) in batches, each committed to the cache as a part; and
+    the report's executor entry (Ray runs only)."""
+    with open_executor(executor, make_engine) as ex:
+        new = partcache.run_batches(
+            [(k, (k, sha, path)) for k, (sha, path) in todo.items()],
+            compute,
+            cache_dir,
+            PART_SCHEMA,
+            batch_size,
+            ex,
+            progress="captioning" if progress else None,
+        )
+    return new, report_entry(ex)
+
+
 def textualize(
     items: pl.DataFrame,
     root: Path,
@@ -305,19 +329,9 @@ def textualize(
         _refuse_cache_misses(ok, keys, todo, f"{model}@{revision or '-'}")
 
     compute = partial(caption_batch, prompt=prompt, sampling=sampling, model=model, revision=revision)
-    with open_executor(executor, make_engine) as ex:
-        new = partcache.run_batches(
-            [(k, (k, sha, path)) for k, (sha, path) in todo.items()],
-            compute,
-            cache_dir,
-            PART_SCHEMA,
-            batch_size,
-            ex,
-            progress="captioning" if progress else None,
-        )
+    new, ran_on = _caption_missing(todo, compute, cache_dir, batch_size, make_engine, executor, progress)
     done.update({k: row["caption"] for k, row in new.rows.items()})
     failed, calls = new.failed, new.counts["model_calls"]  # failed: cache_key -> error (never cached: retried next run)
-
     stamp = {"model": model, "revision": revision, "prompt_hash": ph, "generation_params": gp}
     captions, errors, scrubbed = _item_rows(items, keys, done, failed, stamp)
     secs = time.perf_counter() - t0
@@ -339,7 +353,7 @@ def textualize(
         revision=revision,
         prompt_hash=ph,
         generation_params=json.loads(gp),
-        **report_entry(ex),
+        **ran_on,
     )
     print(f"textualize: {calls} model calls in {secs:.1f} s" + (f" ({calls / secs:.1f}/s)" if calls else ""))
     return captions, report

@@ -105,28 +105,50 @@ def size_block(size: str, table: pl.DataFrame, headline: dict, comps: list[dict]
     policies = policies_of(comps)
     baselines = [m for m in values if m not in policies]
     by_pair = {(c["a"], c["b"]): c[METRIC] for c in comps}
+    strongest = max(baselines, key=lambda m: values[m]) if baselines else None  # first of equals: table order
 
     lines = [
         (
             f"**{cands} candidates, {n} {split} users.** The LLM policies were scored on these {n} users and every "
             f"baseline is rescored on the same {n}, so all numbers and paired tests below are on them."
-        )
+        ),
+        _best_line(values, strongest, at_1),
     ]
+    lines += _against_baselines(policies, baselines, strongest, values, by_pair)
+    lines += _training_steps(policies, values, by_pair)
+    lines += _valid_answers(policies, valid)
+    lines += _small_sample(at_1, n)
+    return lines
+
+
+def _best_line(values: dict, strongest: str | None, at_1: dict) -> str:
+    """The best method(s) by METRIC with their CIs, and the strongest baseline when no baseline is best."""
     top = max(values.values())
     best = [m for m, v in values.items() if v == top]
-    strongest = max(baselines, key=lambda m: values[m]) if baselines else None  # first of equals: table order
     line = f"- Best {METRIC}: " + " and ".join(f"{name(m)} {values[m]:.3f}{_ci(at_1, m)}" for m in best)
     if strongest in best:
         line += " (a baseline)" if len(best) == 1 else ""
     elif strongest is not None:
         line += f"; strongest baseline: {name(strongest)} {values[strongest]:.3f}{_ci(at_1, strongest)}"
-    lines.append(line + ".")
+    return line + "."
 
+
+def _against_baselines(
+    policies: list[str], baselines: list[str], strongest: str | None, values: dict, by_pair: dict
+) -> list[str]:
+    """One line per policy: its paired difference to the strongest baseline and to popularity."""
+    lines = []
     for policy in policies:
         against = [b for b in dict.fromkeys((strongest, "popularity")) if b in baselines and (policy, b) in by_pair]
         parts = [f"{name(b)} {values[b]:.3f}: {difference(by_pair[(policy, b)])}" for b in against]
         if parts:
             lines.append(f"- {name(policy)} {METRIC} {values[policy]:.3f} vs " + "; vs ".join(parts) + ".")
+    return lines
+
+
+def _training_steps(policies: list[str], values: dict, by_pair: dict) -> list[str]:
+    """One line per protocol: each training stage against the stage before it (SFT vs zero-shot, GRPO vs SFT)."""
+    lines = []
     for protocol in dict.fromkeys(p.partition("-")[2] for p in policies):
         steps = []
         for policy in policies:
@@ -139,27 +161,33 @@ def size_block(size: str, table: pl.DataFrame, headline: dict, comps: list[dict]
                 )
         if steps:
             lines.append(f"- Training stages, {METRIC} ({protocol}): " + "; ".join(steps) + ".")
-    generative = [p for p in policies if p.endswith("-generative") and p in valid]
-    if generative:
-        rates = ", ".join(f"{name(p.removesuffix('-generative'))} {valid[p]:.2f}" for p in generative)
-        lines.append(
-            f"- Valid answers, generative protocol (share of answers with at least one parseable item id): {rates}."
-        )
+    return lines
 
+
+def _valid_answers(policies: list[str], valid: dict) -> list[str]:
+    """The share of parseable answers per generative policy (none without one)."""
+    generative = [p for p in policies if p.endswith("-generative") and p in valid]
+    if not generative:
+        return []
+    rates = ", ".join(f"{name(p.removesuffix('-generative'))} {valid[p]:.2f}" for p in generative)
+    return [f"- Valid answers, generative protocol (share of answers with at least one parseable item id): {rates}."]
+
+
+def _small_sample(at_1: dict, n: int) -> list[str]:
+    """The small-sample caveat (CI width, smallest difference that can be significant) when the CIs are wide."""
     half = [(r["HR_hi"] - r["HR_lo"]) / 2 for r in at_1.values() if not math.isnan(r["HR_lo"])]
     floor = min_significant_diff(n)
-    if (max(half) if half else (floor or 1.0)) > SMALL_CI:
-        width = f"the {METRIC} 95 % CIs are up to ±{max(half):.2f} wide and " if half else ""
-        can = (
-            f"no {METRIC} difference below {floor:.2f} ({round(floor * n)} of the {n} users) can reach p < 0.05"
-            if floor is not None
-            else f"no {METRIC} difference can reach p < 0.05"
-        )
-        lines.append(
-            f"- Small sample: at n = {n} {width}{can} (exact McNemar); "
-            '"not significant" means not resolved at this n, not equal.'
-        )
-    return lines
+    widest = max(half) if half else (floor or 1.0)
+    if not widest > SMALL_CI:
+        return []
+    width = f"the {METRIC} 95 % CIs are up to ±{max(half):.2f} wide and " if half else ""
+    can = (
+        f"no {METRIC} difference below {floor:.2f} ({round(floor * n)} of the {n} users) can reach p < 0.05"
+        if floor is not None
+        else f"no {METRIC} difference can reach p < 0.05"
+    )
+    line = f"- Small sample: at n = {n} {width}{can} (exact McNemar); "
+    return [line + '"not significant" means not resolved at this n, not equal.']
 
 
 def what_this_run_shows(table: pl.DataFrame, headline: dict, comps: dict, split: str = "test") -> str:
