@@ -68,6 +68,7 @@ def _project(tmp: Path, url: str) -> None:
     )
     for path, df in [
         ("data/split/candidates_n3.parquet", split),
+        ("data/split/train_sequences.parquet", samples.select("user_id", pl.col("history").alias("items"))),
         ("data/ingest/items.parquet", ITEMS),
         ("data/textualize/captions.parquet", CAPTIONS),
     ]:
@@ -138,3 +139,20 @@ def test_cot_stages_end_to_end_and_cached_rerun(tmp_path):
         assert srv.requests == before and "0 model calls" in out and "0 texts embedded" in out
     finally:
         srv.httpd.shutdown()
+
+
+def test_grounded_drafts_reach_the_audit_without_an_editor_and_the_leaky_arm_plants(tmp_path):
+    _project(tmp_path, "http://127.0.0.1:9/v1")  # nothing listens there: neither stage may call a model
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["draft_cot"]["mode"] = "grounded"
+    leaky = {"source": "draft", "show_target": True, "plant_target": True, "leak_action": "keep"}
+    params["refine_cot"] |= leaky
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    _stage(tmp_path, "draft_cot")
+    _stage(tmp_path, "refine_cot")
+    rep = json.loads((tmp_path / "data/cot/refine_report.json").read_text())
+    drafted = pl.read_parquet(tmp_path / "data/cot/drafts.parquet")["draft"].is_not_null().sum()
+    assert rep["model"] == "draft (no editor)" and rep["model_calls"] == 0 and drafted > 0
+    assert rep["refined_format_ok"] == rep["target_planted"] == rep["leak_before"] == rep["leak_after"] == drafted
+    refined = pl.read_parquet(tmp_path / "data/cot/refined.parquet").filter(pl.col("cot").is_not_null())
+    assert all(f"[ITEM_{t}]" in c for t, c in zip(refined["target"], refined["cot"]))
