@@ -319,8 +319,9 @@ def refine(
 
 
 def _start_state(samples: dict[str, dict], given: dict[str, str] | None, missing: str) -> dict[str, dict]:
-    """Per sample: the attempts' reasons, the raw text, the parsed CoT and why it failed; the authors' texts
-    (`given`) are parsed here, a sample without a draft fails as `no_draft`."""
+    """Per sample: the attempts' reasons, the raw text, the parsed CoT and why it failed; the `given` texts (the
+    authors' file or the drafts) are parsed here, a sample without one fails as `missing`; for the editor, a sample
+    without a draft fails as `no_draft`."""
     state = {sid: {"attempt_reasons": [], "raw": None, "cot_edited": None, "fail_reason": None} for sid in samples}
     for sid, s in samples.items():
         if given is not None:  # the authors' text stands in for the editor's (a missing draft does not matter)
