@@ -15,9 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "mllmrec"
 # bottom-up; a top-level module (mllmrec/<name>.py) is its own entry, a package (mllmrec/<name>/) one for all of it
 LAYERS = [
     # base: what every stage shares (params, errors, files, artifact paths, typed reports, caches, the prompt
-    # renderer, title matching)
+    # renderer, title matching, item co-occurrence)
     {"__init__", "cli", "config", "environment", "errors", "executor", "io", "launch", "partcache", "paths"}
-    | {"progress", "prompts", "reports", "titles"},
+    | {"cooccurrence", "progress", "prompts", "reports", "titles"},
     {"engines"},  # model backends: text/image in, text out
     {"data"},  # datasets, images, captions, splits
     {"cot"},  # CoT drafting, refinement, the leak audit, confidence

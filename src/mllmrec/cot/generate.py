@@ -204,7 +204,7 @@ def draft(
     with open_executor(executor, make_engine) as ex:
         rows = _generate_cached(reqs, ex, cache_dir, batch_size, model, revision, stats)
     out, errors = _draft_rows(keys, rows)
-    df = pl.concat([samples, pl.DataFrame(out, schema=_DRAFT_SCHEMA)], how="horizontal")
+    df = pl.concat([samples, pl.DataFrame(out, schema=DRAFT_SCHEMA)], how="horizontal")
     df = df.with_columns(pl.lit(model).alias("draft_model"), pl.lit(revision).alias("draft_revision"))
     report = DraftReport(
         samples=samples.height,
@@ -221,7 +221,7 @@ def draft(
     return df, report
 
 
-_DRAFT_SCHEMA = {"draft": pl.String, "draft_error": pl.String, "draft_finish_reason": pl.String, "draft_key": pl.String}
+DRAFT_SCHEMA = {"draft": pl.String, "draft_error": pl.String, "draft_finish_reason": pl.String, "draft_key": pl.String}
 
 
 def _draft_rows(keys: list[str], rows: dict[str, dict]) -> tuple[list[dict], Counter]:

@@ -21,14 +21,15 @@ of them gets no draft (draft_error `no_facts`).
 """
 
 import hashlib
-import math
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass
 
 import polars as pl
 
 from mllmrec import partcache, paths
+from mllmrec.cooccurrence import CoOccurrence
+from mllmrec.cot.generate import DRAFT_SCHEMA
 from mllmrec.cot.reports import DraftReport
 from mllmrec.errors import UserError
 from mllmrec.prompts import ItemText
@@ -109,63 +110,6 @@ def item_facts(items: pl.DataFrame, texts: dict[str, ItemText]) -> dict[str, Ite
             captioned=bool(t.caption),
         )
     return out
-
-
-class CoOccurrence:
-    """Users' co-occurrence in the training sequences, with one user's own sequence left out on request: a train
-    sample's own sequence holds its target (and later items), which its draft must not see.
-
-    >>> co = CoOccurrence(pl.DataFrame({"user_id": ["u", "v", "w"], "items": [["a", "b"], ["a", "b", "c"], ["a", "c"]]}))
-    >>> co.count("a", "b"), co.count("a", "b", without="u"), co.count("a", "b", without="w")
-    (2, 1, 2)
-    >>> [(j, round(c, 3)) for j, c in co.related(["a"], without="v")]  # u: a, b; w: a, c
-    [('b', 0.707), ('c', 0.707)]
-    """
-
-    def __init__(self, sequences: pl.DataFrame):
-        self.seqs = {u: set(items) for u, items in zip(sequences["user_id"], sequences["items"])}
-        self.users: Counter = Counter(i for s in self.seqs.values() for i in s)
-        self.co: dict[str, Counter] = defaultdict(Counter)
-        for s in self.seqs.values():
-            for a in s:
-                self.co[a].update(s - {a})
-        self._nb: dict = {}
-        self._nb_user: str | None = None
-
-    def _own(self, without: str | None) -> set:
-        return self.seqs.get(without, set()) if without is not None else set()
-
-    def count(self, a: str, b: str, without: str | None = None) -> int:
-        """Users other than `without` who have both a and b."""
-        own = self._own(without)
-        return self.co[a].get(b, 0) - (a in own and b in own) if a in self.co else 0
-
-    def cosine(self, a: str, b: str, without: str | None = None) -> float:
-        n = self.count(a, b, without)
-        own = self._own(without)
-        if not n:
-            return 0.0
-        return n / math.sqrt((self.users[a] - (a in own)) * (self.users[b] - (b in own)))
-
-    def neighbours(self, a: str, without: str | None = None, k: int = 20) -> list[tuple[str, float]]:
-        """a's k most similar items (cosine over users other than `without`), most similar first, then by id;
-        remembered for the sample being drafted (`without`), forgotten when the next user's sample asks."""
-        if self._nb_user != without:
-            self._nb, self._nb_user = {}, without
-        if (a, k) not in self._nb:
-            sims = ((j, self.cosine(a, j, without)) for j in self.co.get(a, ()))
-            self._nb[a, k] = sorted(((j, c) for j, c in sims if c > 0), key=lambda x: (-x[1], x[0]))[:k]
-        return self._nb[a, k]
-
-    def related(self, history: list[str], without: str | None = None, exclude: set = frozenset(), k: int = 20) -> list:
-        """[(item, summed cosine)] over the history items' k nearest neighbours, most related first, then by id;
-        the history and `exclude` left out (cosine, not counts: the most popular items co-occur with everything)."""
-        total: Counter = Counter()
-        for h in sorted(set(history)):
-            for j, c in self.neighbours(h, without, k):
-                if j not in exclude and j not in history:
-                    total[j] += c
-        return sorted(total.items(), key=lambda x: (-round(x[1], 9), x[0]))
 
 
 @dataclass(frozen=True)
@@ -344,9 +288,6 @@ def render(sample: dict, facts: dict[str, ItemFacts], co: CoOccurrence, seed: in
     fits = [candidate_fit(c, sample, facts, co) for c in sample["candidates"]]
     steps = [first, step_preferences(h), step_candidates(h, fits), step_conclusion(h, best_fit(fits, seed), facts)]
     return "\n".join(f"Step {n}: {s}" for n, s in enumerate(steps, 1)), h
-
-
-DRAFT_SCHEMA = {"draft": pl.String, "draft_error": pl.String, "draft_finish_reason": pl.String, "draft_key": pl.String}
 
 
 def dataset_lacks(items: pl.DataFrame, facts: dict[str, ItemFacts], co: CoOccurrence) -> list[str]:

@@ -10,7 +10,6 @@ ItemKNN are the cheap collaborative baselines an LLM recommender must beat befor
 """
 
 import itertools
-import math
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
@@ -18,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from mllmrec.config import SasrecParams
+from mllmrec.cooccurrence import CoOccurrence
 
 Scorer = Callable[[pl.DataFrame], np.ndarray]
 
@@ -94,22 +94,13 @@ def itemknn_scorer(train_seqs: pl.DataFrame, seed: int) -> Scorer:
     >>> s.argmax(), round(float(s[0, 1]), 2)   # a and b share both of their users: similarity 1
     (np.int64(1), 1.0)
     """
-    users = [set(seq) for seq in train_seqs["items"].to_list()]
-    n_users = Counter(i for u in users for i in u)
-    co: dict[str, Counter] = defaultdict(Counter)
-    for u in users:
-        for a in u:
-            co[a].update(u - {a})
+    co = CoOccurrence(train_seqs.select("items"))  # every row a user of its own, as the matrix has it
     backoff = _popularity_backoff(train_seqs, seed)
-
-    def sim(a: str, b: str) -> float:
-        n = co[a].get(b, 0) if a in co else 0
-        return n / math.sqrt(n_users[a] * n_users[b]) if n else 0.0
 
     def score(c: pl.DataFrame) -> np.ndarray:
         knn = np.array(
             [
-                [sum(sim(h, i) for h in set(hist)) for i in cands]
+                [sum(co.cosine(h, i) for h in set(hist)) for i in cands]
                 for hist, cands in zip(c["history"].to_list(), c["candidates"].to_list())
             ],
             dtype=float,
