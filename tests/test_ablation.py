@@ -245,8 +245,17 @@ def test_report_pairs_arms_on_the_same_samples_and_marks_failed_arms():
     assert report(runs, "no-cot") == (text, plots)  # the same experiments give the same bytes
     line = next(row for row in text.splitlines() if row.startswith("| leaky-cot SFT+GRPO − no-cot SFT+GRPO"))
     assert "p<0.001*" in line and "+0." in line.split("|")[3]  # a superset of hits: positive and significant
-    sft_line = next(row for row in text.splitlines() if row.startswith("| leaky-cot SFT − no-cot SFT+GRPO"))
-    assert "+0.000" in sft_line and "p=1.000" in sft_line  # identical hits: no difference
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[4].startswith("p<0.001*") or cells[4].startswith("p=0.00")  # Holm's correction over 3 comparisons
+    grpo_gain = next(row for row in text.splitlines() if row.startswith("| leaky-cot SFT+GRPO − leaky-cot SFT"))
+    assert "p<0.001*" in grpo_gain  # GRPO's policy against the arm's own SFT policy: the same superset
+    same = [
+        c.strip()
+        for c in next(r for r in text.splitlines() if r.startswith("| no-cot SFT+GRPO − no-cot SFT")).split("|")
+    ]
+    assert "+0.000" in same[3] and "p=1.000" in same[3] and same[4] == "p=1.000"  # identical hits: no difference
+    assert same[-3:-1] == ["—", "—"]  # nothing to detect, no discordant pair to size a test with
+    assert "Holm p: HR@1's p corrected for the 3 comparisons" in text
     inflation = next(row for row in text.splitlines() if row.startswith("| leaky-cot | 8 |"))
     assert "+0.700" in inflation and "1.0 (16)" in inflation  # reward 1.0 vs 0.3 on each paired prompt; all copy
     assert "| captions-all | failed: error: out of memory |" in text
@@ -259,6 +268,20 @@ def test_report_pairs_arms_on_the_same_samples_and_marks_failed_arms():
     assert {r["arm"] for r in plots["reward_vs_valid"]} == {"no-cot", "leaky-cot"}
     with pytest.raises(UserError, match="reference arm 'captions-all'"):
         report(runs, "captions-all")
+
+
+def test_power_columns_size_the_comparisons_that_are_not_resolved():
+    """A 0.1 gain over 100 users with 30 % discordant pairs (20 vs 10): not resolved, 234 pairs would be needed."""
+    a = np.array([1] * 20 + [0] * 10 + [1] * 10 + [0] * 60)
+    b = np.array([0] * 20 + [1] * 10 + [1] * 10 + [0] * 60)
+    ref, arm = _arm(b, b, [[0.3, 0.3]] * 8), _arm(b, a, [[0.3, 0.3]] * 8)
+    text, _ = report({"no-cot": ref, "captions-all": arm}, "no-cot")
+    cells = [
+        c.strip()
+        for c in next(r for r in text.splitlines() if r.startswith("| captions-all SFT+GRPO − no-cot")).split("|")
+    ]
+    assert cells[3].startswith("+0.100") and "*" not in cells[3]  # McNemar 20 vs 10: p ~0.1
+    assert cells[-3:-1] == ["234", "0.152"]
 
 
 def test_report_says_when_an_arms_cot_missed_every_trained_prompt():

@@ -7,9 +7,20 @@ hard user" variance, so a paired test sees differences that two separate CIs hid
 >>> r = paired_difference(a, b, 1000, 0, binary=True)  # 9 discordant pairs: 8 for a, 1 for b
 >>> round(r["diff"], 2), r["test"], round(r["p"], 4), r["significant"]
 (0.35, 'mcnemar_exact', 0.0391, True)
+
+Several comparisons read together need a correction (Holm), and a difference that is not significant says how many
+samples it would need (McNemar power, Connor 1987):
+
+>>> holm([0.01, 0.04, 0.03])
+[0.03, 0.06, 0.06]
+>>> mcnemar_samples_needed(diff=0.1, discordant=0.3)  # 10 points more hits, 30 % of pairs disagree
+234
+>>> round(mcnemar_detectable(discordant=0.3, n=100), 3)  # the smallest such difference 100 pairs detect
+0.152
 """
 
 import math
+from statistics import NormalDist
 
 import numpy as np
 import polars as pl
@@ -60,6 +71,50 @@ def paired_difference(a: np.ndarray, b: np.ndarray, n_resamples: int, seed: int,
         "n": len(d),
         "significant": p < 0.05,
     }
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order: the k-th smallest p times (m - k + 1), never below
+    the adjusted p before it; family-wise error <= alpha when each adjusted p is compared with alpha."""
+    order = sorted(range(len(ps)), key=lambda i: ps[i])
+    adjusted, running = [0.0] * len(ps), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(ps) - rank) * ps[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _z(alpha: float, power: float) -> tuple[float, float]:
+    return NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
+
+
+def mcnemar_samples_needed(diff: float, discordant: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Pairs a two-sided McNemar test needs to detect a difference `diff` in hit rates with the given power, where
+    a share `discordant` of pairs disagree (Connor 1987); None when there is no difference to detect."""
+    delta, psi = abs(diff), discordant
+    if delta == 0 or psi <= 0:
+        return None
+    z_a, z_b = _z(alpha, power)
+    return math.ceil((z_a * math.sqrt(psi) + z_b * math.sqrt(max(psi - delta**2, 0.0))) ** 2 / delta**2)
+
+
+def mcnemar_detectable(discordant: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest difference in hit rates that n pairs detect with the given power at this discordant share
+    (mcnemar_samples_needed solved for the difference, by bisection); None without discordant pairs."""
+    if discordant <= 0 or n <= 0:
+        return None
+    z_a, z_b = _z(alpha, power)
+
+    def needed(delta: float) -> float:  # decreasing in delta on (0, discordant]
+        return (z_a * math.sqrt(discordant) + z_b * math.sqrt(max(discordant - delta**2, 0.0))) ** 2 / delta**2
+
+    lo, hi = 1e-9, discordant  # |p10 - p01| <= p10 + p01: no difference beyond the discordant share
+    if needed(hi) > n:
+        return None  # even every discordant pair one way would not reach the power at this n
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if needed(mid) > n else (lo, mid)
+    return hi
 
 
 def _check_samples(preds_a: pl.DataFrame, preds_b: pl.DataFrame, name_a: str, name_b: str) -> None:

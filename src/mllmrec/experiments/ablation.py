@@ -16,7 +16,13 @@ from mllmrec.cot.leak import find_leaks
 from mllmrec.errors import UserError
 from mllmrec.evaluation.metrics import bootstrap_ci, per_sample_scores
 from mllmrec.evaluation.report import comparison_cells, delta_cell, show
-from mllmrec.evaluation.significance import compare, paired_difference
+from mllmrec.evaluation.significance import (
+    compare,
+    holm,
+    mcnemar_detectable,
+    mcnemar_samples_needed,
+    paired_difference,
+)
 from mllmrec.experiments.grid import STAGES
 from mllmrec.training.rewards import parse
 
@@ -118,18 +124,19 @@ def report(
 def _test_scores(
     done: dict[str, dict], reference: str, n_resamples: int, seed: int
 ) -> tuple[list[list[str]], list[dict], list[str]]:
-    """(rows of the policy table, likelihood comparisons with the reference's SFT+GRPO, their generative HR@1
-    cells): one pass over every arm's two policies, which both test tables show."""
+    """(rows of the policy table, the paired likelihood comparisons, their generative HR@1 cells): one pass over
+    every arm's two policies, which both test tables show. Compared: each arm's SFT+GRPO with the reference's (the
+    claims on CoT and captions), then each arm's SFT+GRPO with its own SFT (the claim on GRPO after SFT)."""
 
     def ci_cell(values: np.ndarray) -> str:
         lo, hi = bootstrap_ci(values, n_resamples, seed)
         return f"{values.mean():.3f} [{lo:.2f},{hi:.2f}]"
 
-    ref = {p: _ranks(done[reference]["predictions"]["grpo"], p) for p in ("likelihood", "generative")}
-    metric_rows, comps, gen_cells = [], [], []
+    ranks, metric_rows = {}, []
     for arm, r in done.items():
         for stage in STAGES:
-            lik, gen = _ranks(r["predictions"][stage], "likelihood"), _ranks(r["predictions"][stage], "generative")
+            ranks[arm, stage] = {p: _ranks(r["predictions"][stage], p) for p in ("likelihood", "generative")}
+            lik, gen = ranks[arm, stage]["likelihood"], ranks[arm, stage]["generative"]
             s_l = per_sample_scores(lik.sort("sample_id")["target_rank"].to_numpy(), [1, 5, 10])
             s_g = per_sample_scores(gen.sort("sample_id")["target_rank"].to_numpy(), [1])
             metric_rows.append(
@@ -143,12 +150,20 @@ def _test_scores(
                     ci_cell(s_g["HR@1"]),
                 ]
             )
-            if (arm, stage) == (reference, "grpo"):
-                continue
-            names = f"{arm} {stage}", f"{reference} grpo"
-            c = compare(lik, ref["likelihood"], ["HR@1", "HR@5", "NDCG@10"], n_resamples, seed, *names)
-            comps.append({"a": f"{arm} {LABEL[stage]}", "b": f"{reference} SFT+GRPO", "n": lik.height, **c})
-            gen_cells.append(delta_cell(compare(gen, ref["generative"], ["HR@1"], n_resamples, seed, *names)["HR@1"]))
+    pairs = [((arm, "grpo"), (reference, "grpo")) for arm in done if arm != reference]
+    pairs += [((arm, "grpo"), (arm, "sft")) for arm in done]
+    comps, gen_cells = [], []
+    for a, b in pairs:
+        names = f"{a[0]} {a[1]}", f"{b[0]} {b[1]}"
+        lik_a, lik_b = ranks[a]["likelihood"], ranks[b]["likelihood"]
+        c = compare(lik_a, lik_b, ["HR@1", "HR@5", "NDCG@10"], n_resamples, seed, *names)
+        hits = [per_sample_scores(x.sort("sample_id")["target_rank"].to_numpy(), [1])["HR@1"] for x in (lik_a, lik_b)]
+        label = [f"{arm} {LABEL[stage]}" for arm, stage in (a, b)]
+        comps.append(
+            {"a": label[0], "b": label[1], "n": lik_a.height, "discordant": float(np.mean(hits[0] != hits[1])), **c}
+        )
+        gen = compare(ranks[a]["generative"], ranks[b]["generative"], ["HR@1"], n_resamples, seed, *names)
+        gen_cells.append(delta_cell(gen["HR@1"]))
     return metric_rows, comps, gen_cells
 
 
@@ -163,15 +178,35 @@ def _policy_table(metric_rows: list[list[str]]) -> str:
     )
 
 
+def _power_cells(c: dict) -> list[str]:
+    """Pairs needed for 80 % power at this ΔHR@1 and discordance, and the smallest ΔHR@1 these pairs detect."""
+    needed = mcnemar_samples_needed(c["HR@1"]["diff"], c["discordant"])
+    detectable = mcnemar_detectable(c["discordant"], c["n"])
+    return [
+        "—" if needed is None else str(needed),
+        "—" if detectable is None else f"{detectable:.3f}",
+    ]
+
+
 def _difference_table(comps: list[dict], gen_cells: list[str], reference: str) -> str:
     header, rows = comparison_cells(comps)
-    rows = [row + [g] for row, g in zip(rows, gen_cells)]
+    holm_p = holm([c["HR@1"]["p"] for c in comps])
+    rows = [
+        row[:3] + [f"{'p<0.001' if q < 0.001 else f'p={q:.3f}'}{'*' * (q < 0.05)}"] + row[3:] + [g] + _power_cells(c)
+        for row, g, q, c in zip(rows, gen_cells, holm_p, comps)
+    ]
     return show(
-        header + ["Δgenerative HR@1 [95 % CI] p"],
+        header[:3]
+        + ["HR@1 Holm p"]
+        + header[3:]
+        + ["Δgenerative HR@1 [95 % CI] p", "n for 80 % power (HR@1)", "detectable ΔHR@1 at n"],
         rows,
-        f"paired differences against {reference} SFT+GRPO (same users)",
-        "Δ = arm − reference on the same samples, paired bootstrap 95 % CI; p two-sided: exact McNemar for "
-        f"HR, sign-flip permutation for NDCG; * p < 0.05, not corrected for the {len(rows)} comparisons.",
+        f"paired differences (same users): each arm against {reference} SFT+GRPO, each arm's GRPO against its SFT",
+        "Δ = a − b on the same samples, paired bootstrap 95 % CI; p two-sided: exact McNemar for HR, sign-flip "
+        f"permutation for NDCG; * p < 0.05. Holm p: HR@1's p corrected for the {len(rows)} comparisons of this table "
+        "(family-wise). Power (two-sided 0.05, McNemar, Connor 1987) at each comparison's observed share of "
+        "discordant pairs: the pairs needed to detect its observed ΔHR@1 (— without a difference), and the "
+        "smallest ΔHR@1 its n would detect (— without discordant pairs).",
     )
 
 
@@ -245,7 +280,7 @@ def _inflation_tables(
         if arm == reference:
             continue
         if _grpo_cot_prompts(r):
-            test = next(c for c in comps if c["a"] == f"{arm} SFT+GRPO")["HR@1"]
+            test = next(c for c in comps if (c["a"], c["b"]) == (f"{arm} SFT+GRPO", f"{reference} SFT+GRPO"))["HR@1"]
             inflation.append(_inflation_row(arm, r, base, base_rewards, test, n_resamples, seed))
         elif r["augment"].grpo.with_cot:
             # CoT rows in its GRPO file, none among the prompts it trained on: nothing to pair, said, not hidden
