@@ -41,11 +41,19 @@ N_ITEMS = len(items_of(USERS))  # 72: the users' movies + Léon + La Vita è bel
 N_RATINGS = sum(len(ratings()[u]) for u in USERS)  # 82
 
 
-def ingest(root: Path, fmt: str, encoding: str = "utf-8", image_dir: str | None = None, ties: str = "file_order"):
+def ingest(
+    root: Path,
+    fmt: str,
+    encoding: str = "utf-8",
+    image_dir: str | None = None,
+    ties: str = "file_order",
+    **more,
+):
     """The library calls of stages/ingest.py, in its order: (interactions, items, the report as report.json holds
-    it)."""
+    it); `more`: other ingest params."""
     report = Report()
-    inter, titles = read_dataset(root, IngestParams(format=fmt, root=str(root), encoding=encoding), report)
+    params = IngestParams(format=fmt, root=str(root), encoding=encoding, **more)
+    inter, titles = read_dataset(root, params, report)
     inter, items = normalize(inter, titles, report, ties)
     items, counts = attach_images(sort_ids(items, "item_id"), root, image_dir or LAYOUTS[fmt].image_dir, 2)
     return inter, items, as_dict(ingest_report(report, inter, items, counts))
@@ -532,6 +540,56 @@ def test_dat_title_containing_the_separator_is_kept_whole(tmp_path):
     _, items, report = ingest(root, "movielens_dat", encoding="latin-1")
     assert dict(zip(items["item_id"], items["title"]))[item] == "Face::Off (1997)"
     assert report["notes"]["title_with_separator"] == 1
+
+
+@pytest.mark.parametrize("fmt", ["movielens_csv", "movielens_dat"])
+def test_genres_are_kept_as_lists_only_when_asked(tmp_path, fmt):
+    build, encoding, _, _ = READERS[fmt]
+    root = build(tmp_path / fmt)
+    name = LAYOUTS[fmt].titles
+    lines = (root / name).read_text(encoding=encoding).splitlines()
+    first = items_of(USERS)[0]  # MovieLens' marker for a movie without genres: an empty list
+    lines = [
+        re.sub(r"[^,:]+$", "(no genres listed)", x) if x.startswith((f"{first},", f"{first}::")) else x for x in lines
+    ]
+    (root / name).write_text("\n".join(lines) + "\n", encoding=encoding)
+    _, plain, _ = ingest(root, fmt, encoding)
+    assert "genres" not in plain.columns  # off (the default): items.parquet as before
+    _, items, report = ingest(root, fmt, encoding, genres=True)
+    genres = dict(zip(items["item_id"], items["genres"].to_list()))
+    assert genres[first] == []
+    assert all(genres[i] == movies()[i][1].split("|") for i in items_of(USERS)[1:])
+    assert genres["293"] == ["Action", "Crime", "Drama", "Thriller"]  # Léon, a real row of the sample
+    assert items.drop("genres").equals(plain) and report["skipped"] == {}
+
+
+def test_genres_asked_where_the_data_has_none_is_one_clear_line(tmp_path):
+    root = write_movielens_csv(tmp_path / "csv", images=False)
+    (root / "movies.csv").write_text((root / "movies.csv").read_text().replace("title,genres", "title,tags", 1))
+    with pytest.raises(UserError, match=r"movies.csv:1: ingest.genres is true but the header has no 'genres' column"):
+        ingest(root, "movielens_csv", genres=True)
+    with pytest.raises(ValueError, match="genres: format mllmrec_tsv has no genres field"):
+        IngestParams(format="mllmrec_tsv", root="x", genres=True)
+    csv = {"format": "csv", "root": "x", "interactions_file": "i.csv", "titles_file": "t.csv"}
+    csv["interactions"] = {"columns": {"user": "u", "item": "i", "timestamp": "t"}}
+    with pytest.raises(ValueError, match="genres: true needs titles.columns.genres"):
+        IngestParams(**csv, titles={"columns": {"item": "i", "title": "t"}}, genres=True)
+    with pytest.raises(ValueError, match="titles.columns.genres is read only with genres: true"):
+        IngestParams(**csv, titles={"columns": {"item": "i", "title": "t", "genres": "g"}})
+
+
+def test_a_mapped_genres_column_of_format_csv(tmp_path):
+    write_movielens_csv(tmp_path, images=False)  # its ratings.csv and movies.csv, read as format csv
+    _, items, _ = ingest(
+        tmp_path,
+        "csv",
+        interactions_file="ratings.csv",
+        titles_file="movies.csv",
+        interactions={"columns": {"user": "userId", "item": "movieId", "timestamp": "timestamp"}},
+        titles={"columns": {"item": "movieId", "title": "title", "genres": "genres"}},
+        genres=True,
+    )
+    assert dict(zip(items["item_id"], items["genres"].to_list()))["2324"] == ["Comedy", "Drama", "Romance", "War"]
 
 
 @pytest.mark.parametrize(

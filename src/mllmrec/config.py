@@ -88,10 +88,11 @@ class CsvInteractions(CsvFile):
 
 
 class CsvTitles(CsvFile):
-    """`ingest.titles` of format csv: item, title (+ image: a file name inside image_dir, or a path inside root)."""
+    """`ingest.titles` of format csv: item, title (+ image: a file name inside image_dir, or a path inside root;
+    + genres: `A|B` text, read with `ingest.genres: true`)."""
 
     REQUIRED: ClassVar[tuple[str, ...]] = ("item", "title")
-    OPTIONAL: ClassVar[tuple[str, ...]] = ("image",)
+    OPTIONAL: ClassVar[tuple[str, ...]] = ("image", "genres")
     quoted: bool = True  # csv quoting ("a, b"); false: every separator splits (tab files with bare quotes)
 
     @model_validator(mode="after")
@@ -129,6 +130,9 @@ class IngestParams(Section):
     # a user's interactions with the same timestamp (most MovieLens ratings share a second with another): file_order
     # keeps the order of the file, item_id orders them by item id (numeric ids as numbers; the authors' rule)
     ties: Literal["file_order", "item_id"] = "file_order"
+    # keep the titles file's genres as a list column of items.parquet (the grounded CoT drafter's facts): MovieLens
+    # movies.csv's `genres`, ml-1m movies.dat's third field, format csv's `titles.columns.genres`; off: no column
+    genres: bool = False
 
     @field_validator("encoding")
     @classmethod
@@ -149,6 +153,15 @@ class IngestParams(Section):
                 raise ValueError(f"format csv needs {missing} (see docs/data.md)")
         elif self.interactions is not None or self.titles is not None:
             raise ValueError(f"interactions/titles column mappings are for format csv, not {self.format}")
+        if self.genres and self.format not in ("movielens_csv", "movielens_dat", "csv"):
+            raise ValueError(f"genres: format {self.format} has no genres field (movielens_csv, movielens_dat, csv)")
+        mapped = self.titles is not None and "genres" in self.titles.columns
+        if self.format == "csv" and self.genres != mapped:
+            raise ValueError(
+                "genres: true needs titles.columns.genres (the genres column)"
+                if self.genres
+                else "titles.columns.genres is read only with genres: true; set it, or drop the mapping"
+            )
         if self.min_rating is not None and self.format in ("mllmrec_tsv", "microlens"):
             raise ValueError(f"min_rating: format {self.format} has no rating column")
         if (

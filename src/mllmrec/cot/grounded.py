@@ -6,7 +6,7 @@
 A stand-in for the paper's VLM drafter (Qwen3-VL-8B over the history posters), for CPU runs where a 135M model drafts
 almost nothing usable; `draft_cot.mode: grounded` selects it and the report names it as such. The editor, leak audit
 and confidence filter then run on its drafts as on a model's. Per sample it reads, never the target:
-- what the history's items share: genres (an optional `genres` column of the items table: a list or `A|B` text),
+- what the history's items share: genres (the items table's `genres` list column, written by ingest with `ingest.genres: true`),
   release years (the `(1995)` of a title), caption labels and colour/light words, printed text the captions quote;
 - the items other users watch with the history: co-occurrence in the training sequences (split's
   train_sequences.parquet: each user's items before the valid target) of every user but the sample's own, whose
@@ -38,7 +38,6 @@ MODEL = "grounded"
 ALGORITHM = "grounded-2"  # bump whenever the draft for some input can change
 DRAFTER = "grounded (a rule-based stand-in for the paper's VLM drafter)"
 FACTS = ("genres", "years", "captions", "co_occurrence")
-NO_GENRE = {"", "(no genres listed)"}
 _YEAR = re.compile(r"\((1[89]\d\d|20\d\d)\)")
 _PRINTED = re.compile(r'^text\s+"(.+)"$')
 _FACES = re.compile(r"^(?:\w+|\d+) faces?$")
@@ -90,13 +89,12 @@ def parse_caption(caption: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple
 
 
 def _genres(value) -> tuple[str, ...]:
-    raw = value.split("|") if isinstance(value, str) else list(value or [])
-    return tuple(dict.fromkeys(g.strip() for g in raw if g and g.strip() not in NO_GENRE))
+    return tuple(dict.fromkeys(value or []))  # ingest wrote them split, stripped, `(no genres listed)` left out
 
 
 def item_facts(items: pl.DataFrame, texts: dict[str, ItemText]) -> dict[str, ItemFacts]:
     """item_id -> its facts (genres from the items table's optional `genres` column; the rest from texts)."""
-    genres = dict(zip(items["item_id"], items["genres"])) if "genres" in items.columns else {}
+    genres = dict(zip(items["item_id"], items["genres"].to_list())) if "genres" in items.columns else {}
     out = {}
     for item_id, t in texts.items():
         labels, style, printed = parse_caption(t.caption)

@@ -430,6 +430,7 @@ def cut_title(title: str) -> str:
 
 RECORD_START = re.compile(r"[\r\n]\s*\d+,")  # inside a title: a line break, then what looks like a row's `<id>,`
 TITLE_ID_COLUMNS = ("movieId", "item", "item_id", "itemId")  # the presets' titles files: the first one present
+NO_GENRES = "(no genres listed)"  # MovieLens' genres field for a movie without any
 
 
 def text_rows(path: Path, text: str, sep: str, quoted: bool) -> Iterator[tuple[int, list[str], int]]:
@@ -449,8 +450,8 @@ def text_rows(path: Path, text: str, sep: str, quoted: bool) -> Iterator[tuple[i
         raise UserError(f"{path}:{where}: not valid CSV: {e} (an unclosed quote?)") from None
 
 
-def title_columns(path: Path, header: list[str] | None, spec: CsvTitles | None) -> dict[str, int]:
-    """our name (item, title, image) -> field index, from the params mapping or the presets' header names."""
+def title_columns(path: Path, header: list[str] | None, spec: CsvTitles | None, genres: bool = False) -> dict[str, int]:
+    """our name (item, title, image, genres) -> field index, from the params mapping or the presets' header names."""
     if spec is None:
         id_col = next((c for c in TITLE_ID_COLUMNS if c in header), None)
         if id_col is None or "title" not in header:
@@ -458,7 +459,13 @@ def title_columns(path: Path, header: list[str] | None, spec: CsvTitles | None) 
                 f"{path}:1: expected an id column (movieId/item/item_id) and 'title'; header is "
                 f"{brief(header)} (check ingest.format and ingest.encoding)"
             )
-        return {"item": header.index(id_col), "title": header.index("title")}
+        if genres and "genres" not in header:
+            raise UserError(
+                f"{path}:1: ingest.genres is true but the header has no 'genres' column; header is {brief(header)}"
+            )
+        return {"item": header.index(id_col), "title": header.index("title")} | (
+            {"genres": header.index("genres")} if genres else {}
+        )
     if header is None:
         return dict(spec.columns)
     missing = [c for c in spec.columns.values() if c not in header]
@@ -471,9 +478,12 @@ def title_columns(path: Path, header: list[str] | None, spec: CsvTitles | None) 
     return {ours: header.index(theirs) for ours, theirs in spec.columns.items()}
 
 
-def read_titles(path: Path, fmt: str, encoding: str, report: Report, spec: CsvTitles | None = None) -> pl.DataFrame:
-    """item_id + title (+ image with a mapped image column) from a small titles file: a delimited file (with a
-    header for the presets, as `spec` says for format csv), or ml-1m `::` lines."""
+def read_titles(
+    path: Path, fmt: str, encoding: str, report: Report, spec: CsvTitles | None = None, genres: bool = False
+) -> pl.DataFrame:
+    """item_id + title (+ image with a mapped image column, + genres with `genres`: the presets' `genres` column,
+    ml-1m's third field, format csv's mapped one) from a small titles file: a delimited file (with a header for the
+    presets, as `spec` says for format csv), or ml-1m `::` lines."""
     text = decode_text(path, encoding)
     rows: list[tuple] = []
     malformed: list[str] = []
@@ -487,7 +497,9 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report, spec: CsvTi
                 continue
             if len(parts) > 3:  # MovieID::Title::Genres with `::` inside the title: keep the whole title
                 report.notes["title_with_separator"] += 1
-            rows.append((parts[0].strip(), "::".join(parts[1:-1]) if len(parts) > 2 else parts[1], n))
+            title = "::".join(parts[1:-1]) if len(parts) > 2 else parts[1]
+            rows.append((parts[0].strip(), title, n, *([parts[-1] if len(parts) > 2 else ""] if genres else [])))
+        extra = ("genres",) if genres else ()
     else:
         if "\r" in text and "\n" not in text:
             raise UserError(f"{path}: lines end in CR only (\\r, old Mac style); convert them to \\n")
@@ -496,7 +508,8 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report, spec: CsvTi
         header = None
         if spec is None or spec.header:
             header = [h.strip() for h in next(found)[1]]
-        index = title_columns(path, header, spec)
+        index = title_columns(path, header, spec, genres)
+        extra = tuple(c for c in ("image", "genres") if c in index)
         need = len(header) if header else max(index.values()) + 1
         for first, parts, last in found:
             if not parts or not "".join(parts).strip():
@@ -514,24 +527,28 @@ def read_titles(path: Path, fmt: str, encoding: str, report: Report, spec: CsvTi
                     parts[index["item"]].strip(),
                     parts[index["title"]],
                     first,
-                    *([parts[index["image"]].strip()] if "image" in index else []),
+                    *(parts[index[c]].strip() for c in extra),
                 )
             )
     report.read["title_lines"] += len(rows) + len(malformed)
     report.skip("malformed_title_line", len(malformed), malformed)
-    return title_frame(rows, path, report, malformed)
+    return title_frame(rows, path, report, malformed, extra)
 
 
-def title_frame(rows: list[tuple], path: Path, report: Report, malformed: list[str] = ()) -> pl.DataFrame:
-    """(item_id, title, line[, image]) rows -> cleaned titles (normalization counted, empty titles skipped)."""
+def title_frame(
+    rows: list[tuple], path: Path, report: Report, malformed: list[str] = (), extra: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """(item_id, title, line, *extra) rows (extra: image and/or genres text) -> cleaned titles (normalization
+    counted, empty titles skipped; genres `A|B` -> a list, `(no genres listed)` -> empty)."""
     if not rows:  # every interaction would be an unknown item: say why here, not downstream
         raise UserError(
             f"{path}: no title rows" + (f" ({len(malformed)} malformed, e.g. {malformed[0]})" if malformed else "")
         )
-    schema = {"item_id": pl.String, "title": pl.String, "line": pl.Int64}
-    if len(rows[0]) == 4:
-        schema["image"] = pl.String
+    schema = {"item_id": pl.String, "title": pl.String, "line": pl.Int64} | {c: pl.String for c in extra}
     df = pl.DataFrame(rows, schema=schema, orient="row")
+    if "genres" in extra:  # MovieLens writes `(no genres listed)` where it has none
+        listed = pl.col("genres").str.split("|").list.eval(pl.element().str.strip_chars())
+        df = df.with_columns(genres=listed.list.eval(pl.element().filter(~pl.element().is_in(["", NO_GENRES]))))
     changed = df.with_columns(clean=pl.col("title").map_elements(clean_title, return_dtype=pl.String))
     n_changed = changed.filter(pl.col("clean") != pl.col("title")).height
     report.notes["titles_normalized"] += n_changed  # kept, but counted: the text differs from the file
@@ -573,7 +590,7 @@ def normalize(
     )
     used = int(np.count_nonzero(np.bincount(item_code, minlength=len(item_ids))))
     report.notes["items_without_interactions"] += titles.height - used  # not skipped: still in the table
-    return inter, titles.select("item_id", "title", *(["image"] if "image" in titles.columns else []))
+    return inter, titles.select("item_id", "title", *(c for c in ("image", "genres") if c in titles.columns))
 
 
 def _where(df: pl.DataFrame) -> list[str]:

@@ -28,7 +28,12 @@ def read_dataset(root: Path, params: IngestParams, report: Report) -> tuple[pl.D
     layout = LAYOUTS[fmt]
     names = (params.interactions_file,) if params.interactions_file else layout.interactions
     titles = read_titles(
-        resolve(root, params.titles_file or layout.titles, "titles"), fmt, params.encoding, report, params.titles
+        resolve(root, params.titles_file or layout.titles, "titles"),
+        fmt,
+        params.encoding,
+        report,
+        params.titles,
+        params.genres,
     )
     spec = params.interactions or PRESETS.get(fmt)
     frames = []
