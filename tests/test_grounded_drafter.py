@@ -97,6 +97,7 @@ def test_draft_names_the_shared_facts_in_four_steps():
     assert "the latest items are Bravo (1995) and Charlie (1996)" in text
     # the candidates by counts, the best-grounded one by its facts only
     assert "Of the 3 candidates, 2 share a genre with the history, 2 come from its years" in text
+    assert "and 1 is watched with its items by other users." in text  # a count of one takes a singular verb
     assert step_bodies(text)[4].startswith("Conclusion: the next item is most likely a 1995 Comedy item")
     assert rep.drafter == DRAFTER and rep.model == "grounded" and rep.model_calls == 0 and rep.drafted == 1
     assert rep.facts_missing_from_dataset == [] and set(rep.facts_lacked.values()) == {0}

@@ -35,7 +35,7 @@ from mllmrec.errors import UserError
 from mllmrec.prompts import ItemText
 
 MODEL = "grounded"
-ALGORITHM = "grounded-2"  # bump whenever the draft for some input can change
+ALGORITHM = "grounded-3"  # bump whenever the draft for some input can change
 DRAFTER = "grounded (a rule-based stand-in for the paper's VLM drafter)"
 FACTS = ("genres", "years", "captions", "co_occurrence")
 _YEAR = re.compile(r"\((1[89]\d\d|20\d\d)\)")
@@ -246,21 +246,26 @@ def step_preferences(h: HistoryFacts) -> str:
     return f"Stable preferences: {pref}; the latest items are {_and(h.recent)}."
 
 
+def _count(n: int, one: str, many: str) -> str:
+    """`1 shares`, `3 share`: a count with its verb."""
+    return f"{n} {one if n == 1 else many}"
+
+
 def step_candidates(h: HistoryFacts, fits: list[CandidateFit]) -> str:
     """Step 3: plausible next items, then how the candidates relate to the history's facts (counts, no names)."""
     crit, rel = [], []
     if h.genres:
         crit.append(_a(f"{_and([g for g, _ in h.genres], 'or')} item"))
-        rel.append(f"{sum(bool(f.genres) for f in fits)} share a genre with the history")
+        rel.append(_count(sum(bool(f.genres) for f in fits), "shares", "share") + " a genre with the history")
     if h.years:
         crit.append(f"released in the {h.decade[0]}s" if h.decade[1] > 1 else f"released around {h.years[0]}")
-        rel.append(f"{sum(f.in_years for f in fits)} come from its years")
+        rel.append(_count(sum(f.in_years for f in fits), "comes", "come") + " from its years")
     if h.labels:
         crit.append(f"an image showing {_and([lb for lb, _ in h.labels], 'or')}")
-        rel.append(f"{sum(bool(f.labels) for f in fits)} share its image labels")
+        rel.append(_count(sum(bool(f.labels) for f in fits), "shares", "share") + " its image labels")
     if "co_occurrence" not in h.lacked or any(f.co_watched for f in fits):
         crit.append("an item other users watch with this history")
-        rel.append(f"{sum(f.co_watched > 0 for f in fits)} are watched with its items by other users")
+        rel.append(_count(sum(f.co_watched > 0 for f in fits), "is", "are") + " watched with its items by other users")
     head = f"Plausible next items: {'; '.join(crit)}." if crit else "Plausible next items: more of the same."
     return head + (f" Of the {len(fits)} candidates, {_and(rel)}." if rel else "")
 
