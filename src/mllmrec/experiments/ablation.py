@@ -203,10 +203,11 @@ def _difference_table(comps: list[dict], gen_cells: list[str], reference: str) -
         rows,
         f"paired differences (same users): each arm against {reference} SFT+GRPO, each arm's GRPO against its SFT",
         "Δ = a − b on the same samples, paired bootstrap 95 % CI; p two-sided: exact McNemar for HR, sign-flip "
-        f"permutation for NDCG; * p < 0.05. Holm p: HR@1's p corrected for the {len(rows)} comparisons of this table "
-        "(family-wise). Power (two-sided 0.05, McNemar, Connor 1987) at each comparison's observed share of "
-        "discordant pairs: the pairs needed to detect its observed ΔHR@1 (— without a difference), and the "
-        "smallest ΔHR@1 its n would detect (— without discordant pairs).",
+        f"permutation for NDCG; * p < 0.05. Holm p: HR@1's p corrected for the {len(rows)} "
+        f"comparison{'s' * (len(rows) != 1)} of this table (family-wise). Power (two-sided 0.05, McNemar, Connor "
+        "1987) at each comparison's observed share of discordant pairs: the pairs needed to detect its observed "
+        "ΔHR@1 (— without a difference), and the smallest ΔHR@1 its n would detect (— when even every discordant "
+        "pair going one way would not reach that power at this n, or none is discordant).",
     )
 
 
