@@ -259,6 +259,8 @@ def test_report_pairs_arms_on_the_same_samples_and_marks_failed_arms():
     inflation = next(row for row in text.splitlines() if row.startswith("| leaky-cot | 8 |"))
     assert "+0.700" in inflation and "1.0 (16)" in inflation  # reward 1.0 vs 0.3 on each paired prompt; all copy
     assert "| captions-all | failed: error: out of memory |" in text
+    training = next(row for row in text.splitlines() if row.startswith("| no-cot | 6 / 5 / 5 / 0 |"))
+    assert "| 1.00 / 1.00 (8) |" in training  # every answer well-formed, but two equal rewards per prompt: no signal
     assert [r["step"] for r in plots["grpo_reward"]] == [1, 2, 3, 4] and plots["grpo_reward"][0] == {
         "step": 1,
         "no-cot": 0.3,

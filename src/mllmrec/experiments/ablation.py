@@ -41,6 +41,27 @@ def prompt_rewards(completions: list[dict]) -> pl.DataFrame:
     return pl.DataFrame(rows).group_by("sample_id").agg(pl.col("reward").mean(), pl.len().alias("n")).sort("sample_id")
 
 
+def grpo_signal(completions: list[dict]) -> dict:
+    """How much GRPO had to learn from, over its logged completions: the share that kept the answer format (no
+    format penalty), and the share of groups (a prompt's completions at one step) whose rewards are all equal: a
+    group without reward spread has zero advantage, so it moves nothing.
+
+    >>> c = lambda sid, fmt, hit: {"step": 1, "sample_id": sid, "rewards": {"format": fmt, "hit": hit}}
+    >>> grpo_signal([c("a", -1.0, 0.0), c("a", -1.0, 0.0), c("b", 0.0, 1.0), c("b", 0.0, 0.0)])
+    {'completions': 4, 'well_formed': 0.5, 'groups': 2, 'without_spread': 0.5}
+    """
+    groups: dict[tuple, set[float]] = {}
+    for c in completions:
+        groups.setdefault((c.get("step"), c.get("sample_id")), set()).add(round(float(sum(c["rewards"].values())), 6))
+    n = len(completions)
+    return {
+        "completions": n,
+        "well_formed": round(sum(c["rewards"].get("format", 0.0) >= 0 for c in completions) / n, 4) if n else None,
+        "groups": len(groups),
+        "without_spread": round(sum(len(v) == 1 for v in groups.values()) / len(groups), 4) if groups else None,
+    }
+
+
 def pointed_item(cot: str | None, candidates: list[str], titles: dict[str, str], fuzzy: float = 0.85) -> str | None:
     """The one candidate a CoT names (by [ITEM_<id>] tag or title; mllmrec.cot.leak), None if it names 0 or several.
 
@@ -238,6 +259,7 @@ def _training_table(done: dict[str, dict], arms: list[str], tail: int) -> tuple[
             "GRPO samples with CoT (asked)",
             f"GRPO reward, first {tail} steps",
             f"GRPO reward, last {tail} steps",
+            "GRPO answers well-formed / groups without reward spread (groups)",
             "valid HR@1 after SFT",
             "valid HR@1 after GRPO",
             "finished (UTC)",
@@ -246,7 +268,9 @@ def _training_table(done: dict[str, dict], arms: list[str], tail: int) -> tuple[
         "training, per arm",
         f"CoT counts: {paths.COT_METRICS} and {paths.AUGMENT_REPORT} of each experiment; an arm whose "
         f"share could not be met reports what it used. Rewards: {paths.live_series(paths.GRPO_LIVE_PLOTS, 'reward')} (mean over "
-        f"each step's completions); valid HR@1: the monitors' last point "
+        f"each step's completions); well-formed: no format penalty, over the logged completions ({paths.GRPO_COMPLETIONS}); "
+        "a group (one prompt's completions at one step) whose rewards are all equal has zero advantage: no signal; "
+        "valid HR@1: the monitors' last point "
         f"({paths.live_series(paths.SFT_LIVE_PLOTS, 'valid_HR@1')}, {paths.live_series(paths.GRPO_LIVE_PLOTS, 'valid_HR@1')}).",
     )
     return table, {"grpo_reward": [reward_plot[s] for s in sorted(reward_plot)], "reward_vs_valid": scatter}
@@ -256,6 +280,7 @@ def _training_row(arm: str, r: dict, tail: int) -> list[str]:
     cot, aug, curve = r["cot"], r["augment"], r["grpo_curve"]
     first, last = curve["reward"].head(tail).to_list(), curve["reward"].tail(tail).to_list()
     valid = {s: _last(r[f"{s}_valid"], "valid_HR@1") for s in STAGES}
+    signal = grpo_signal(r["completions"])
     return [
         arm,
         f"{cot.train_samples_drafted} / {cot.refined_format_ok} / {cot.with_cot_after_audit} / {cot.kept}",
@@ -264,6 +289,9 @@ def _training_row(arm: str, r: dict, tail: int) -> list[str]:
         f"{aug.grpo.with_cot} of {aug.grpo.requested} ({_grpo_cot_prompts(r)} trained)",
         _mean(first),
         _mean(last),
+        "—"
+        if signal["groups"] == 0
+        else f"{signal['well_formed']:.2f} / {signal['without_spread']:.2f} ({signal['groups']})",
         *(f"{v:.2f}" if v is not None else "—" for v in valid.values()),
         r["finished"],
     ]
