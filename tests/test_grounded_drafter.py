@@ -37,7 +37,15 @@ ITEMS = pl.DataFrame(
             "Zulu Night (1970)",
             "Omega Reunion (1990)",
         ],
-        "genres": [["Comedy", "Drama"], ["Comedy"], ["Comedy", "Romance"], ["Comedy"], ["Comedy"], ["Horror"], ["Comedy"]],
+        "genres": [
+            ["Comedy", "Drama"],
+            ["Comedy"],
+            ["Comedy", "Romance"],
+            ["Comedy"],
+            ["Comedy"],
+            ["Horror"],
+            ["Comedy"],
+        ],
     }
 )
 CAPTIONS = pl.DataFrame(
