@@ -6,8 +6,9 @@
 A stand-in for the paper's VLM drafter (Qwen3-VL-8B over the history posters), for CPU runs where a 135M model drafts
 almost nothing usable; `draft_cot.mode: grounded` selects it and the report names it as such. The editor, leak audit
 and confidence filter then run on its drafts as on a model's. Per sample it reads, never the target:
-- what the history's items share: genres (the items table's `genres` list column, written by ingest with `ingest.genres: true`),
-  release years (the `(1995)` of a title), caption labels and colour/light words, printed text the captions quote;
+- what the history's items share: genres (the items table's `genres` list column, written by ingest with
+  `ingest.genres: true`), release years (the `(1995)` of a title), caption labels and colour/light words, printed
+  text the captions quote;
 - the items other users watch with the history: co-occurrence in the training sequences (split's
   train_sequences.parquet: each user's items before the valid target) of every user but the sample's own, whose
   sequence holds the sample's target and later items;

@@ -168,10 +168,14 @@ def _signed(x: float, digits: int) -> str:
     return f"{round(x, digits) + 0.0:+.{digits}f}"  # + 0.0: float noise like -1e-17 prints +0.00, not -0.00
 
 
+def p_cell(p: float, significant: bool) -> str:
+    """A p-value as the tables print it: `p=0.123`, `p<0.001`, `*` when significant."""
+    return f"{'p<0.001' if p < 0.001 else f'p={p:.3f}'}{'*' * significant}"
+
+
 def delta_cell(d: dict) -> str:
     """One paired difference (mllmrec.evaluation.significance.paired_difference) as `Δ [95 % CI] p`, `*` if p < 0.05."""
-    p = "p<0.001" if d["p"] < 0.001 else f"p={d['p']:.3f}"
-    return f"{_signed(d['diff'], 3)} [{_signed(d['lo'], 2)},{_signed(d['hi'], 2)}] {p}{'*' * d['significant']}"
+    return f"{_signed(d['diff'], 3)} [{_signed(d['lo'], 2)},{_signed(d['hi'], 2)}] {p_cell(d['p'], d['significant'])}"
 
 
 def comparison_cells(comps: list[dict]) -> tuple[list[str], list[list[str]]]:

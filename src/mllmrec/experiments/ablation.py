@@ -15,7 +15,7 @@ from mllmrec import paths
 from mllmrec.cot.leak import find_leaks
 from mllmrec.errors import UserError
 from mllmrec.evaluation.metrics import bootstrap_ci, per_sample_scores
-from mllmrec.evaluation.report import comparison_cells, delta_cell, show
+from mllmrec.evaluation.report import comparison_cells, delta_cell, p_cell, show
 from mllmrec.evaluation.significance import (
     compare,
     holm,
@@ -153,13 +153,14 @@ def _test_scores(
         lo, hi = bootstrap_ci(values, n_resamples, seed)
         return f"{values.mean():.3f} [{lo:.2f},{hi:.2f}]"
 
-    ranks, metric_rows = {}, []
+    ranks, hits, metric_rows = {}, {}, []
     for arm, r in done.items():
         for stage in STAGES:
             ranks[arm, stage] = {p: _ranks(r["predictions"][stage], p) for p in ("likelihood", "generative")}
             lik, gen = ranks[arm, stage]["likelihood"], ranks[arm, stage]["generative"]
             s_l = per_sample_scores(lik.sort("sample_id")["target_rank"].to_numpy(), [1, 5, 10])
             s_g = per_sample_scores(gen.sort("sample_id")["target_rank"].to_numpy(), [1])
+            hits[arm, stage] = s_l["HR@1"]  # by sample_id: compare() below checks both sides hold the same samples
             metric_rows.append(
                 [
                     arm,
@@ -178,10 +179,9 @@ def _test_scores(
         names = f"{a[0]} {a[1]}", f"{b[0]} {b[1]}"
         lik_a, lik_b = ranks[a]["likelihood"], ranks[b]["likelihood"]
         c = compare(lik_a, lik_b, ["HR@1", "HR@5", "NDCG@10"], n_resamples, seed, *names)
-        hits = [per_sample_scores(x.sort("sample_id")["target_rank"].to_numpy(), [1])["HR@1"] for x in (lik_a, lik_b)]
         label = [f"{arm} {LABEL[stage]}" for arm, stage in (a, b)]
         comps.append(
-            {"a": label[0], "b": label[1], "n": lik_a.height, "discordant": float(np.mean(hits[0] != hits[1])), **c}
+            {"a": label[0], "b": label[1], "n": lik_a.height, "discordant": float(np.mean(hits[a] != hits[b])), **c}
         )
         gen = compare(ranks[a]["generative"], ranks[b]["generative"], ["HR@1"], n_resamples, seed, *names)
         gen_cells.append(delta_cell(gen["HR@1"]))
@@ -213,7 +213,7 @@ def _difference_table(comps: list[dict], gen_cells: list[str], reference: str) -
     header, rows = comparison_cells(comps)
     holm_p = holm([c["HR@1"]["p"] for c in comps])
     rows = [
-        row[:3] + [f"{'p<0.001' if q < 0.001 else f'p={q:.3f}'}{'*' * (q < 0.05)}"] + row[3:] + [g] + _power_cells(c)
+        row[:3] + [p_cell(q, q < 0.05)] + row[3:] + [g] + _power_cells(c)
         for row, g, q, c in zip(rows, gen_cells, holm_p, comps)
     ]
     return show(
