@@ -85,8 +85,8 @@ def embed_cached(
     executor: ExecutorParams | None = None,
 ) -> tuple[dict[str, np.ndarray], EmbeddingStats]:
     """({text: vector} for every distinct text, the cache's counts), computing only the texts not in the cache
-    (the embedder built lazily), in this process or on a Ray cluster (`executor`, mllmrec.executor: the same parts
-    either way)."""
+    (the embedder built lazily), in this process or on a Ray cluster (`executor`, mllmrec.executor: the same keys
+    and batches either way, the vectors' last bits where the thread counts differ only)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     stale = partcache.clean_stale_temps(cache_dir)
     uniq = partcache.unique_keys(texts)
