@@ -712,6 +712,8 @@ class GrpoParams(Section):
     repetition_penalty: float = Field(1.0, gt=0)
     max_completion_length: int = Field(128, ge=1)  # paper: 128
     mask_truncated_completions: bool = False
+    # item-token policies: sample item tokens among the prompt's candidates only (mllmrec.training.constrained)
+    constrain_to_candidates: bool = False
     # optimisation
     lr: float = Field(1e-5, gt=0)  # paper: 1e-5
     epochs: float = Field(3, gt=0)  # paper: 3 MovieLens/MicroLens, 2 Netflix
@@ -747,6 +749,11 @@ class GrpoParams(Section):
                 f"effective batch batch_size × grad_accum × launch.num_processes = {self.batch_size} × "
                 f"{self.grad_accum} × {self.launch.num_processes} = {eff} completions is not divisible by "
                 f"num_generations = {self.num_generations} (each prompt's group must fit in one generation batch)"
+            )
+        if self.constrain_to_candidates and self.use_vllm:
+            raise ValueError(
+                "constrain_to_candidates works with transformers generation only (TRL passes no per-prompt "
+                "allowed tokens to vLLM): set use_vllm false or constrain_to_candidates false"
             )
         return self
 

@@ -28,7 +28,8 @@ from mllmrec.config import GrpoParams, PromptParams
 from mllmrec.environment import versions
 from mllmrec.errors import UserError
 from mllmrec.evaluation.policy import check_vocabulary
-from mllmrec.prompts import ItemText, build_messages, render_prompt
+from mllmrec.prompts import ItemText, build_messages, item_token_ids, render_prompt
+from mllmrec.training.constrained import allowed_by_prompt, candidates_only
 from mllmrec.training.memory import check_cuda_training
 from mllmrec.training.monitor import ValidMonitor, valid_rows
 from mllmrec.training.rewards import trl_reward_funcs
@@ -92,8 +93,14 @@ class MonitorCallback(ValidMonitor):
         self.trainer = None  # set after the trainer exists (completion samples come from its last batch)
 
     def on_log(self, args, state, control, logs=None, **kw):
-        # completion samples of the last generation batch, with their rewards (main process; TRL gathered them)
-        if self.trainer is None or not state.is_world_process_zero or not self.completions:
+        # completion samples of the last generation batch, with their rewards (main process; TRL gathered them);
+        # once per step: the end-of-training summary (no reward in it) would log the last batch a second time
+        if (
+            self.trainer is None
+            or not state.is_world_process_zero
+            or not self.completions
+            or "reward" not in (logs or {})
+        ):
             return
         tl = self.trainer._logs
         prompts, completions = list(tl["prompt"]), list(tl["completion"])
@@ -280,14 +287,19 @@ def _load_policy(rows: list[dict], tokenizer, params: GrpoParams, dtype):
 
 
 def _grpo_trainer(model, args, rows: list[dict], tokenizer, params: GrpoParams, monitor: MonitorCallback, callbacks):
-    """TRL's GRPOTrainer (CPU-sped: run.cpu_speed_trainer) with the LoRA, the reward functions, the monitor, which
+    """TRL's GRPOTrainer (CPU-sped: run.cpu_speed_trainer; sampling among the candidates' item tokens with
+    `constrain_to_candidates`: mllmrec.training.constrained) with the LoRA, the reward functions, the monitor, which
     reads the trainer's last generation batch, and `callbacks` after it (they see its points)."""
     from datasets import Dataset
     from trl import GRPOTrainer
 
     r = params.reward
     reward_funcs = trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss, r.max_answers)
-    trainer = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")(
+    trainer_cls = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")
+    if params.constrain_to_candidates:
+        item_ids = sorted(item_token_ids(tokenizer).values())
+        trainer_cls = candidates_only(trainer_cls, allowed_by_prompt(rows, tokenizer), item_ids)
+    trainer = trainer_cls(
         model=model,
         reward_funcs=reward_funcs,
         args=args,
