@@ -549,6 +549,8 @@ def title_frame(
     if "genres" in extra:  # MovieLens writes `(no genres listed)` where it has none
         listed = pl.col("genres").str.split("|").list.eval(pl.element().str.strip_chars())
         df = df.with_columns(genres=listed.list.eval(pl.element().filter(~pl.element().is_in(["", NO_GENRES]))))
+        none = df.filter(pl.col("genres").list.len() == 0)  # the marker, an empty field, an ml-1m line without one
+        report.note("item_without_genres", none.height, [f"{path.name}:{n}" for n in none["line"].head(MAX_EXAMPLES)])
     changed = df.with_columns(clean=pl.col("title").map_elements(clean_title, return_dtype=pl.String))
     n_changed = changed.filter(pl.col("clean") != pl.col("title")).height
     report.notes["titles_normalized"] += n_changed  # kept, but counted: the text differs from the file
