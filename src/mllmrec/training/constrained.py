@@ -1,6 +1,6 @@
 """GRPO samples item tokens among the prompt's candidates only (`grpo.constrain_to_candidates`, item-token policies).
 
-    trainer_cls = candidates_only(GRPOTrainer, allowed_by_prompt(rows, tokenizer), item_ids)
+    trainer_cls = candidates_only(GRPOTrainer, rows, tokenizer)   # rows: mllmrec.training.grpo.grpo_rows
 
 Why: an item-token policy after a short SFT names an item token outside the candidate list in most sampled answers
 (measured on the CPU study: 102 of 136 logged completions), which the reward scores as a format error for every
@@ -17,7 +17,7 @@ Transformers generation only: vLLM's per-request `allowed_token_ids` cannot be p
 so the params check refuses the combination.
 """
 
-from collections.abc import Callable
+from contextlib import contextmanager
 
 from mllmrec.errors import UserError
 from mllmrec.prompts import item_token_ids
@@ -57,42 +57,38 @@ class CandidateItemsOnly:
         return scores.masked_fill(masked, float("-inf"))
 
 
-def candidates_only(base, allowed: dict[tuple[int, ...], list[int]], item_ids: list[int]):
+def candidates_only(base, rows: list[dict], tokenizer):
     """`base` (TRL's GRPOTrainer or a subclass) whose transformers generation samples with CandidateItemsOnly; each
-    generation row's candidates are looked up by its prompt's token ids."""
+    generation row's candidates are looked up by its prompt's token ids (`rows`: mllmrec.training.grpo.grpo_rows)."""
+    allowed, item_ids = allowed_by_prompt(rows, tokenizer), sorted(item_token_ids(tokenizer).values())
 
     def _generate_single_turn(self, prompt_ids, *args, **kwargs):
         try:
-            rows = [allowed[tuple(p)] for p in prompt_ids]
+            per_row = [allowed[tuple(p)] for p in prompt_ids]
         except KeyError:
             raise UserError(
                 "grpo.constrain_to_candidates: a prompt TRL generated for is not one of data/augment/grpo.parquet's "
                 "(truncated?)"
             ) from None
         model = self.accelerator.unwrap_model(self.model_wrapped)  # the object TRL's generation unwraps
-        with _logits_processor(model, CandidateItemsOnly(rows, item_ids)):
+        with _logits_processor(model, CandidateItemsOnly(per_row, item_ids)):
             return base._generate_single_turn(self, prompt_ids, *args, **kwargs)
 
     return type(base.__name__, (base,), {"_generate_single_turn": _generate_single_turn})
 
 
-class _logits_processor:
+@contextmanager
+def _logits_processor(model, processor):
     """Within the block, `model.generate` also runs `processor` (TRL's generate call has no hook for one)."""
+    from transformers import LogitsProcessorList
 
-    def __init__(self, model, processor: Callable):
-        self.model, self.processor = model, processor
-
-    def __enter__(self):
-        from transformers import LogitsProcessorList
-
-        self.saved = self.model.__dict__.get("generate")  # an instance attribute to put back, if any
-        generate = self.model.generate
-        self.model.generate = lambda *a, **kw: generate(
-            *a, logits_processor=LogitsProcessorList([self.processor]), **kw
-        )
-
-    def __exit__(self, *exc):
-        if self.saved is None:
-            del self.model.generate  # the class's method again
+    saved = model.__dict__.get("generate")  # an instance attribute to put back, if any
+    generate = model.generate
+    model.generate = lambda *a, **kw: generate(*a, logits_processor=LogitsProcessorList([processor]), **kw)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del model.generate  # the class's method again
         else:
-            self.model.generate = self.saved
+            model.generate = saved

@@ -28,8 +28,8 @@ from mllmrec.config import GrpoParams, PromptParams
 from mllmrec.environment import versions
 from mllmrec.errors import UserError
 from mllmrec.evaluation.policy import check_vocabulary
-from mllmrec.prompts import ItemText, build_messages, item_token_ids, render_prompt
-from mllmrec.training.constrained import allowed_by_prompt, candidates_only
+from mllmrec.prompts import ItemText, build_messages, render_prompt
+from mllmrec.training.constrained import candidates_only
 from mllmrec.training.memory import check_cuda_training
 from mllmrec.training.monitor import ValidMonitor, valid_rows
 from mllmrec.training.rewards import trl_reward_funcs
@@ -297,8 +297,7 @@ def _grpo_trainer(model, args, rows: list[dict], tokenizer, params: GrpoParams, 
     reward_funcs = trl_reward_funcs(r.kind, r.bad_format, r.hit, r.valid_miss, r.max_answers)
     trainer_cls = cpu_speed_trainer(GRPOTrainer, "_get_per_token_logps_and_entropies")
     if params.constrain_to_candidates:
-        item_ids = sorted(item_token_ids(tokenizer).values())
-        trainer_cls = candidates_only(trainer_cls, allowed_by_prompt(rows, tokenizer), item_ids)
+        trainer_cls = candidates_only(trainer_cls, rows, tokenizer)
     trainer = trainer_cls(
         model=model,
         reward_funcs=reward_funcs,
