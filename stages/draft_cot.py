@@ -26,10 +26,9 @@ from mllmrec.prompts import load_item_texts
 from mllmrec.reports import write_report
 
 READS = [
-    paths.candidates(paths.param("draft_cot.num_negatives")),
+    paths.SPLIT,  # candidates (draft_cot.num_negatives); train_sequences (mode grounded: co-occurrence)
     paths.ITEMS,
     paths.CAPTIONS,
-    paths.TRAIN_SEQUENCES,  # mode grounded: co-occurrence in the training sequences
     paths.param("models.provision.out"),  # orders after `models`: the drafter is named by models.drafter
 ]
 WRITES = [paths.DRAFTS, paths.DRAFT_REPORT, paths.param("draft_cot.cache_dir")]

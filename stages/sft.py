@@ -25,7 +25,7 @@ from mllmrec.training.sft import sft_examples, tokenize_examples, train_sft
 
 READS = [
     paths.SFT_SAMPLES,
-    paths.ITEM_TOKEN_TABLE,
+    paths.ITEM_TOKENS,  # its items.parquet
     paths.ITEMS,
     paths.CAPTIONS,
     paths.param("models.provision.out"),  # orders after `models`; hub policies are pinned by revision in params

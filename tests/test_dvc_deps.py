@@ -111,3 +111,25 @@ def test_the_check_sees_function_level_imports(tmp_path):
     without listing src/mllmrec/engines)."""
     reached = import_closure(SRC / "mllmrec/engines/__init__.py")
     assert SRC / "mllmrec/engines/transformers_engine.py" in reached
+
+
+def test_no_stage_depends_on_a_file_inside_another_stages_folder_output():
+    """A dep names another stage's output as that stage declares it: `data/item_tokens`, not
+    `data/item_tokens/items.parquet`. For a path inside a folder output, DVC's experiment executor asks its data index
+    (`_get_stage_files` -> `dvcfs.isdvc`), which loads the folder's `.dir` object named by the dvc.lock the experiment
+    started from. In a clone that never ran that committed configuration the object is absent, and every queued
+    experiment that restores such a stage from the run-cache failed with `failed to load directory` (the ablation
+    grid's leaky-cot arm, its SFT restored from no-cot's, until sft listed the folder)."""
+    outs = {}
+    for name, stage in STAGES.items():
+        body = stage.get("do", stage)
+        for entry in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
+            outs[entry if isinstance(entry, str) else next(iter(entry))] = name
+    inside = [
+        f"{name}: {dep} (inside {owner}'s {out})"
+        for name, stage in STAGES.items()
+        for dep in stage.get("do", stage).get("deps", [])
+        for out, owner in outs.items()
+        if isinstance(dep, str) and dep.startswith(out.rstrip("/") + "/")
+    ]
+    assert not inside, f"dvc.yaml: depend on the folder output instead: {inside}"
