@@ -84,10 +84,11 @@ def test_stage_lists_the_prompt_templates_of_the_params_it_reads(name):
     assert listed == wanted, f"dvc.yaml stage {name!r}: template deps {sorted(listed)}, expected {sorted(wanted)}"
 
 
-def out_entries(name: str) -> list[dict]:
-    """A stage's `outs:` as {path: props} dicts (a bare path has no props)."""
-    outs = STAGES[name].get("do", STAGES[name]).get("outs", [])
-    return [o if isinstance(o, dict) else {o: {}} for o in outs]
+def out_entries(name: str, sections: tuple[str, ...] = ("outs",)) -> list[dict]:
+    """A stage's `outs:` (or the given sections, e.g. metrics and plots too) as {path: props} dicts (a bare path has no
+    props)."""
+    body = STAGES[name].get("do", STAGES[name])
+    return [o if isinstance(o, dict) else {o: {}} for section in sections for o in body.get(section, [])]
 
 
 # Stages allowed to rerun in every queued experiment: seconds of work, and outputs DVC cannot parse as metrics/plots.
@@ -120,11 +121,7 @@ def test_no_stage_depends_on_a_file_inside_another_stages_folder_output():
     started from. In a clone that never ran that committed configuration the object is absent, and every queued
     experiment that restores such a stage from the run-cache failed with `failed to load directory` (the ablation
     grid's leaky-cot arm, its SFT restored from no-cot's, until sft listed the folder)."""
-    outs = {}
-    for name, stage in STAGES.items():
-        body = stage.get("do", stage)
-        for entry in body.get("outs", []) + body.get("metrics", []) + body.get("plots", []):
-            outs[entry if isinstance(entry, str) else next(iter(entry))] = name
+    outs = {path: name for name in STAGES for o in out_entries(name, ("outs", "metrics", "plots")) for path in o}
     inside = [
         f"{name}: {dep} (inside {owner}'s {out})"
         for name, stage in STAGES.items()
