@@ -14,7 +14,7 @@ import yaml
 
 from mllmrec.cot.reports import CotMetrics
 from mllmrec.errors import UserError
-from mllmrec.experiments.ablation import copy_rates, prompt_rewards, report
+from mllmrec.experiments.ablation import NOT_SCORED, copy_rates, prompt_rewards, report
 from mllmrec.experiments.grid import failed_tasks, last_error, load_arms
 from mllmrec.training.augment import AugmentReport, CotCounts, CotDraw
 
@@ -270,6 +270,20 @@ def test_report_pairs_arms_on_the_same_samples_and_marks_failed_arms():
     assert {r["arm"] for r in plots["reward_vs_valid"]} == {"no-cot", "leaky-cot"}
     with pytest.raises(UserError, match="reference arm 'captions-all'"):
         report(runs, "captions-all")
+
+
+def test_arms_scored_by_likelihood_only_mark_the_generative_cells_not_scored():
+    """The 300-user grid turns greedy generation off (evaluate.generative_num_negatives: []): the likelihood cells
+    are computed as before, the generative ones say so instead of failing on an empty protocol."""
+    hits = np.random.default_rng(2).random(60) < 0.3
+    ref, arm = _arm(hits, hits, [[0.3, 0.3]] * 8), _arm(hits, ~hits, [[0.3, 0.3]] * 8)
+    for r in (ref, arm):
+        r["predictions"] = {k: v.filter(pl.col("protocol") == "likelihood") for k, v in r["predictions"].items()}
+    text, _ = report({"no-cot": ref, "captions-all": arm}, "no-cot")
+    policy = next(r for r in text.splitlines() if r.startswith("| captions-all | SFT+GRPO |"))
+    assert policy.rstrip(" |").endswith(NOT_SCORED) and "| 60 |" in policy
+    diff = next(r for r in text.splitlines() if r.startswith("| captions-all SFT+GRPO − no-cot SFT+GRPO"))
+    assert f"| {NOT_SCORED} |" in diff and "p<0.001*" in diff  # every hit flipped: likelihood still compared
 
 
 def test_power_columns_size_the_comparisons_that_are_not_resolved():

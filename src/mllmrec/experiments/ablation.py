@@ -27,6 +27,7 @@ from mllmrec.experiments.grid import STAGES
 from mllmrec.training.rewards import parse
 
 LABEL = {"sft": "SFT", "grpo": "SFT+GRPO"}  # the two policies of an arm (STAGES), as the tables name them
+NOT_SCORED = "not scored"  # a policy evaluated without greedy generation (evaluate.generative_num_negatives: [])
 
 
 def prompt_rewards(completions: list[dict]) -> pl.DataFrame:
@@ -159,7 +160,6 @@ def _test_scores(
             ranks[arm, stage] = {p: _ranks(r["predictions"][stage], p) for p in ("likelihood", "generative")}
             lik, gen = ranks[arm, stage]["likelihood"], ranks[arm, stage]["generative"]
             s_l = per_sample_scores(lik.sort("sample_id")["target_rank"].to_numpy(), [1, 5, 10])
-            s_g = per_sample_scores(gen.sort("sample_id")["target_rank"].to_numpy(), [1])
             hits[arm, stage] = s_l["HR@1"]  # by sample_id: compare() below checks both sides hold the same samples
             metric_rows.append(
                 [
@@ -169,7 +169,9 @@ def _test_scores(
                     ci_cell(s_l["HR@1"]),
                     ci_cell(s_l["HR@5"]),
                     f"{s_l['NDCG@10'].mean():.3f}",
-                    ci_cell(s_g["HR@1"]),
+                    ci_cell(per_sample_scores(gen.sort("sample_id")["target_rank"].to_numpy(), [1])["HR@1"])
+                    if gen.height
+                    else NOT_SCORED,
                 ]
             )
     pairs = [((arm, "grpo"), (reference, "grpo")) for arm in done if arm != reference]
@@ -183,8 +185,11 @@ def _test_scores(
         comps.append(
             {"a": label[0], "b": label[1], "n": lik_a.height, "discordant": float(np.mean(hits[a] != hits[b])), **c}
         )
-        gen = compare(ranks[a]["generative"], ranks[b]["generative"], ["HR@1"], n_resamples, seed, *names)
-        gen_cells.append(delta_cell(gen["HR@1"]))
+        gen_a, gen_b = ranks[a]["generative"], ranks[b]["generative"]
+        if gen_a.height and gen_b.height:
+            gen_cells.append(delta_cell(compare(gen_a, gen_b, ["HR@1"], n_resamples, seed, *names)["HR@1"]))
+        else:
+            gen_cells.append(NOT_SCORED)
     return metric_rows, comps, gen_cells
 
 
